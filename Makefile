@@ -1,0 +1,31 @@
+# Set-up and checks. Every target creates the virtual environment when it is missing and
+# reinstalls only when a requirements file changes.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: test test-all lint clean-venv
+
+$(VENV)/.runtime: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+# The fast suite (under 10 minutes on 2 CPU cores); `slow` tests are left out.
+test: $(VENV)/.dev
+	$(PY) -m pytest -q -m "not slow"
+
+# Everything, the slow tests included.
+test-all: $(VENV)/.dev
+	$(PY) -m pytest -q
+
+lint: $(VENV)/.dev
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+clean-venv:
+	rm -rf $(VENV)

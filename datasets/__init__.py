@@ -1,0 +1,1 @@
+"""Dataset sources. Spirograph is generated; natural-image sources read local folders."""

@@ -1,0 +1,1 @@
+"""Losses, the gradient penalty, LARS and the learning-rate schedule."""
