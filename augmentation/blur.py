@@ -1,4 +1,4 @@
-"""Batched Gaussian blur with a per-image sigma (SimCLR's ImageNet recipe; spec section 3, step 4)."""
+"""Batched Gaussian blur with a per-image sigma (SimCLR's ImageNet recipe; spec 3, step 4)."""
 
 from __future__ import annotations
 

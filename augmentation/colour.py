@@ -48,13 +48,13 @@ def adjust_saturation(images: Tensor, factor: Tensor) -> Tensor:
 
 
 def adjust_hue(images: Tensor, factor: Tensor) -> Tensor:
-    """Rotate the (I, Q) chroma plane of YIQ by 2π·η per image; no clamp, as in the authors' code."""
+    """Rotate the (I, Q) plane of YIQ by 2π·η per image; no clamp, as in the authors' code."""
     angle = 2 * math.pi * factor
     cos, sin = torch.cos(angle), torch.sin(angle)
     one, zero = torch.ones_like(angle), torch.zeros_like(angle)
-    rotation = torch.stack(
-        [one, zero, zero, zero, cos, -sin, zero, sin, cos], dim=-1
-    ).reshape(-1, 3, 3)
+    rotation = torch.stack([one, zero, zero, zero, cos, -sin, zero, sin, cos], dim=-1).reshape(
+        -1, 3, 3
+    )
     to_yiq = images.new_tensor(_RGB_TO_YIQ)
     to_rgb = images.new_tensor(_YIQ_TO_RGB)
     # One 3×3 colour matrix per image, applied to every pixel: (B, 3, 3) × (B, 3, H·W).
@@ -98,13 +98,15 @@ def colour_distortion(
         (B, 3, H, W) distorted images, differentiable in ``params``.
     """
     if params.shape != (images.shape[0], 4):
-        raise ValueError(f"params must have shape ({images.shape[0]}, 4), got {tuple(params.shape)}")
+        raise ValueError(
+            f"params must have shape ({images.shape[0]}, 4), got {tuple(params.shape)}"
+        )
     images = _blend(colour_jitter(images, params), images, jitter_mask)
     return _blend(grayscale(images).expand_as(images), images, gray_mask)
 
 
 def jitter_bounds(strength: float) -> tuple[tuple[float, float], ...]:
-    """Uniform ranges of (β, c, σ, η) for strength s: [1 − 0.8s, 1 + 0.8s] (floored at 0) and ±0.2s."""
+    """Uniform ranges of (β, c, σ, η) for strength s: [1 − 0.8s, 1 + 0.8s] (floor 0) and ±0.2s."""
     if strength < 0:
         raise ValueError(f"colour strength must be non-negative, got {strength}")
     lo = max(1 - 0.8 * strength, 0.0)

@@ -3,7 +3,7 @@
 torchvision's transforms draw one crop per call; here every image of a batch gets its own box,
 drawn from the same distribution as `torchvision.transforms.RandomResizedCrop` (including its
 fallback to a centre crop after ten rejected attempts), and all boxes are resampled at once with
-bicubic `grid_sample`.
+the antialiased bicubic kernel of PIL and torchvision.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 _ATTEMPTS = 10
@@ -34,7 +33,9 @@ def sample_crop_boxes(
     """
     area = height * width
     log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
-    u = torch.rand(2, batch_size, _ATTEMPTS, device=device, generator=generator, dtype=torch.float64)
+    u = torch.rand(
+        2, batch_size, _ATTEMPTS, device=device, generator=generator, dtype=torch.float64
+    )
     target_area = area * (scale[0] + u[0] * (scale[1] - scale[0]))
     aspect = torch.exp(log_lo + u[1] * (log_hi - log_lo))
     w = torch.round(torch.sqrt(target_area * aspect))
@@ -70,6 +71,34 @@ def _centre_fallback(height: int, width: int, ratio: tuple[float, float]) -> tup
     return h, w
 
 
+def _bicubic(x: Tensor) -> Tensor:
+    """Keys' cubic kernel with a = −0.5, the one PIL and torchvision's antialiased resize use."""
+    a = -0.5
+    x = x.abs()
+    near = ((a + 2) * x - (a + 3)) * x * x + 1
+    far = (((x - 5) * x + 8) * x - 4) * a
+    return torch.where(x < 1, near, torch.where(x < 2, far, torch.zeros_like(x)))
+
+
+def _resample_weights(start: Tensor, length: Tensor, in_size: int, out_size: int) -> Tensor:
+    """(B, out_size, in_size) weights that resample pixels [start, start + length) to out_size.
+
+    Output pixel o samples at box coordinate (o + 0.5)·scale with scale = length / out_size; when
+    shrinking, the kernel is widened by the scale (antialiasing). Pixels outside the box get no
+    weight and each row is renormalised, which is how PIL and torchvision treat the crop's edges.
+    """
+    dtype = torch.float64
+    scale = (length.to(dtype) / out_size)[:, None, None]
+    centre = (torch.arange(out_size, device=start.device, dtype=dtype)[None, :, None] + 0.5) * scale
+    x = (
+        torch.arange(in_size, device=start.device, dtype=dtype)[None, None, :]
+        - start[:, None, None]
+    )
+    inside = (x >= 0) & (x < length[:, None, None])
+    weights = _bicubic((x + 0.5 - centre) / scale.clamp(min=1)) * inside
+    return weights / weights.sum(dim=-1, keepdim=True)
+
+
 def resized_crop(images: Tensor, boxes: Tensor, size: int | tuple[int, int]) -> Tensor:
     """Crop each image to its box and resize it to ``size`` with bicubic interpolation.
 
@@ -78,29 +107,18 @@ def resized_crop(images: Tensor, boxes: Tensor, size: int | tuple[int, int]) -> 
         boxes: (B, 4) integer (top, left, box_height, box_width), as `sample_crop_boxes` returns.
         size: output side, or (out_height, out_width).
     Returns:
-        (B, C, out_height, out_width), clamped to [0, 1] (bicubic overshoots, as it does for
-        uint8 images in PIL and torchvision).
+        (B, C, out_height, out_width), clamped to [0, 1] (bicubic overshoots; PIL clamps too).
 
-    Samples are placed at pixel centres (``align_corners=False``), as torchvision's resize does.
-    Taps that fall outside the box read the neighbouring pixels of the full image rather than
-    repeating the box's edge, which torchvision's crop-then-resize does; only the outermost ring of
-    output pixels can differ.
+    The result is torchvision's ``resized_crop(..., BICUBIC, antialias=True)`` for every image at
+    once: resampling is separable, so each image is one (out_h × H) and one (W × out_w) matrix
+    product with precomputed kernel weights.
     """
     out_h, out_w = (size, size) if isinstance(size, int) else size
-    b, _, height, width = images.shape
-    boxes = boxes.to(device=images.device, dtype=images.dtype)
-    top, left, box_h, box_w = boxes.unbind(dim=1)
-    # Source pixel coordinate of each output pixel centre, then grid_sample's [-1, 1] coordinates.
-    oy = torch.arange(out_h, device=images.device, dtype=images.dtype) + 0.5
-    ox = torch.arange(out_w, device=images.device, dtype=images.dtype) + 0.5
-    sy = top[:, None] + oy[None, :] * (box_h / out_h)[:, None]
-    sx = left[:, None] + ox[None, :] * (box_w / out_w)[:, None]
-    gy = 2 * sy / height - 1
-    gx = 2 * sx / width - 1
-    grid = torch.stack(
-        [gx[:, None, :].expand(b, out_h, out_w), gy[:, :, None].expand(b, out_h, out_w)], dim=-1
-    )
-    out = F.grid_sample(images, grid, mode="bicubic", padding_mode="border", align_corners=False)
+    _, _, height, width = images.shape
+    top, left, box_h, box_w = boxes.to(images.device).unbind(dim=1)
+    rows = _resample_weights(top, box_h, height, out_h).to(images.dtype)
+    cols = _resample_weights(left, box_w, width, out_w).to(images.dtype)
+    out = rows[:, None] @ images @ cols.transpose(1, 2)[:, None]
     return out.clamp(0, 1)
 
 

@@ -22,4 +22,3 @@ class ProjectionHead(nn.Sequential):
         )
         self.in_dim = in_dim
         self.out_dim = out_dim
-

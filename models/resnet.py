@@ -30,7 +30,9 @@ class ResNetEncoder(ResNet):
 
     def __init__(self, arch: str = "resnet50", stem: str = "cifar") -> None:
         if arch not in ARCHITECTURES:
-            raise ValueError(f"unknown architecture {arch!r}; choose one of {sorted(ARCHITECTURES)}")
+            raise ValueError(
+                f"unknown architecture {arch!r}; choose one of {sorted(ARCHITECTURES)}"
+            )
         if stem not in STEMS:
             raise ValueError(f"unknown stem {stem!r}; choose one of {list(STEMS)}")
         block, layers = ARCHITECTURES[arch]

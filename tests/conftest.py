@@ -19,7 +19,9 @@ def as_tensor(array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(array))
 
 
-def assert_close_rel(actual: torch.Tensor, expected, rtol: float = 1e-5, atol: float = 1e-7) -> None:
+def assert_close_rel(
+    actual: torch.Tensor, expected, rtol: float = 1e-5, atol: float = 1e-7
+) -> None:
     """Agreement to ``rtol`` relative, with a tiny absolute floor for entries near zero."""
     expected = torch.as_tensor(np.asarray(expected), dtype=actual.dtype)
     torch.testing.assert_close(actual.detach().cpu(), expected, rtol=rtol, atol=atol)

@@ -1,5 +1,6 @@
 import pytest
 import torch
+from conftest import as_tensor, assert_close_rel
 
 from augmentation.colour import (
     adjust_brightness,
@@ -13,7 +14,6 @@ from augmentation.colour import (
     sample_apply_masks,
     sample_jitter_params,
 )
-from conftest import as_tensor, assert_close_rel
 
 
 def test_jitter_matches_authors_reference(ref):
@@ -95,6 +95,8 @@ def test_apply_masks_have_their_probabilities():
 def test_bad_parameter_shape_is_rejected(ref):
     with pytest.raises(ValueError, match="params must have shape"):
         colour_distortion(
-            as_tensor(ref["jitter_input"]), torch.ones(8, 3), torch.ones(8, dtype=torch.bool),
+            as_tensor(ref["jitter_input"]),
+            torch.ones(8, 3),
+            torch.ones(8, dtype=torch.bool),
             torch.zeros(8, dtype=torch.bool),
         )

@@ -1,7 +1,7 @@
 import pytest
 import torch
-
 from conftest import as_tensor, assert_close_rel
+
 from datasets.spirograph import (
     DATA_BOUNDS,
     TRANSFORM_BOUNDS,
@@ -48,7 +48,8 @@ def test_renderer_is_differentiable_in_all_parameters():
 
 
 @pytest.mark.parametrize(
-    ("sampler", "bounds"), [(sample_data_params, DATA_BOUNDS), (sample_transform_params, TRANSFORM_BOUNDS)]
+    ("sampler", "bounds"),
+    [(sample_data_params, DATA_BOUNDS), (sample_transform_params, TRANSFORM_BOUNDS)],
 )
 def test_samplers_cover_their_ranges(sampler, bounds):
     draws = sampler(20_000, generator=torch.Generator().manual_seed(1))

@@ -40,10 +40,13 @@ def gradient_penalty(
         Scalar mean over the K draws and B images of (g · (θ'_k − θ))², clamped at ``upper_limit``.
     """
     if not params.requires_grad:
-        raise ValueError("params must require grad: the penalty differentiates with respect to them")
+        raise ValueError(
+            "params must require grad: the penalty differentiates with respect to them"
+        )
     if representation.shape[0] != params.shape[0]:
         raise ValueError(
-            f"batch sizes differ: representation {representation.shape[0]}, params {params.shape[0]}"
+            f"batch sizes differ: representation {representation.shape[0]}, "
+            f"params {params.shape[0]}"
         )
     h = representation
     if normalize:

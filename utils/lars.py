@@ -53,7 +53,7 @@ class LARS:
 
     @torch.no_grad()
     def _adapt_gradients(self, weight_decays: list[float]) -> None:
-        for group, weight_decay in zip(self.optim.param_groups, weight_decays):
+        for group, weight_decay in zip(self.optim.param_groups, weight_decays, strict=False):
             if not group.get("lars_adapt", True):
                 continue
             for p in group["params"]:
@@ -78,7 +78,7 @@ class LARS:
         try:
             self.optim.step()
         finally:
-            for group, weight_decay in zip(self.optim.param_groups, weight_decays):
+            for group, weight_decay in zip(self.optim.param_groups, weight_decays, strict=False):
                 group["weight_decay"] = weight_decay
         return loss
 

@@ -18,7 +18,9 @@ def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.5) -> Tensor:
         is O(N²) rather than the O(N²·D) of a broadcast cosine similarity.
     """
     if z1.ndim != 2 or z1.shape != z2.shape:
-        raise ValueError(f"z1 and z2 must both be (N, D), got {tuple(z1.shape)} and {tuple(z2.shape)}")
+        raise ValueError(
+            f"z1 and z2 must both be (N, D), got {tuple(z1.shape)} and {tuple(z2.shape)}"
+        )
     if z1.shape[0] < 2:
         raise ValueError("NT-Xent needs at least 2 images: with one there are no negatives")
     if temperature <= 0:

@@ -1,4 +1,4 @@
-"""The learning-rate schedule of `--cosine-anneal`: a linear ramp meeting a cosine decay (spec 6)."""
+"""The `--cosine-anneal` learning-rate schedule: a linear ramp meeting a cosine decay (spec 6)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,72 @@
+import pytest
+import torch
+from torch import nn
+
+from models import ProjectionHead, ResNetEncoder, representation_dim
+
+
+@pytest.mark.parametrize(
+    ("arch", "dim"), [("resnet18", 512), ("resnet34", 512), ("resnet50", 2048)]
+)
+def test_representation_sizes(arch, dim):
+    encoder = ResNetEncoder(arch, "cifar")
+    assert encoder.representation_dim == dim == representation_dim(arch)
+    assert not any("fc" in name for name, _ in encoder.named_parameters())
+    encoder.eval()
+    with torch.no_grad():
+        assert encoder(torch.rand(2, 3, 32, 32)).shape == (2, dim)
+
+
+def input_of_first_block(stem: str, side: int) -> tuple[int, ...]:
+    encoder = ResNetEncoder("resnet18", stem).eval()
+    seen = []
+    encoder.layer1.register_forward_hook(lambda m, inp, out: seen.append(tuple(inp[0].shape)))
+    with torch.no_grad():
+        encoder(torch.rand(1, 3, side, side))
+    return seen[0]
+
+
+def test_cifar_stem_keeps_resolution():
+    assert input_of_first_block("cifar", 32) == (1, 64, 32, 32)
+    encoder = ResNetEncoder("resnet18", "cifar")
+    assert encoder.conv1.kernel_size == (3, 3) and encoder.conv1.stride == (1, 1)
+    assert isinstance(encoder.maxpool, nn.Identity)
+
+
+def test_stl_stem_halves_resolution():
+    assert input_of_first_block("stl", 96) == (1, 64, 48, 48)
+
+
+def test_imagenet_stem_divides_by_four():
+    assert input_of_first_block("imagenet", 224) == (1, 64, 56, 56)
+    encoder = ResNetEncoder("resnet50", "imagenet")
+    assert encoder.conv1.kernel_size == (7, 7) and encoder.conv1.stride == (2, 2)
+
+
+def test_state_dict_keys_are_torchvisions_without_fc():
+    from torchvision.models import resnet50
+
+    ours = set(ResNetEncoder("resnet50", "imagenet").state_dict())
+    theirs = {k for k in resnet50().state_dict() if not k.startswith("fc.")}
+    assert ours == theirs
+
+
+def test_unknown_names_are_rejected():
+    with pytest.raises(ValueError, match="architecture"):
+        ResNetEncoder("resnet101")
+    with pytest.raises(ValueError, match="stem"):
+        ResNetEncoder("resnet18", "mnist")
+
+
+@pytest.mark.parametrize("dim", [512, 2048])
+def test_projection_head_layout(dim):
+    head = ProjectionHead(dim)
+    linears = [m for m in head if isinstance(m, nn.Linear)]
+    norms = [m for m in head if isinstance(m, nn.BatchNorm1d)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(dim, dim), (dim, 128)]
+    assert all(m.bias is None for m in linears)
+    assert norms[0].affine and not norms[1].affine
+    z = head(torch.randn(6, dim))
+    assert z.shape == (6, 128)
+    # Train-mode output of the last, affine-free BN is standardised per feature.
+    torch.testing.assert_close(z.mean(0), torch.zeros(128), atol=1e-5, rtol=0)
