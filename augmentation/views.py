@@ -1,0 +1,113 @@
+"""Training views: the full augmentation of spec section 3, or a Spirograph rendering (section 2).
+
+A view maker turns a batch of inputs into (views, θ): normalised images ready for the encoder and
+the (B, P) nuisance parameters they were made from. θ is the tensor the gradient penalty
+differentiates with respect to (colour jitter parameters, or Spirograph's six transformation
+parameters), and `sample_nuisance` draws fresh rows from its distribution for the penalty's θ'.
+Every other random choice (crop, flip, blur, apply masks) is drawn here from ``generator``, which
+must live on the inputs' device.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from augmentation.blur import blur_kernel_size, gaussian_blur, sample_blur
+from augmentation.colour import colour_distortion, sample_apply_masks, sample_jitter_params
+from augmentation.crop import horizontal_flip, resized_crop, sample_crop_boxes, sample_flip_mask
+from augmentation.normalize import normalize
+from datasets.spirograph import TRANSFORM_BOUNDS, render_spirograph, sample_transform_params
+
+
+def to_unit_float(images: Tensor) -> Tensor:
+    """uint8 images to floats in [0, 1]; float images pass through."""
+    return images.float().div_(255) if images.dtype == torch.uint8 else images
+
+
+class NaturalViews:
+    """Crop, flip, colour distortion, optional blur, normalisation (spec section 3, in order).
+
+    ``crop=False`` skips the random resized crop for inputs already cropped in data-loader
+    workers (ImageNet).
+    """
+
+    nuisance_dim = 4
+
+    def __init__(
+        self,
+        dataset: str,
+        image_size: int,
+        colour_strength: float = 0.5,
+        blur: bool = False,
+        crop: bool = True,
+    ) -> None:
+        self.dataset = dataset
+        self.image_size = image_size
+        self.colour_strength = colour_strength
+        self.blur = blur
+        self.crop = crop
+
+    def sample_nuisance(
+        self, n: int, *, device: torch.device | str, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """(n, 4) fresh colour-jitter parameters."""
+        return sample_jitter_params(n, self.colour_strength, device=device, generator=generator)
+
+    def augment(
+        self,
+        images: Tensor,
+        *,
+        generator: torch.Generator | None = None,
+        requires_grad: bool = False,
+    ) -> tuple[Tensor, Tensor]:
+        """(B, 3, H, W) uint8 or [0, 1] images -> ((B, 3, S, S) views, (B, 4) jitter parameters)."""
+        x = to_unit_float(images)
+        b, device = x.shape[0], x.device
+        if self.crop:
+            boxes = sample_crop_boxes(
+                b, x.shape[-2], x.shape[-1], device=device, generator=generator
+            )
+            x = resized_crop(x, boxes, self.image_size)
+        x = horizontal_flip(x, sample_flip_mask(b, device=device, generator=generator))
+        theta = self.sample_nuisance(b, device=device, generator=generator)
+        theta.requires_grad_(requires_grad)
+        jitter_mask, gray_mask = sample_apply_masks(b, device=device, generator=generator)
+        x = colour_distortion(x, theta, jitter_mask, gray_mask)
+        if self.blur:
+            sigmas, blur_mask = sample_blur(b, device=device, generator=generator)
+            x = gaussian_blur(x, sigmas, blur_mask, blur_kernel_size(self.image_size))
+        return normalize(x, self.dataset), theta
+
+    def plain(self, images: Tensor) -> Tensor:
+        """Evaluation images: normalisation only."""
+        return normalize(to_unit_float(images), self.dataset)
+
+
+class SpirographViews:
+    """Each view renders the image's data parameters with a fresh transformation draw."""
+
+    nuisance_dim = 6
+
+    def sample_nuisance(
+        self, n: int, *, device: torch.device | str, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """(n, 6) fresh transformation parameters."""
+        return sample_transform_params(n, device=device, generator=generator)
+
+    def augment(
+        self,
+        params: Tensor,
+        *,
+        generator: torch.Generator | None = None,
+        requires_grad: bool = False,
+    ) -> tuple[Tensor, Tensor]:
+        """(B, 4) data parameters -> ((B, 3, 32, 32) images, (B, 6) transformation parameters)."""
+        theta = self.sample_nuisance(params.shape[0], device=params.device, generator=generator)
+        theta.requires_grad_(requires_grad)
+        return render_spirograph(params, theta), theta
+
+    def plain(self, params: Tensor) -> Tensor:
+        """Images with every transformation parameter at the middle of its range."""
+        middle = torch.tensor([(lo + hi) / 2 for lo, hi in TRANSFORM_BOUNDS], device=params.device)
+        return render_spirograph(params, middle.expand(params.shape[0], -1))

@@ -1,0 +1,78 @@
+"""One entry point from a dataset name to what training and the probe need (spec section 1)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from datasets.imagenet import ImageFolderViews, imagenet_folders
+from datasets.natural import Labelled, load_cifar, load_stl10, stratified_indices
+from datasets.paths import PATHS_FILE, dataset_folder
+from datasets.spirograph import DATA_PARAMS, spirograph_splits
+
+# name: (stem, image side, classes; None for Spirograph's regression onto its data parameters)
+DATASETS: dict[str, tuple[str, int, int | None]] = {
+    "cifar10": ("cifar", 32, 10),
+    "cifar100": ("cifar", 32, 100),
+    "stl10": ("stl", 96, 10),
+    "imagenet": ("imagenet", 224, 1000),
+    "spirograph": ("cifar", 32, None),
+}
+# Spirograph's images are generated from these rows; fixing the seed keeps the training and test
+# sets identical across training seeds and lets the evaluation scripts rebuild them.
+SPIROGRAPH_DATA_SEED = 0
+
+
+@dataclass
+class DatasetBundle:
+    """pretrain: uint8 images (N, 3, H, W), Spirograph data parameters (N, 4), or a Dataset of
+    two pre-cropped views (ImageNet). probe_train / probe_test: labelled sets for the linear
+    probe, None where the full-batch probe does not apply (ImageNet)."""
+
+    name: str
+    stem: str
+    image_size: int
+    num_classes: int | None
+    pretrain: Tensor | Dataset
+    probe_train: Labelled | None
+    probe_test: Labelled | None
+
+    @property
+    def task(self) -> str:
+        return "regression" if self.num_classes is None else "classification"
+
+    @property
+    def num_outputs(self) -> int:
+        return len(DATA_PARAMS) if self.num_classes is None else self.num_classes
+
+
+def load_dataset(
+    name: str, *, proportion: float = 1.0, seed: int = 0, paths_file: str | Path = PATHS_FILE
+) -> DatasetBundle:
+    """Load ``name``; ``proportion`` keeps a stratified fraction of the labelled training set."""
+    stem, size, num_classes = DATASETS[name]
+    if name == "spirograph":
+        train, test = spirograph_splits(proportion, SPIROGRAPH_DATA_SEED)
+        return DatasetBundle(
+            name, stem, size, None, train, Labelled(train, train), Labelled(test, test)
+        )
+    folder = dataset_folder(name, paths_file)
+    if name == "imagenet":
+        train_dir, _ = imagenet_folders(folder)
+        return DatasetBundle(
+            name, stem, size, num_classes, ImageFolderViews(train_dir, size), None, None
+        )
+    if name == "stl10":
+        unlabeled, train, test = load_stl10(folder)
+        train = train.subset(stratified_indices(train.targets, proportion, num_classes, seed))
+        keep = int(unlabeled.shape[0] * proportion)
+        order = torch.randperm(unlabeled.shape[0], generator=torch.Generator().manual_seed(seed))
+        pretrain = torch.cat([train.inputs, unlabeled[order[:keep].sort().values]])
+        return DatasetBundle(name, stem, size, num_classes, pretrain, train, test)
+    train, test, num_classes = load_cifar(folder, name)
+    train = train.subset(stratified_indices(train.targets, proportion, num_classes, seed))
+    return DatasetBundle(name, stem, size, num_classes, train.inputs, train, test)

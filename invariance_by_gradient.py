@@ -1,0 +1,457 @@
+"""Train an encoder with SimCLR and the InvCLR gradient penalty (spec sections 3-6).
+
+    python3 invariance_by_gradient.py --dataset cifar10 --arch resnet50 --lambda-gp 1e-1 \
+        --cosine-anneal --num-epochs 1000
+
+Every `--save-freq` epochs a checkpoint `<checkpoint-dir>/<filename>_epoch<NNN>.pth` is written,
+and `<checkpoint-dir>/<filename>.pth` at the end; `--resume FILE` continues such a run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from augmentation.views import NaturalViews, SpirographViews
+from datasets.sources import DATASETS, DatasetBundle, load_dataset
+from models import ARCHITECTURES, ProjectionHead, ResNetEncoder
+from utils.checkpoint import load_checkpoint, save_checkpoint
+from utils.cli import UsageError, float_at_least, int_at_least, proportion, resolve_device, run_cli
+from utils.gradient_penalty import gradient_penalty, rademacher
+from utils.lars import LARS, param_groups_excluding_bn_bias
+from utils.ntxent import nt_xent
+from utils.probe import encode, evaluate_linear, fit_linear
+from utils.schedule import CosineAnnealingWithLinearRampLR
+
+PENALTY_SAMPLES = 100  # K of spec section 5
+PROBE_REG_WEIGHT = 1e-5  # spec section 7's default
+# Flags that may differ when a run is resumed; all others define the run and come from the
+# checkpoint (giving them a different value on the command line is an error).
+RESUME_OVERRIDABLE = {
+    "resume",
+    "num_workers",
+    "device",
+    "test_freq",
+    "save_freq",
+    "cut_off",
+    "checkpoint_dir",
+    "filename",
+    "git",
+}
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description="Train an encoder with SimCLR and the InvCLR gradient penalty.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    nonneg = float_at_least(0.0)
+    positive = float_at_least(0.0, strict=True)
+    p.add_argument(
+        "--dataset",
+        default="cifar10",
+        choices=sorted(DATASETS),
+        help="training data; folders come from dataset-paths.json",
+    )
+    p.add_argument(
+        "--arch", default="resnet50", choices=sorted(ARCHITECTURES), help="encoder architecture"
+    )
+    p.add_argument(
+        "--base-lr",
+        type=nonneg,
+        default=1.5,
+        help="base learning rate; the rate used is base-lr x batch-size / 256",
+    )
+    p.add_argument(
+        "--num-epochs",
+        type=int_at_least(1),
+        default=1000,
+        help="epochs the learning-rate schedule spans",
+    )
+    p.add_argument(
+        "--cut-off",
+        type=int_at_least(1),
+        default=None,
+        help="stop after this many epochs while the schedule still spans --num-epochs "
+        "(default: train all --num-epochs)",
+    )
+    p.add_argument(
+        "--cosine-anneal",
+        action="store_true",
+        help="10-epoch linear ramp then cosine decay to 0; constant rate when off",
+    )
+    p.add_argument("--batch-size", type=int_at_least(2), default=512, help="images per step")
+    p.add_argument("--temperature", type=positive, default=0.5, help="NT-Xent temperature")
+    p.add_argument("--momentum", type=nonneg, default=0.9, help="SGD momentum")
+    p.add_argument("--weight-decay", type=nonneg, default=1e-6, help="SGD weight decay")
+    p.add_argument("--trust-coef", type=nonneg, default=1e-3, help="LARS trust coefficient")
+    p.add_argument(
+        "--lars-exclude-bn-bias",
+        action="store_true",
+        help="leave batch-norm and bias parameters out of LARS adaptation and weight "
+        "decay (SimCLR's TensorFlow choice); off: all adapted, as torchlars",
+    )
+    p.add_argument(
+        "--lambda-gp",
+        type=nonneg,
+        default=0.0,
+        help="weight of the gradient penalty; 0 turns it off",
+    )
+    p.add_argument(
+        "--gp-upper-limit",
+        type=positive,
+        default=1.0,
+        help="the penalty is clamped from above at this value",
+    )
+    p.add_argument(
+        "--no-gp-normalization",
+        action="store_true",
+        help="penalise the raw representation h instead of h / ||h||",
+    )
+    p.add_argument(
+        "--colour-strength",
+        type=nonneg,
+        default=0.5,
+        help="colour distortion strength s (1.0 is SimCLR's ImageNet setting)",
+    )
+    p.add_argument(
+        "--blur",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="Gaussian blur of the training views (default: on for imagenet only)",
+    )
+    p.add_argument(
+        "--proportion",
+        type=proportion,
+        default=1.0,
+        help="fraction of the labelled training set kept, stratified by class "
+        "(Spirograph: of both its train and test sets)",
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of initialisation, data order and augmentation"
+    )
+    p.add_argument(
+        "--device",
+        default="auto",
+        choices=["auto", "cpu", "cuda"],
+        help="auto: CUDA when available, else CPU",
+    )
+    p.add_argument(
+        "--num-workers",
+        type=int_at_least(0),
+        default=2,
+        help="data-loader worker processes (ImageNet decoding)",
+    )
+    p.add_argument(
+        "--test-freq",
+        type=int_at_least(0),
+        default=10,
+        help="fit the L-BFGS linear probe every this many epochs; 0 turns it off",
+    )
+    p.add_argument(
+        "--save-freq",
+        type=int_at_least(1),
+        default=100,
+        help="write <filename>_epoch<NNN>.pth every this many epochs",
+    )
+    p.add_argument("--filename", default="output", help="checkpoint name stem")
+    p.add_argument("--checkpoint-dir", default="checkpoint", help="folder for checkpoints")
+    p.add_argument(
+        "--resume",
+        default=None,
+        metavar="FILE",
+        help="continue the run saved in FILE (a path, or a name in --checkpoint-dir)",
+    )
+    p.add_argument(
+        "--git",
+        action="store_true",
+        help="also record `git diff` in the checkpoint (the hash is always recorded)",
+    )
+    return p
+
+
+def git_info(with_diff: bool) -> dict[str, str | None]:
+    """The commit of this code and, when asked, the uncommitted diff (None outside a git repo)."""
+
+    def run(*cmd: str) -> str | None:
+        try:
+            out = subprocess.run(
+                ["git", *cmd], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=30
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return out.stdout if out.returncode == 0 else None
+
+    commit = run("rev-parse", "HEAD")
+    return {
+        "hash": commit.strip() if commit else None,
+        "diff": run("diff", "HEAD") if with_diff else None,
+    }
+
+
+def checkpoint_path(args: argparse.Namespace, name: str) -> Path:
+    path = Path(name)
+    return path if path.is_file() or path.parent != Path(".") else Path(args.checkpoint_dir) / path
+
+
+def merge_resumed_args(args: argparse.Namespace, saved: dict[str, Any]) -> argparse.Namespace:
+    """The checkpoint's run arguments, with the command line's overridable flags on top."""
+    defaults = vars(get_args_parser().parse_args([]))
+    merged = dict(saved)
+    for key, value in vars(args).items():
+        explicit = value != defaults.get(key)
+        if key in RESUME_OVERRIDABLE or key not in saved:
+            if explicit or key not in saved:
+                merged[key] = value
+        elif explicit and value != saved[key]:
+            flag = "--" + key.replace("_", "-")
+            raise UsageError(
+                f"{flag} {value} conflicts with the resumed run's {saved[key]}; drop {flag} to "
+                "continue that run, or start a new one"
+            )
+    return argparse.Namespace(**{k: merged[k] for k in defaults})
+
+
+def build_views(args: argparse.Namespace, data: DatasetBundle) -> NaturalViews | SpirographViews:
+    if data.name == "spirograph":
+        return SpirographViews()
+    blur = args.blur if args.blur is not None else data.name == "imagenet"
+    return NaturalViews(
+        data.name, data.image_size, args.colour_strength, blur, crop=data.name != "imagenet"
+    )
+
+
+def pretrain_batches(data: DatasetBundle, args: argparse.Namespace, epoch: int):
+    """Pairs of inputs for the two views, in an order fixed by (seed, epoch); last partial batch
+    dropped so that batch norm and NT-Xent always see ``batch_size`` images."""
+    order = torch.Generator().manual_seed(args.seed * 1_000_003 + epoch)
+    if isinstance(data.pretrain, torch.Tensor):
+        perm = torch.randperm(data.pretrain.shape[0], generator=order)
+        for i in range(0, perm.numel() - args.batch_size + 1, args.batch_size):
+            batch = data.pretrain[perm[i : i + args.batch_size]]
+            yield batch, batch
+    else:
+        loader = torch.utils.data.DataLoader(
+            data.pretrain,
+            batch_size=args.batch_size,
+            shuffle=True,
+            drop_last=True,
+            num_workers=args.num_workers,
+            generator=order,
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=False,
+        )
+        yield from loader
+
+
+def train_one_epoch(
+    encoder: nn.Module,
+    head: nn.Module,
+    optimizer: LARS,
+    views,
+    data: DatasetBundle,
+    args: argparse.Namespace,
+    epoch: int,
+    device: torch.device,
+    generator: torch.Generator,
+) -> dict[str, float]:
+    encoder.train()
+    head.train()
+    num_steps = len(data.pretrain) // args.batch_size
+    totals = torch.zeros(3, device=device)
+    start = time.perf_counter()
+    bar = tqdm(
+        pretrain_batches(data, args, epoch),
+        total=num_steps,
+        desc=f"epoch {epoch}",
+        leave=False,
+        dynamic_ncols=True,
+    )
+    use_penalty = args.lambda_gp > 0
+    for step, (x1, x2) in enumerate(bar):
+        x1 = x1.to(device, non_blocking=True)
+        x2 = x2.to(device, non_blocking=True)
+        view1, theta1 = views.augment(x1, generator=generator, requires_grad=use_penalty)
+        view2, _ = views.augment(x2, generator=generator)
+        h1, h2 = encoder(view1), encoder(view2)
+        contrastive = nt_xent(head(h1), head(h2), args.temperature)
+        if use_penalty:
+            penalty = gradient_penalty(
+                h1,
+                theta1,
+                lambda n: views.sample_nuisance(n, device=device, generator=generator),
+                num_samples=PENALTY_SAMPLES,
+                upper_limit=args.gp_upper_limit,
+                normalize=not args.no_gp_normalization,
+                signs=rademacher(h1.shape, device=device, dtype=h1.dtype, generator=generator),
+            )
+        else:
+            penalty = torch.zeros((), device=device)
+        loss = contrastive + args.lambda_gp * penalty
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        totals += torch.stack([contrastive.detach(), penalty.detach(), loss.detach()])
+        c, g, t = (totals / (step + 1)).tolist()
+        elapsed = time.perf_counter() - start
+        bar.set_postfix_str(
+            f"c-loss {c:.3f} penalty {g:.4f} loss {t:.3f} "
+            f"{(step + 1) * args.batch_size / elapsed:.0f} img/s"
+        )
+    bar.close()
+    elapsed = time.perf_counter() - start
+    c, g, t = (totals / max(num_steps, 1)).tolist()
+    return {
+        "contrastive_loss": c,
+        "penalty": g,
+        "loss": t,
+        "images_per_s": num_steps * args.batch_size / elapsed,
+        "time_s": elapsed,
+    }
+
+
+def run_probe(
+    encoder: nn.Module, views, data: DatasetBundle, args: argparse.Namespace, device: torch.device
+) -> dict[str, float]:
+    """Spec section 7 on plain images; Spirograph, like the authors, on one fixed-seed
+    transformation draw per image (it has no untransformed images)."""
+    if isinstance(views, SpirographViews):
+        gen = torch.Generator(device).manual_seed(args.seed)
+        to_images = lambda x: views.augment(x, generator=gen)[0]  # noqa: E731
+    else:
+        to_images = views.plain
+    features = [
+        encode(encoder, split.inputs, to_images, batch_size=args.batch_size, device=device)
+        for split in (data.probe_train, data.probe_test)
+    ]
+    targets = [split.targets.to(device) for split in (data.probe_train, data.probe_test)]
+    fit = fit_linear(
+        features[0], targets[0], data.num_outputs, task=data.task, reg_weight=PROBE_REG_WEIGHT
+    )
+    result = evaluate_linear(fit, features[1], targets[1], data.task)
+    return {f"test_{k}": v for k, v in result.items() if k != "mse_per_target"}
+
+
+def format_epoch(epoch: int, args: argparse.Namespace, row: dict[str, Any]) -> str:
+    line = (
+        f"epoch {epoch + 1:>4}/{args.num_epochs}  lr {row['lr']:.4g}  "
+        f"c-loss {row['contrastive_loss']:.4f}  penalty {row['penalty']:.4g}  "
+        f"loss {row['loss']:.4f}  {row['images_per_s']:.0f} img/s  {row['time_s']:.1f} s"
+    )
+    if "test_accuracy" in row:
+        line += f"  probe acc {row['test_accuracy']:.2f}% loss {row['test_loss']:.4f}"
+    if "test_mse" in row:
+        line += f"  probe mse {row['test_mse']:.5f}"
+    return line
+
+
+def main(args: argparse.Namespace) -> Path:
+    resumed = None
+    if args.resume:
+        resumed = load_checkpoint(checkpoint_path(args, args.resume))
+        args = merge_resumed_args(args, resumed["args"])
+    device = resolve_device(args.device)
+    if args.dataset == "imagenet" and args.test_freq > 0:
+        raise UsageError(
+            "ImageNet is too large for the full-batch L-BFGS probe; pass --test-freq 0"
+        )
+
+    torch.manual_seed(args.seed)
+    data = load_dataset(args.dataset, proportion=args.proportion, seed=args.seed)
+    if len(data.pretrain) < args.batch_size:
+        raise UsageError(
+            f"--batch-size {args.batch_size} exceeds the {len(data.pretrain)} "
+            "training images; lower it or raise --proportion"
+        )
+    views = build_views(args, data)
+    encoder = ResNetEncoder(args.arch, data.stem).to(device)
+    head = ProjectionHead(encoder.representation_dim).to(device)
+    lr = args.base_lr * args.batch_size / 256
+    if args.lars_exclude_bn_bias:
+        groups = param_groups_excluding_bn_bias([encoder, head], args.weight_decay)
+    else:
+        groups = [{"params": [*encoder.parameters(), *head.parameters()]}]
+    sgd = torch.optim.SGD(groups, lr=lr, momentum=args.momentum, weight_decay=args.weight_decay)
+    optimizer = LARS(sgd, eps=1e-8, trust_coef=args.trust_coef)
+    scheduler = (
+        CosineAnnealingWithLinearRampLR(sgd, args.num_epochs) if args.cosine_anneal else None
+    )
+    generator = torch.Generator(device).manual_seed(args.seed)
+    git = git_info(args.git)
+    results: list[dict[str, Any]] = []
+    start_epoch = 0
+    if resumed is not None:
+        encoder.load_state_dict(resumed["encoder"])
+        head.load_state_dict(resumed["head"])
+        optimizer.load_state_dict(resumed["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(resumed["scheduler"])
+        generator.set_state(resumed["rng"]["augment"])
+        torch.set_rng_state(resumed["rng"]["torch"])
+        results = resumed["results"]
+        start_epoch = resumed["epoch"] + 1
+        print(
+            f"resuming {args.filename} at epoch {start_epoch + 1}, "
+            f"lr {sgd.param_groups[0]['lr']:.4g}"
+        )
+
+    end_epoch = min(args.num_epochs, args.cut_off or args.num_epochs)
+    print(
+        f"training {args.arch} on {args.dataset}: {len(data.pretrain)} images, batch "
+        f"{args.batch_size}, {len(data.pretrain) // args.batch_size} steps/epoch, epochs "
+        f"{start_epoch + 1}-{end_epoch} of {args.num_epochs}, lambda-gp {args.lambda_gp}, "
+        f"device {device}"
+    )
+
+    def state(epoch: int) -> dict[str, Any]:
+        return {
+            "encoder": encoder.state_dict(),
+            "head": head.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "epoch": epoch,
+            "args": vars(args),
+            "results": results,
+            "rng": {"torch": torch.get_rng_state(), "augment": generator.get_state()},
+            "git": git,
+        }
+
+    for epoch in range(start_epoch, end_epoch):
+        row = {"epoch": epoch, "lr": sgd.param_groups[0]["lr"]}
+        row.update(
+            train_one_epoch(encoder, head, optimizer, views, data, args, epoch, device, generator)
+        )
+        if scheduler is not None:
+            scheduler.step()
+        if args.test_freq and epoch % args.test_freq == args.test_freq - 1:
+            row.update(run_probe(encoder, views, data, args, device))
+        results.append(row)
+        print(format_epoch(epoch, args, row), flush=True)
+        if epoch % args.save_freq == args.save_freq - 1:
+            save_checkpoint(
+                state(epoch), Path(args.checkpoint_dir) / f"{args.filename}_epoch{epoch:03d}.pth"
+            )
+
+    final = save_checkpoint(
+        state(end_epoch - 1), Path(args.checkpoint_dir) / f"{args.filename}.pth"
+    )
+    script = (
+        "lbfgs_linear_clf_spirograph.py" if args.dataset == "spirograph" else "lbfgs_linear_clf.py"
+    )
+    print(f"saved {final}")
+    print(
+        f"evaluate with: python3 {script} --load-from {final.name} "
+        f"--checkpoint-dir {args.checkpoint_dir}"
+    )
+    return final
+
+
+if __name__ == "__main__":
+    run_cli(main, get_args_parser())

@@ -1,0 +1,231 @@
+"""End-to-end runs of invariance_by_gradient.py on tiny data (CPU, ResNet-18, a few steps)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import invariance_by_gradient as train
+from tiny_data import write_cifar_pickles, write_image_folder, write_paths, write_stl10
+from utils.schedule import ramp_cosine_lr
+
+REPO = Path(__file__).resolve().parent.parent
+CHECKPOINT_KEYS = {
+    "format",
+    "version",
+    "encoder",
+    "head",
+    "optimizer",
+    "scheduler",
+    "epoch",
+    "args",
+    "results",
+    "rng",
+    "git",
+}
+
+
+def run(*flags: str) -> Path:
+    args = train.get_args_parser().parse_args(
+        ["--arch", "resnet18", "--device", "cpu", "--num-workers", "0", *flags]
+    )
+    return train.main(args)
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def load(path: Path) -> dict:
+    return torch.load(path, weights_only=True)
+
+
+SPIRO = ["--dataset", "spirograph", "--proportion", "0.0001", "--batch-size", "4"]
+
+
+def test_spirograph_run_writes_checkpoints_with_plain_types(workdir):
+    final = run(
+        *SPIRO,
+        "--num-epochs",
+        "2",
+        "--save-freq",
+        "1",
+        "--test-freq",
+        "1",
+        "--lambda-gp",
+        "1e-2",
+        "--gp-upper-limit",
+        "1000",
+        "--filename",
+        "demo",
+    )
+    assert final == Path("checkpoint/demo.pth")
+    for name in ("demo_epoch000.pth", "demo_epoch001.pth", "demo.pth"):
+        assert (workdir / "checkpoint" / name).is_file()
+    state = load(final)
+    assert set(state) == CHECKPOINT_KEYS
+    assert state["epoch"] == 1 and state["args"]["lambda_gp"] == 1e-2
+    assert not any(k.startswith(("module.", "_orig_mod.")) for k in state["encoder"])
+    rows = state["results"]
+    assert [r["epoch"] for r in rows] == [0, 1]
+    assert all(r["penalty"] > 0 and r["test_mse"] > 0 for r in rows)
+    assert rows[0]["loss"] == pytest.approx(
+        rows[0]["contrastive_loss"] + 1e-2 * rows[0]["penalty"], rel=1e-5
+    )
+
+
+@pytest.mark.parametrize("layout", ["pickle", "image-folder"])
+def test_cifar10_one_epoch(workdir, layout):
+    if layout == "pickle":
+        root = write_cifar_pickles(workdir / "data")
+    else:
+        root = write_image_folder(workdir / "data", {"train": 1, "test": 1}, classes=10, size=32)
+    write_paths(workdir, cifar10=root)
+    state = load(
+        run(
+            "--dataset",
+            "cifar10",
+            "--batch-size",
+            "8",
+            "--num-epochs",
+            "1",
+            "--test-freq",
+            "1",
+            "--lambda-gp",
+            "0.1",
+        )
+    )
+    row = state["results"][0]
+    assert 0 <= row["test_accuracy"] <= 100 and row["test_loss"] > 0 and row["penalty"] > 0
+
+
+def test_cifar100_pickles(workdir):
+    write_paths(workdir, cifar100=write_cifar_pickles(workdir / "data", "cifar100", per_class=1))
+    state = load(
+        run("--dataset", "cifar100", "--batch-size", "64", "--num-epochs", "1", "--test-freq", "0")
+    )
+    assert state["results"][0]["contrastive_loss"] > 0
+
+
+def test_stl10_pretrains_on_train_and_unlabeled(workdir, capsys):
+    write_paths(workdir, stl10=write_stl10(workdir / "data"))
+    state = load(
+        run("--dataset", "stl10", "--batch-size", "8", "--num-epochs", "1", "--test-freq", "1")
+    )
+    assert "16 images" in capsys.readouterr().out  # 10 labelled + 6 unlabeled
+    assert "test_accuracy" in state["results"][0]
+
+
+def test_imagenet_image_folder_crops_in_workers(workdir):
+    root = write_image_folder(
+        workdir / "data", {"train": 2, "val": 1}, classes=2, size=[(64, 48), (40, 70)]
+    )
+    write_paths(workdir, imagenet=root)
+    state = load(
+        run(
+            "--dataset",
+            "imagenet",
+            "--batch-size",
+            "4",
+            "--num-epochs",
+            "1",
+            "--test-freq",
+            "0",
+            "--lambda-gp",
+            "0.1",
+        )
+    )
+    assert state["results"][0]["penalty"] > 0
+    assert state["args"]["blur"] is None  # resolved to on for ImageNet at run time
+
+
+def test_cut_off_stops_early_on_the_full_schedule(workdir):
+    state = load(
+        run(*SPIRO, "--num-epochs", "10", "--cut-off", "1", "--cosine-anneal", "--test-freq", "0")
+    )
+    assert [r["epoch"] for r in state["results"]] == [0]
+    assert state["results"][0]["lr"] == pytest.approx(ramp_cosine_lr(0, 1.5 * 4 / 256, 10))
+
+
+def test_resume_continues_epochs_rate_and_weights(workdir):
+    common = [
+        *SPIRO,
+        "--num-epochs",
+        "3",
+        "--cosine-anneal",
+        "--test-freq",
+        "0",
+        "--lambda-gp",
+        "0.01",
+    ]
+    straight = load(run(*common, "--cut-off", "2", "--filename", "straight"))
+    run(*common, "--cut-off", "1", "--filename", "split")
+    resumed = load(run("--resume", "split.pth", "--cut-off", "2"))
+    assert [r["epoch"] for r in resumed["results"]] == [0, 1]
+    base = 1.5 * 4 / 256
+    assert resumed["results"][1]["lr"] == pytest.approx(ramp_cosine_lr(1, base, 3))
+    for key, value in straight["encoder"].items():
+        assert torch.equal(value, resumed["encoder"][key]), key
+
+
+def test_resume_refuses_a_conflicting_run_flag(workdir):
+    run(*SPIRO, "--num-epochs", "1", "--test-freq", "0", "--filename", "a")
+    with pytest.raises(train.UsageError, match="--arch resnet34 conflicts"):
+        train.main(
+            train.get_args_parser().parse_args(
+                ["--resume", "checkpoint/a.pth", "--arch", "resnet34"]
+            )
+        )
+
+
+def cli(workdir: Path, *flags: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(REPO / "invariance_by_gradient.py"), *flags],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_missing_dataset_folder_is_one_clear_line(workdir):
+    write_paths(workdir, cifar10=workdir / "nowhere")
+    out = cli(workdir, "--dataset", "cifar10", "--device", "cpu")
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    (line,) = out.stderr.strip().splitlines()
+    assert "cifar10" in line and str(workdir / "nowhere") in line and "dataset-paths.json" in line
+    assert not (workdir / "checkpoint").exists()
+
+
+def test_missing_paths_file_and_wrong_layout(workdir):
+    out = cli(workdir, "--dataset", "cifar100", "--device", "cpu")
+    assert out.returncode == 2 and "no dataset-paths.json" in out.stderr
+    (workdir / "empty").mkdir()
+    write_paths(workdir, cifar100=workdir / "empty")
+    out = cli(workdir, "--dataset", "cifar100", "--device", "cpu")
+    assert (
+        out.returncode == 2 and "cifar-100-python" in out.stderr and "Traceback" not in out.stderr
+    )
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--batch-size", "1"],
+        ["--base-lr", "-1"],
+        ["--proportion", "0"],
+        ["--proportion", "1.5"],
+        ["--lambda-gp", "-0.1"],
+        ["--temperature", "0"],
+    ],
+)
+def test_impossible_flag_values_are_argparse_errors(flags, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train.get_args_parser().parse_args(flags)
+    assert exit_info.value.code == 2
+    assert flags[0] in capsys.readouterr().err

@@ -1,0 +1,67 @@
+"""Checkpoints of plain types: written atomically, read with ``weights_only=True``.
+
+A checkpoint is a dict of tensors, numbers, strings, lists and dicts only, so `torch.load` can
+read it without unpickling arbitrary objects; the encoder and head state dicts are those of the
+unwrapped modules.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FORMAT = "invclr-checkpoint"
+VERSION = 1
+
+
+class CheckpointError(Exception):
+    """A checkpoint cannot be written or read; the message says what is wrong and what to do."""
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
+    """Write ``state`` to ``path`` through a temporary file in the same folder and a rename, so
+    that a crash mid-write leaves the previous file intact and never a partial one."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:
+        raise CheckpointError(
+            f"cannot write checkpoints to {path.parent} ({error.strerror}); choose a writable "
+            "--checkpoint-dir"
+        ) from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save({"format": FORMAT, "version": VERSION, **state}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as error:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise CheckpointError(f"cannot write {path} ({error.strerror})") from None
+        raise
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint of this project; anything else is refused with one line."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint of this project ({reason[:200]})"
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a checkpoint of this project (no '{FORMAT}' marker)")
+    return state
