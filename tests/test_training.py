@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_data import write_cifar_pickles, write_image_folder, write_paths, write_stl10
 
 import invariance_by_gradient as train
-from tiny_data import write_cifar_pickles, write_image_folder, write_paths, write_stl10
 from utils.schedule import ramp_cosine_lr
 
 REPO = Path(__file__).resolve().parent.parent
