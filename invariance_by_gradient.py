@@ -246,9 +246,9 @@ def pretrain_batches(data: DatasetBundle, args: argparse.Namespace, epoch: int):
             num_workers=args.num_workers,
             generator=order,
             pin_memory=torch.cuda.is_available(),
-            persistent_workers=False,
         )
-        yield from loader
+        for view1, view2, _ in loader:
+            yield view1, view2
 
 
 def train_one_epoch(
@@ -328,7 +328,7 @@ def run_probe(
     else:
         to_images = views.plain
     features = [
-        encode(encoder, split.inputs, to_images, batch_size=args.batch_size, device=device)
+        encode(encoder, split.inputs.split(args.batch_size), to_images, device)
         for split in (data.probe_train, data.probe_test)
     ]
     targets = [split.targets.to(device) for split in (data.probe_train, data.probe_test)]

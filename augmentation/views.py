@@ -54,6 +54,16 @@ class NaturalViews:
         """(n, 4) fresh colour-jitter parameters."""
         return sample_jitter_params(n, self.colour_strength, device=device, generator=generator)
 
+    def crop_flip(self, images: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+        """Random resized crop (unless ``crop=False``) and flip; floats in [0, 1], unnormalised."""
+        x = to_unit_float(images)
+        b, device = x.shape[0], x.device
+        if self.crop:
+            h, w = x.shape[-2:]
+            boxes = sample_crop_boxes(b, h, w, device=device, generator=generator)
+            x = resized_crop(x, boxes, self.image_size)
+        return horizontal_flip(x, sample_flip_mask(b, device=device, generator=generator))
+
     def augment(
         self,
         images: Tensor,
@@ -62,14 +72,8 @@ class NaturalViews:
         requires_grad: bool = False,
     ) -> tuple[Tensor, Tensor]:
         """(B, 3, H, W) uint8 or [0, 1] images -> ((B, 3, S, S) views, (B, 4) jitter parameters)."""
-        x = to_unit_float(images)
+        x = self.crop_flip(images, generator=generator)
         b, device = x.shape[0], x.device
-        if self.crop:
-            boxes = sample_crop_boxes(
-                b, x.shape[-2], x.shape[-1], device=device, generator=generator
-            )
-            x = resized_crop(x, boxes, self.image_size)
-        x = horizontal_flip(x, sample_flip_mask(b, device=device, generator=generator))
         theta = self.sample_nuisance(b, device=device, generator=generator)
         theta.requires_grad_(requires_grad)
         jitter_mask, gray_mask = sample_apply_masks(b, device=device, generator=generator)

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from datasets.imagenet import ImageFolderViews, imagenet_folders
+from datasets.imagenet import ImageFolderCrops, imagenet_folders
 from datasets.natural import Labelled, load_cifar, load_stl10, stratified_indices
 from datasets.paths import PATHS_FILE, dataset_folder
 from datasets.spirograph import DATA_PARAMS, spirograph_splits
@@ -30,16 +30,17 @@ SPIROGRAPH_DATA_SEED = 0
 @dataclass
 class DatasetBundle:
     """pretrain: uint8 images (N, 3, H, W), Spirograph data parameters (N, 4), or a Dataset of
-    two pre-cropped views (ImageNet). probe_train / probe_test: labelled sets for the linear
-    probe, None where the full-batch probe does not apply (ImageNet)."""
+    (view_1, view_2, target) cropped in workers (ImageNet). probe_train / probe_test: labelled
+    in-memory sets for the linear probe; for ImageNet, Datasets of (crop, target) and
+    (centre crop, target) for the SGD probe."""
 
     name: str
     stem: str
     image_size: int
     num_classes: int | None
     pretrain: Tensor | Dataset
-    probe_train: Labelled | None
-    probe_test: Labelled | None
+    probe_train: Labelled | Dataset
+    probe_test: Labelled | Dataset
 
     @property
     def task(self) -> str:
@@ -62,9 +63,15 @@ def load_dataset(
         )
     folder = dataset_folder(name, paths_file)
     if name == "imagenet":
-        train_dir, _ = imagenet_folders(folder)
+        train_dir, val_dir = imagenet_folders(folder)
         return DatasetBundle(
-            name, stem, size, num_classes, ImageFolderViews(train_dir, size), None, None
+            name,
+            stem,
+            size,
+            num_classes,
+            ImageFolderCrops(train_dir, size),
+            ImageFolderCrops(train_dir, size, num_views=1),
+            ImageFolderCrops(val_dir, size, random=False),
         )
     if name == "stl10":
         unlabeled, train, test = load_stl10(folder)

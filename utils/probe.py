@@ -9,7 +9,7 @@ convex, so the result does not depend on a random initialisation.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
@@ -20,23 +20,19 @@ from torch import Tensor, nn
 @torch.no_grad()
 def encode(
     encoder: nn.Module,
-    inputs: Tensor,
+    batches: Iterable[Tensor],
     to_images: Callable[[Tensor], Tensor],
-    *,
-    batch_size: int,
     device: torch.device,
 ) -> Tensor:
-    """(N, d) representations of ``inputs``, made into images batch by batch by ``to_images``."""
+    """(N, d) float32 representations of the input batches, each made into images by
+    ``to_images`` on ``device``; the encoder runs in eval mode."""
     was_training = encoder.training
     encoder.eval()
     try:
-        chunks = [
-            encoder(to_images(inputs[i : i + batch_size].to(device)))
-            for i in range(0, inputs.shape[0], batch_size)
-        ]
+        chunks = [encoder(to_images(batch.to(device))).float() for batch in batches]
     finally:
         encoder.train(was_training)
-    return torch.cat(chunks).float()
+    return torch.cat(chunks)
 
 
 @dataclass

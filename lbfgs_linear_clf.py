@@ -1,0 +1,42 @@
+"""Linear classification on a checkpoint's frozen representations (spec section 7).
+
+    python3 lbfgs_linear_clf.py --load-from output.pth [--num-passes 10 | --untransformed]
+
+Full-batch L-BFGS on the representations of the labelled training set; ImageNet (or
+``--solver sgd``) trains the linear layer with SGD on cropped and flipped images instead.
+The last line printed is one JSON object with the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from utils.cli import float_at_least, int_at_least, run_cli
+from utils.evaluation import eval_args_parser, evaluate_checkpoint
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = eval_args_parser("Linear classification of a checkpoint's representations.", 1e-5)
+    p.add_argument(
+        "--solver",
+        choices=["lbfgs", "sgd"],
+        default=None,
+        help="lbfgs: full batch (default; not for ImageNet); sgd: the paper's ImageNet "
+        "protocol (default for ImageNet)",
+    )
+    p.add_argument("--epochs", type=int_at_least(1), default=90, help="SGD solver: epochs")
+    p.add_argument(
+        "--lr",
+        type=float_at_least(0.0, strict=True),
+        default=0.1,
+        help="SGD solver: initial learning rate, cosine-annealed to 0",
+    )
+    return p
+
+
+def main(args: argparse.Namespace) -> dict:
+    return evaluate_checkpoint(args, task="classification")
+
+
+if __name__ == "__main__":
+    run_cli(main, get_args_parser())

@@ -1,0 +1,350 @@
+"""Evaluate a checkpoint with a linear model on frozen representations (spec section 7).
+
+Shared by `lbfgs_linear_clf.py` and `lbfgs_linear_clf_spirograph.py`, which only add their task's
+flags. The dataset, architecture and stem come from the checkpoint; the encoder loads strictly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from augmentation.views import NaturalViews, SpirographViews
+from datasets.natural import Labelled
+from datasets.sources import DATASETS, DatasetBundle, load_dataset
+from datasets.spirograph import DATA_PARAMS
+from models import ResNetEncoder
+from utils.checkpoint import CheckpointError, load_checkpoint
+from utils.cli import UsageError, float_at_least, int_at_least, proportion, resolve_device
+from utils.probe import LinearFit, encode, evaluate_linear, fit_linear
+
+REG_GRID = [10.0**k for k in range(-9, 0)]
+HELD_OUT = 0.1
+
+
+def reg_weight(text: str) -> float | str:
+    """A non-negative number, or ``auto`` for a held-out search over a log grid."""
+    return text if text == "auto" else float_at_least(0.0)(text)
+
+
+def eval_args_parser(description: str, default_reg: float) -> argparse.ArgumentParser:
+    """The flags both evaluation scripts share."""
+    p = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    p.add_argument(
+        "--load-from",
+        required=True,
+        metavar="FILE",
+        help="checkpoint: a path, or a name looked up in --checkpoint-dir",
+    )
+    p.add_argument("--checkpoint-dir", default="checkpoint", help="folder for bare names")
+    p.add_argument(
+        "--reg-weight",
+        type=reg_weight,
+        default=default_reg,
+        help="weight of ||W||^2 in the objective; 'auto' picks it from a log grid by "
+        "the score on a held-out 10%% of the labelled training set, then refits",
+    )
+    p.add_argument(
+        "--proportion",
+        type=proportion,
+        default=1.0,
+        help="fraction of the labelled training set used, stratified by class",
+    )
+    p.add_argument(
+        "--untransformed",
+        action="store_true",
+        help="encode plain images, one pass (default: one augmented pass, as the "
+        "authors' evaluation)",
+    )
+    p.add_argument(
+        "--num-passes",
+        type=int_at_least(1),
+        default=1,
+        help="feature averaging: each representation is the mean over this many "
+        "independently augmented copies",
+    )
+    p.add_argument(
+        "--random-init",
+        action="store_true",
+        help="evaluate the checkpoint's architecture at random initialisation "
+        "(seeded by --seed) instead of its weights: a baseline",
+    )
+    p.add_argument(
+        "--batch-size", type=int_at_least(1), default=256, help="images per encoding batch"
+    )
+    p.add_argument(
+        "--device",
+        default="auto",
+        choices=["auto", "cpu", "cuda"],
+        help="auto: CUDA when available, else CPU",
+    )
+    p.add_argument(
+        "--num-workers",
+        type=int_at_least(0),
+        default=2,
+        help="data-loader worker processes (ImageNet decoding)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the augmentation draws, the labelled subset and --random-init",
+    )
+    return p
+
+
+def resolve_checkpoint(load_from: str, checkpoint_dir: str) -> Path:
+    """A path as given when it exists, else the name inside ``checkpoint_dir``."""
+    path = Path(load_from)
+    return path if path.is_file() else Path(checkpoint_dir) / load_from
+
+
+def load_encoder(
+    path: Path, device: torch.device, *, random_init: bool = False, seed: int = 0
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The checkpoint's encoder (loaded strictly) in eval mode, and the training arguments."""
+    state = load_checkpoint(path)
+    run = state.get("args")
+    if not isinstance(run, dict) or run.get("dataset") not in DATASETS or "arch" not in run:
+        raise CheckpointError(f"{path} lacks valid training arguments (dataset, arch)")
+    torch.manual_seed(seed)
+    try:
+        encoder = ResNetEncoder(run["arch"], DATASETS[run["dataset"]][0])
+        if not random_init:
+            encoder.load_state_dict(state["encoder"], strict=True)
+    except (KeyError, ValueError, RuntimeError) as error:
+        reason = " ".join(str(error).split())[:300]
+        raise CheckpointError(
+            f"{path}: encoder does not load as {run['arch']} ({reason})"
+        ) from None
+    return encoder.to(device).eval(), run
+
+
+def eval_views(data: DatasetBundle, run: dict[str, Any]) -> NaturalViews | SpirographViews:
+    """The training augmentation without blur (spec section 7: crop, flip, colour)."""
+    if data.name == "spirograph":
+        return SpirographViews()
+    return NaturalViews(
+        data.name,
+        data.image_size,
+        run.get("colour_strength", 0.5),
+        blur=False,
+        crop=data.name != "imagenet",
+    )
+
+
+def input_batches(
+    split: Labelled | torch.utils.data.Dataset, batch_size: int, num_workers: int
+) -> Iterator[Tensor]:
+    if isinstance(split, Labelled):
+        yield from split.inputs.split(batch_size)
+    else:
+        loader = torch.utils.data.DataLoader(split, batch_size=batch_size, num_workers=num_workers)
+        for inputs, _ in loader:
+            yield inputs
+
+
+def split_targets(split: Labelled | torch.utils.data.Dataset) -> Tensor:
+    return split.targets if isinstance(split, Labelled) else torch.as_tensor(split.targets)
+
+
+def representations(
+    encoder: nn.Module,
+    split,
+    views,
+    *,
+    untransformed: bool,
+    num_passes: int,
+    batch_size: int,
+    num_workers: int,
+    device: torch.device,
+    generator: torch.Generator,
+) -> Tensor:
+    """(N, d) representations: of plain images, or averaged over ``num_passes`` augmented copies
+    (each pass an independent draw of every random choice)."""
+    if untransformed:
+        return encode(encoder, input_batches(split, batch_size, num_workers), views.plain, device)
+    to_images = lambda x: views.augment(x, generator=generator)[0]  # noqa: E731
+    total = None
+    for _ in range(num_passes):
+        features = encode(encoder, input_batches(split, batch_size, num_workers), to_images, device)
+        total = features if total is None else total + features
+    return total / num_passes
+
+
+def held_out_split(n: int, seed: int) -> tuple[Tensor, Tensor]:
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    cut = max(1, int(n * HELD_OUT))
+    return order[cut:], order[:cut]
+
+
+def choose_reg_weight(
+    features: Tensor, targets: Tensor, num_outputs: int, task: str, seed: int
+) -> float:
+    """The grid weight with the best held-out accuracy (ties: lower loss) or lowest MSE."""
+    fit_idx, val_idx = held_out_split(features.shape[0], seed)
+    scores = []
+    print("reg-weight search on a held-out 10% of the labelled training set:")
+    for weight in REG_GRID:
+        fit = fit_linear(
+            features[fit_idx], targets[fit_idx], num_outputs, task=task, reg_weight=weight
+        )
+        result = evaluate_linear(fit, features[val_idx], targets[val_idx], task)
+        if task == "classification":
+            scores.append((-result["accuracy"], result["loss"]))
+            print(
+                f"  {weight:8.0e}  accuracy {result['accuracy']:6.2f}%  loss {result['loss']:.4f}"
+            )
+        else:
+            scores.append((result["mse"], 0.0))
+            print(f"  {weight:8.0e}  mse {result['mse']:.6f}")
+    best = REG_GRID[min(range(len(REG_GRID)), key=scores.__getitem__)]
+    print(f"chose reg-weight {best:.0e}")
+    return best
+
+
+def fit_sgd(
+    encoder: nn.Module,
+    views: NaturalViews,
+    data: DatasetBundle,
+    args: argparse.Namespace,
+    device: torch.device,
+    generator: torch.Generator,
+) -> LinearFit:
+    """The paper's ImageNet protocol: a linear layer trained by SGD on frozen representations of
+    randomly cropped and flipped images (no colour distortion), cosine-annealed over --epochs."""
+    linear = nn.Linear(encoder.representation_dim, data.num_outputs).to(device)
+    optimizer = torch.optim.SGD(linear.parameters(), lr=args.lr, momentum=0.9)
+    split = data.probe_train
+    steps_per_epoch = math.ceil(len(split) / args.batch_size)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, args.epochs * steps_per_epoch)
+    targets_all = split_targets(split)
+    loss = torch.zeros(())
+    for epoch in range(args.epochs):
+        if isinstance(split, Labelled):
+            order = torch.randperm(len(split), generator=torch.Generator().manual_seed(epoch))
+            batches = ((split.inputs[i], targets_all[i]) for i in order.split(args.batch_size))
+        else:
+            batches = torch.utils.data.DataLoader(
+                split, batch_size=args.batch_size, shuffle=True, num_workers=args.num_workers
+            )
+        for inputs, targets in batches:
+            with torch.no_grad():
+                x = views.plain(views.crop_flip(inputs.to(device), generator=generator))
+                h = encoder(x).float()
+            targets = targets.to(device)
+            loss = (
+                F.cross_entropy(linear(h), targets) + args.reg_weight * linear.weight.pow(2).sum()
+            )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+        print(f"SGD epoch {epoch + 1}/{args.epochs}: last batch loss {loss.item():.4f}")
+    grad_norm = torch.cat([p.grad.flatten() for p in linear.parameters()]).norm().item()
+    return LinearFit(linear.eval(), loss.item(), grad_norm, args.epochs * steps_per_epoch)
+
+
+def evaluate_checkpoint(args: argparse.Namespace, task: str) -> dict[str, Any]:
+    """Run the evaluation of spec section 7 and print readable lines, then one JSON line."""
+    if args.untransformed and args.num_passes > 1:
+        raise UsageError("--untransformed encodes plain images once; drop --num-passes or it")
+    device = resolve_device(args.device)
+    path = resolve_checkpoint(args.load_from, args.checkpoint_dir)
+    encoder, run = load_encoder(path, device, random_init=args.random_init, seed=args.seed)
+    dataset = run["dataset"]
+    if task == "classification" and dataset == "spirograph":
+        raise UsageError(f"{path} was trained on spirograph; use lbfgs_linear_clf_spirograph.py")
+    if task == "regression" and dataset != "spirograph":
+        raise UsageError(f"{path} was trained on {dataset}; use lbfgs_linear_clf.py")
+    solver = getattr(args, "solver", None) or ("sgd" if dataset == "imagenet" else "lbfgs")
+    if dataset == "imagenet" and solver == "lbfgs":
+        raise UsageError("ImageNet is too large for full-batch L-BFGS; use --solver sgd")
+    if solver == "sgd" and args.reg_weight == "auto":
+        raise UsageError("--reg-weight auto is for the L-BFGS solver; give a number with SGD")
+    weights = (
+        "random initialisation" if args.random_init else f"{len(run.get('results', []))} epochs"
+    )
+    print(f"{path}: {run['arch']} on {dataset} ({weights}), device {device}")
+
+    start = time.perf_counter()
+    share = args.proportion if args.proportion is not None else run.get("proportion", 1.0)
+    data = load_dataset(dataset, proportion=share, seed=args.seed)
+    views = eval_views(data, run)
+    generator = torch.Generator(device).manual_seed(args.seed)
+    common = dict(
+        untransformed=args.untransformed,
+        num_passes=args.num_passes,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        device=device,
+        generator=generator,
+    )
+    test_targets = split_targets(data.probe_test).to(device)
+    if solver == "lbfgs":
+        train_x = representations(encoder, data.probe_train, views, **common)
+        train_y = split_targets(data.probe_train).to(device)
+        test_x = representations(encoder, data.probe_test, views, **common)
+        mode = "plain images" if args.untransformed else f"{args.num_passes} augmented pass(es)"
+        print(
+            f"encoded {train_x.shape[0]} training and {test_x.shape[0]} test images "
+            f"({mode}) in {time.perf_counter() - start:.1f} s"
+        )
+        weight = args.reg_weight
+        if weight == "auto":
+            weight = choose_reg_weight(train_x, train_y, data.num_outputs, data.task, args.seed)
+        fit = fit_linear(train_x, train_y, data.num_outputs, task=data.task, reg_weight=weight)
+        print(
+            f"L-BFGS: {fit.iterations} iterations, training objective {fit.train_loss:.6g}, "
+            f"gradient norm {fit.grad_norm:.2e}"
+        )
+    else:
+        weight = args.reg_weight
+        fit = fit_sgd(encoder, views, data, args, device, generator)
+        test_x = representations(
+            encoder, data.probe_test, views, **{**common, "untransformed": True}
+        )
+    result = evaluate_linear(fit, test_x, test_targets, data.task)
+    summary = {
+        "dataset": dataset,
+        "arch": run["arch"],
+        "checkpoint": str(path),
+        "random_init": args.random_init,
+    }
+    if data.task == "classification":
+        print(f"test accuracy {result['accuracy']:.2f}%  test cross-entropy {result['loss']:.4f}")
+        summary.update(accuracy=result["accuracy"], loss=result["loss"])
+    else:
+        per_target = dict(zip(DATA_PARAMS, result["mse_per_target"], strict=True))
+        print(
+            f"test MSE {result['mse']:.6f}  ("
+            + ", ".join(f"{k} {v:.6f}" for k, v in per_target.items())
+            + ")"
+        )
+        summary["mse"] = result["mse"]
+        if getattr(args, "componentwise", False):
+            summary.update({f"mse_{k}": v for k, v in per_target.items()})
+    summary.update(
+        n_train=len(data.probe_train),
+        n_test=len(data.probe_test),
+        num_passes=1 if args.untransformed else args.num_passes,
+        untransformed=args.untransformed,
+        reg_weight=weight,
+        solver=solver,
+        train_objective=fit.train_loss,
+        grad_norm=fit.grad_norm,
+        seconds=round(time.perf_counter() - start, 2),
+    )
+    print(json.dumps(summary))
+    return summary
