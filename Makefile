@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: test test-all lint clean-venv
+.PHONY: test test-all lint clean-venv demo
 
 $(VENV)/.runtime: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,3 +29,14 @@ lint: $(VENV)/.dev
 
 clean-venv:
 	rm -rf $(VENV)
+
+# Smoke-scale Spirograph run on the CPU (a few minutes): train ResNet-18 with the penalty, then
+# evaluate the checkpoint and the same architecture at random initialisation.
+DEMO_TRAIN := --dataset spirograph --arch resnet18 --proportion 0.01 --batch-size 64 \
+	--num-epochs 2 --test-freq 0 --save-freq 100 --lambda-gp 1e-2 --gp-upper-limit 1000 \
+	--filename demo --device cpu
+.PHONY: demo
+demo: $(VENV)/.runtime
+	$(PY) invariance_by_gradient.py $(DEMO_TRAIN)
+	$(PY) lbfgs_linear_clf_spirograph.py --load-from demo.pth --device cpu --componentwise
+	$(PY) lbfgs_linear_clf_spirograph.py --load-from demo.pth --device cpu --random-init
