@@ -22,8 +22,16 @@ from tqdm import tqdm
 from augmentation.views import NaturalViews, SpirographViews
 from datasets.sources import DATASETS, DatasetBundle, load_dataset
 from models import ARCHITECTURES, ProjectionHead, ResNetEncoder
-from utils.checkpoint import load_checkpoint, save_checkpoint
-from utils.cli import UsageError, float_at_least, int_at_least, proportion, resolve_device, run_cli
+from utils.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
+from utils.cli import (
+    UsageError,
+    add_runtime_args,
+    float_at_least,
+    int_at_least,
+    proportion,
+    resolve_device,
+    run_cli,
+)
 from utils.gradient_penalty import gradient_penalty, rademacher
 from utils.lars import LARS, param_groups_excluding_bn_bias
 from utils.ntxent import nt_xent
@@ -137,18 +145,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--seed", type=int, default=0, help="seed of initialisation, data order and augmentation"
     )
-    p.add_argument(
-        "--device",
-        default="auto",
-        choices=["auto", "cpu", "cuda"],
-        help="auto: CUDA when available, else CPU",
-    )
-    p.add_argument(
-        "--num-workers",
-        type=int_at_least(0),
-        default=2,
-        help="data-loader worker processes (ImageNet decoding)",
-    )
+    add_runtime_args(p)
     p.add_argument(
         "--test-freq",
         type=int_at_least(0),
@@ -194,11 +191,6 @@ def git_info(with_diff: bool) -> dict[str, str | None]:
         "hash": commit.strip() if commit else None,
         "diff": run("diff", "HEAD") if with_diff else None,
     }
-
-
-def checkpoint_path(args: argparse.Namespace, name: str) -> Path:
-    path = Path(name)
-    return path if path.is_file() or path.parent != Path(".") else Path(args.checkpoint_dir) / path
 
 
 def merge_resumed_args(args: argparse.Namespace, saved: dict[str, Any]) -> argparse.Namespace:
@@ -355,7 +347,7 @@ def format_epoch(epoch: int, args: argparse.Namespace, row: dict[str, Any]) -> s
 def main(args: argparse.Namespace) -> Path:
     resumed = None
     if args.resume:
-        resumed = load_checkpoint(checkpoint_path(args, args.resume))
+        resumed = load_checkpoint(resolve_checkpoint(args.resume, args.checkpoint_dir))
         args = merge_resumed_args(args, resumed["args"])
     device = resolve_device(args.device)
     if args.dataset == "imagenet" and args.test_freq > 0:

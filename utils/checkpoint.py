@@ -65,3 +65,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a checkpoint of this project (no '{FORMAT}' marker)")
     return state
+
+
+def resolve_checkpoint(name: str, checkpoint_dir: str | Path) -> Path:
+    """``name`` as a path when that file exists, else that name inside ``checkpoint_dir``."""
+    path = Path(name)
+    return path if path.is_file() else Path(checkpoint_dir) / name

@@ -56,6 +56,22 @@ def proportion(text: str) -> float:
     return value
 
 
+def add_runtime_args(parser: argparse.ArgumentParser) -> None:
+    """--device and --num-workers, which every script takes."""
+    parser.add_argument(
+        "--device",
+        default="auto",
+        choices=["auto", "cpu", "cuda"],
+        help="auto: CUDA when available, else CPU",
+    )
+    parser.add_argument(
+        "--num-workers",
+        type=int_at_least(0),
+        default=2,
+        help="data-loader worker processes (ImageNet decoding)",
+    )
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto`` is CUDA when available, else the CPU; ``cuda`` without a GPU is an error."""
     if name == "auto":

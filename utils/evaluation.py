@@ -23,8 +23,15 @@ from datasets.natural import Labelled
 from datasets.sources import DATASETS, DatasetBundle, load_dataset
 from datasets.spirograph import DATA_PARAMS
 from models import ResNetEncoder
-from utils.checkpoint import CheckpointError, load_checkpoint
-from utils.cli import UsageError, float_at_least, int_at_least, proportion, resolve_device
+from utils.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
+from utils.cli import (
+    UsageError,
+    add_runtime_args,
+    float_at_least,
+    int_at_least,
+    proportion,
+    resolve_device,
+)
 from utils.probe import LinearFit, encode, evaluate_linear, fit_linear
 
 REG_GRID = [10.0**k for k in range(-9, 0)]
@@ -83,18 +90,7 @@ def eval_args_parser(description: str, default_reg: float) -> argparse.ArgumentP
     p.add_argument(
         "--batch-size", type=int_at_least(1), default=256, help="images per encoding batch"
     )
-    p.add_argument(
-        "--device",
-        default="auto",
-        choices=["auto", "cpu", "cuda"],
-        help="auto: CUDA when available, else CPU",
-    )
-    p.add_argument(
-        "--num-workers",
-        type=int_at_least(0),
-        default=2,
-        help="data-loader worker processes (ImageNet decoding)",
-    )
+    add_runtime_args(p)
     p.add_argument(
         "--seed",
         type=int,
@@ -102,12 +98,6 @@ def eval_args_parser(description: str, default_reg: float) -> argparse.ArgumentP
         help="seed of the augmentation draws, the labelled subset and --random-init",
     )
     return p
-
-
-def resolve_checkpoint(load_from: str, checkpoint_dir: str) -> Path:
-    """A path as given when it exists, else the name inside ``checkpoint_dir``."""
-    path = Path(load_from)
-    return path if path.is_file() else Path(checkpoint_dir) / load_from
 
 
 def load_encoder(
