@@ -32,14 +32,13 @@ from utils.cli import (
     resolve_device,
     run_cli,
 )
+from utils.evaluation import DEFAULT_REG_WEIGHT, linear_probe
 from utils.gradient_penalty import gradient_penalty, rademacher
 from utils.lars import LARS, param_groups_excluding_bn_bias
 from utils.ntxent import nt_xent
-from utils.probe import encode, evaluate_linear, fit_linear
 from utils.schedule import CosineAnnealingWithLinearRampLR
 
 PENALTY_SAMPLES = 100  # K of spec section 5
-PROBE_REG_WEIGHT = 1e-5  # spec section 7's default
 # Flags that may differ when a run is resumed; all others define the run and come from the
 # checkpoint (giving them a different value on the command line is an error).
 RESUME_OVERRIDABLE = {
@@ -312,22 +311,21 @@ def train_one_epoch(
 def run_probe(
     encoder: nn.Module, views, data: DatasetBundle, args: argparse.Namespace, device: torch.device
 ) -> dict[str, float]:
-    """Spec section 7 on plain images; Spirograph, like the authors, on one fixed-seed
-    transformation draw per image (it has no untransformed images)."""
-    if isinstance(views, SpirographViews):
-        gen = torch.Generator(device).manual_seed(args.seed)
-        to_images = lambda x: views.augment(x, generator=gen)[0]  # noqa: E731
-    else:
-        to_images = views.plain
-    features = [
-        encode(encoder, split.inputs.split(args.batch_size), to_images, device)
-        for split in (data.probe_train, data.probe_test)
-    ]
-    targets = [split.targets.to(device) for split in (data.probe_train, data.probe_test)]
-    fit = fit_linear(
-        features[0], targets[0], data.num_outputs, task=data.task, reg_weight=PROBE_REG_WEIGHT
+    """Spec section 7 with the evaluation scripts' code and default weight, on plain images;
+    Spirograph, which has no untransformed images, on one fixed-seed transformation draw per
+    image, as the authors' probe (and `lbfgs_linear_clf_spirograph.py` by default) does."""
+    _, result, _ = linear_probe(
+        encoder,
+        data,
+        views,
+        reg_weight=DEFAULT_REG_WEIGHT[data.task],
+        untransformed=not isinstance(views, SpirographViews),
+        num_passes=1,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        device=device,
+        generator=torch.Generator(device).manual_seed(args.seed),
     )
-    result = evaluate_linear(fit, features[1], targets[1], data.task)
     return {f"test_{k}": v for k, v in result.items() if k != "mse_per_target"}
 
 

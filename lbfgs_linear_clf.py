@@ -12,11 +12,14 @@ from __future__ import annotations
 import argparse
 
 from utils.cli import float_at_least, int_at_least, run_cli
-from utils.evaluation import eval_args_parser, evaluate_checkpoint
+from utils.evaluation import DEFAULT_REG_WEIGHT, eval_args_parser, evaluate_checkpoint
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = eval_args_parser("Linear classification of a checkpoint's representations.", 1e-5)
+    p = eval_args_parser(
+        "Linear classification of a checkpoint's representations.",
+        DEFAULT_REG_WEIGHT["classification"],
+    )
     p.add_argument(
         "--solver",
         choices=["lbfgs", "sgd"],

@@ -11,11 +11,14 @@ from __future__ import annotations
 import argparse
 
 from utils.cli import run_cli
-from utils.evaluation import eval_args_parser, evaluate_checkpoint
+from utils.evaluation import DEFAULT_REG_WEIGHT, eval_args_parser, evaluate_checkpoint
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = eval_args_parser("Linear regression of Spirograph parameters from representations.", 1e-8)
+    p = eval_args_parser(
+        "Linear regression of Spirograph parameters from representations.",
+        DEFAULT_REG_WEIGHT["regression"],
+    )
     p.add_argument(
         "--componentwise",
         action="store_true",

@@ -71,7 +71,7 @@ def fit_linear(
     """
     if task not in ("classification", "regression"):
         raise ValueError(f"task must be classification or regression, got {task!r}")
-    model = nn.Linear(features.shape[1], num_outputs).to(features.device)
+    model = nn.Linear(features.shape[1], num_outputs, device=features.device, dtype=features.dtype)
     nn.init.zeros_(model.weight)
     nn.init.zeros_(model.bias)
     optimizer = torch.optim.LBFGS(

@@ -1,0 +1,230 @@
+"""The linear probe (spec section 7) and the evaluation scripts on tiny data (CPU)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tiny_data import write_cifar_pickles, write_paths
+
+import invariance_by_gradient as train
+import lbfgs_linear_clf
+import lbfgs_linear_clf_spirograph
+from datasets.natural import Labelled
+from datasets.spirograph import spirograph_splits
+from models import ResNetEncoder
+from utils.checkpoint import CheckpointError, save_checkpoint
+from utils.evaluation import REG_GRID, choose_reg_weight, load_encoder, representations
+from utils.probe import evaluate_linear, fit_linear
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+# --- the probe itself ----------------------------------------------------------------------------
+
+
+def test_classifier_separates_linearly_separable_features():
+    gen = torch.Generator().manual_seed(0)
+    teacher = torch.randn(16, 5, generator=gen)
+    x = torch.randn(2500, 16, generator=gen)
+    y = (x @ teacher).argmax(dim=1)
+    fit = fit_linear(x[:2000], y[:2000], 5, task="classification", reg_weight=1e-7)
+    assert evaluate_linear(fit, x[:2000], y[:2000], "classification")["accuracy"] == 100.0
+    assert evaluate_linear(fit, x[2000:], y[2000:], "classification")["accuracy"] >= 95.0
+
+
+def test_regressor_recovers_known_weights_and_stops_on_tolerance():
+    gen = torch.Generator().manual_seed(1)
+    weight, bias = torch.randn(4, 12, generator=gen), torch.randn(4, generator=gen)
+    x = torch.randn(300, 12, generator=gen)
+    fit = fit_linear(x, x @ weight.T + bias, 4, task="regression", reg_weight=0.0, max_iter=500)
+    torch.testing.assert_close(fit.model.weight.detach(), weight, atol=1e-4, rtol=0)
+    torch.testing.assert_close(fit.model.bias.detach(), bias, atol=1e-4, rtol=0)
+    assert fit.iterations < 500 and fit.grad_norm < 1e-5 and fit.train_loss < 1e-8
+
+
+def test_regression_with_reg_weight_is_ridge_with_an_unpenalised_bias():
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(200, 6, generator=gen, dtype=torch.float64)
+    y = 3.0 + x @ torch.randn(6, 1, generator=gen, dtype=torch.float64)
+    y += 0.3 * torch.randn(200, 1, generator=gen, dtype=torch.float64)
+    fit = fit_linear(x, y, 1, task="regression", reg_weight=0.5)
+    # closed form of min (1/N)||Xw + b - y||^2 + reg ||w||^2 with b free
+    xc, yc = x - x.mean(0), y - y.mean(0)
+    w = torch.linalg.solve(xc.T @ xc + 200 * 0.5 * torch.eye(6, dtype=torch.float64), xc.T @ yc)
+    b = y.mean(0) - x.mean(0) @ w
+    torch.testing.assert_close(fit.model.weight.detach(), w.T, atol=1e-5, rtol=0)
+    torch.testing.assert_close(fit.model.bias.detach(), b, atol=1e-5, rtol=0)
+
+
+def test_auto_reg_weight_follows_the_held_out_score(capsys):
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(400, 8, generator=gen)
+    exact = choose_reg_weight(x, x @ torch.randn(8, 2, generator=gen), 2, "regression", 0)
+    assert exact <= 1e-5  # noiseless targets: light regularisation predicts best
+    noise_x = torch.randn(220, 150, generator=gen)
+    noise = choose_reg_weight(noise_x, torch.randn(220, 2, generator=gen), 2, "regression", 0)
+    assert noise >= 1e-3  # targets unrelated to the features: shrinking wins
+    assert f"chose reg-weight {noise:.0e}" in capsys.readouterr().out
+
+
+# --- feature averaging -------------------------------------------------------------------------
+
+
+class NoisyViews:
+    """Views whose every augmented copy adds fresh N(0, 1) noise: with an identity encoder, a
+    representation averaged over M passes has variance exactly 1/M per entry."""
+
+    def augment(self, x, generator):
+        return (x + torch.randn(x.shape, generator=generator),)
+
+    def plain(self, x):
+        return x
+
+
+@pytest.mark.parametrize("num_passes", [1, 4, 16])
+def test_feature_averaging_averages_independent_draws(num_passes):
+    split = Labelled(torch.zeros(4000, 1, 2, 2), torch.zeros(4000))
+    features = representations(
+        nn_flatten(),
+        split,
+        NoisyViews(),
+        untransformed=False,
+        num_passes=num_passes,
+        batch_size=1000,
+        num_workers=0,
+        device=torch.device("cpu"),
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert features.shape == (4000, 4)
+    assert features.var().item() == pytest.approx(1 / num_passes, rel=0.08)
+
+
+def test_untransformed_encodes_plain_images():
+    split = Labelled(torch.arange(8.0).reshape(2, 1, 2, 2), torch.zeros(2))
+    features = representations(
+        nn_flatten(),
+        split,
+        NoisyViews(),
+        untransformed=True,
+        num_passes=1,
+        batch_size=1,
+        num_workers=0,
+        device=torch.device("cpu"),
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert torch.equal(features, torch.arange(8.0).reshape(2, 4))
+
+
+def nn_flatten() -> torch.nn.Module:
+    return torch.nn.Flatten()
+
+
+# --- checkpoints and the scripts -----------------------------------------------------------------
+
+
+def write_checkpoint(path: Path, dataset: str, proportion: float, **encoder_edits) -> Path:
+    torch.manual_seed(0)
+    state = ResNetEncoder("resnet18", "cifar").state_dict()
+    for key, value in encoder_edits.items():
+        if value is None:
+            del state[key]
+        else:
+            state[key] = value
+    args = {"dataset": dataset, "arch": "resnet18", "proportion": proportion}
+    return save_checkpoint({"encoder": state, "args": args, "results": []}, path)
+
+
+def test_strict_loading_rejects_missing_and_unexpected_keys(tmp_path):
+    missing = write_checkpoint(tmp_path / "m.pth", "spirograph", 1.0, **{"conv1.weight": None})
+    with pytest.raises(CheckpointError, match="conv1.weight"):
+        load_encoder(missing, torch.device("cpu"))
+    extra = write_checkpoint(tmp_path / "e.pth", "spirograph", 1.0, **{"extra.w": torch.ones(1)})
+    with pytest.raises(CheckpointError, match="extra.w"):
+        load_encoder(extra, torch.device("cpu"))
+    # --random-init still needs a readable checkpoint, but not its weights
+    encoder, run, epochs = load_encoder(missing, torch.device("cpu"), random_init=True)
+    assert run["arch"] == "resnet18" and epochs == 0 and not encoder.training
+
+
+def script(name: str, cwd: Path, *flags: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(REPO / name), "--device", "cpu", "--num-workers", "0", *flags],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def last_json(out: str) -> dict:
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_spirograph_script_matches_the_in_training_probe(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    flags = ["--dataset", "spirograph", "--proportion", "0.0003", "--batch-size", "8"]
+    flags += ["--arch", "resnet18", "--num-epochs", "1", "--test-freq", "1", "--device", "cpu"]
+    state = torch.load(train.main(train.get_args_parser().parse_args(flags)), weights_only=True)
+    args = lbfgs_linear_clf_spirograph.get_args_parser().parse_args(
+        ["--load-from", "output.pth", "--device", "cpu", "--componentwise"]
+    )
+    result = lbfgs_linear_clf_spirograph.main(args)
+    # one probe implementation, the training run's proportion and the same default weight
+    n_train, n_test = (len(split) for split in spirograph_splits(0.0003))
+    assert (result["n_train"], result["n_test"], result["reg_weight"]) == (n_train, n_test, 1e-8)
+    assert result["mse"] == pytest.approx(state["results"][0]["test_mse"], rel=1e-6)
+    per_target = [result[f"mse_{k}"] for k in ("m", "b", "sigma", "rfore")]
+    assert result["mse"] == pytest.approx(sum(per_target) / 4, rel=1e-6)
+
+
+def test_classification_script_prints_json_for_each_mode(tmp_path):
+    write_paths(tmp_path, cifar10=write_cifar_pickles(tmp_path / "data", per_class=2))
+    write_checkpoint(tmp_path / "checkpoint" / "c.pth", "cifar10", 1.0)
+    results = {}
+    for mode in (["--untransformed"], ["--num-passes", "2"], ["--reg-weight", "auto"]):
+        out = script("lbfgs_linear_clf.py", tmp_path, "--load-from", "c.pth", *mode)
+        assert out.returncode == 0, out.stderr
+        assert "L-BFGS:" in out.stdout and "gradient norm" in out.stdout
+        results[mode[0]] = last_json(out.stdout)
+    assert results["--untransformed"]["untransformed"] is True
+    assert results["--num-passes"]["num_passes"] == 2
+    assert results["--reg-weight"]["reg_weight"] in REG_GRID
+    for result in results.values():
+        assert result["n_train"] == 50 and result["n_test"] == 10  # tiny_data's CIFAR
+        assert 0 <= result["accuracy"] <= 100 and result["loss"] > 0
+
+
+@pytest.mark.parametrize(
+    ("name", "dataset", "flags", "message"),
+    [
+        ("lbfgs_linear_clf.py", "cifar10", ["--untransformed", "--num-passes", "3"], "drop"),
+        ("lbfgs_linear_clf_spirograph.py", "cifar10", ["--componentwise"], "lbfgs_linear_clf.py"),
+        ("lbfgs_linear_clf.py", "spirograph", [], "lbfgs_linear_clf_spirograph.py"),
+        ("lbfgs_linear_clf.py", "cifar10", ["--solver", "sgd", "--reg-weight", "auto"], "SGD"),
+    ],
+)
+def test_incompatible_choices_are_one_line_errors(tmp_path, name, dataset, flags, message):
+    write_checkpoint(tmp_path / "checkpoint" / "x.pth", dataset, 1.0)
+    out = script(name, tmp_path, "--load-from", "x.pth", *flags)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    (line,) = out.stderr.strip().splitlines()
+    assert message in line
+
+
+def test_missing_keys_through_the_script_are_one_line(tmp_path):
+    write_checkpoint(tmp_path / "bad.pth", "spirograph", 1.0, **{"fc.weight": torch.ones(1)})
+    out = script("lbfgs_linear_clf_spirograph.py", tmp_path, "--load-from", "bad.pth")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    (line,) = out.stderr.strip().splitlines()
+    assert "does not load as resnet18" in line and "fc.weight" in line
+
+
+def test_parsers_reject_bad_values(capsys):
+    parser = lbfgs_linear_clf.get_args_parser()
+    for flags in (["--num-passes", "0"], ["--reg-weight", "-1"], ["--proportion", "2"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["--load-from", "x", *flags])
+        assert flags[0] in capsys.readouterr().err
