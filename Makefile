@@ -31,12 +31,6 @@ clean-venv:
 	rm -rf $(VENV)
 
 # Smoke-scale Spirograph run on the CPU (a few minutes): train ResNet-18 with the penalty, then
-# evaluate the checkpoint and the same architecture at random initialisation.
-DEMO_TRAIN := --dataset spirograph --arch resnet18 --proportion 0.01 --batch-size 64 \
-	--num-epochs 2 --test-freq 0 --save-freq 100 --lambda-gp 1e-2 --gp-upper-limit 1000 \
-	--filename demo --device cpu
-.PHONY: demo
+# evaluate the checkpoint and the same architecture at random initialisation (see demo.py).
 demo: $(VENV)/.runtime
-	$(PY) invariance_by_gradient.py $(DEMO_TRAIN)
-	$(PY) lbfgs_linear_clf_spirograph.py --load-from demo.pth --device cpu --componentwise
-	$(PY) lbfgs_linear_clf_spirograph.py --load-from demo.pth --device cpu --random-init
+	$(PY) demo.py

@@ -24,6 +24,7 @@ from datasets.sources import DATASETS, DatasetBundle, load_dataset
 from models import ARCHITECTURES, ProjectionHead, ResNetEncoder
 from utils.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
 from utils.cli import (
+    DefaultsHelpFormatter,
     UsageError,
     add_runtime_args,
     float_at_least,
@@ -57,7 +58,7 @@ RESUME_OVERRIDABLE = {
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description="Train an encoder with SimCLR and the InvCLR gradient penalty.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     nonneg = float_at_least(0.0)
     positive = float_at_least(0.0, strict=True)

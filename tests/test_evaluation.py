@@ -228,3 +228,19 @@ def test_parsers_reject_bad_values(capsys):
         with pytest.raises(SystemExit):
             parser.parse_args(["--load-from", "x", *flags])
         assert flags[0] in capsys.readouterr().err
+
+
+def test_demo_steps_are_valid_commands(tmp_path):
+    """The demo's training flags parse, and name the settings its docstring promises."""
+    import demo
+    import invariance_by_gradient
+
+    args = demo.get_args_parser().parse_args(["--checkpoint-dir", str(tmp_path)])
+    train = invariance_by_gradient.get_args_parser().parse_args(demo.training_argv(args))
+    assert (train.dataset, train.arch, train.base_lr, train.lambda_gp) == (
+        "spirograph",
+        "resnet18",
+        6.0,
+        1e-2,
+    )
+    assert train.checkpoint_dir == str(tmp_path)

@@ -72,6 +72,16 @@ def add_runtime_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: ...)" to a flag's help unless the help already explains its default
+    or there is nothing to show (a switch that is off, a value decided later)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False) or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto`` is CUDA when available, else the CPU; ``cuda`` without a GPU is an error."""
     if name == "auto":

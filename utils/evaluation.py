@@ -25,6 +25,7 @@ from datasets.spirograph import DATA_PARAMS
 from models import ResNetEncoder
 from utils.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
 from utils.cli import (
+    DefaultsHelpFormatter,
     UsageError,
     add_runtime_args,
     float_at_least,
@@ -48,9 +49,7 @@ def reg_weight(text: str) -> float | str:
 
 def eval_args_parser(description: str, default_reg: float) -> argparse.ArgumentParser:
     """The flags both evaluation scripts share."""
-    p = argparse.ArgumentParser(
-        description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    p = argparse.ArgumentParser(description=description, formatter_class=DefaultsHelpFormatter)
     p.add_argument(
         "--load-from",
         required=True,

@@ -45,10 +45,16 @@ class LinearFit:
     iterations: int
 
 
-def _objective(task: str, logits: Tensor, targets: Tensor) -> Tensor:
+def objective_value(
+    model: nn.Linear, features: Tensor, targets: Tensor, task: str, reg_weight: float
+) -> Tensor:
+    """The probe's objective: cross-entropy (classification) or MSE (regression) + reg·‖W‖²."""
+    outputs = model(features)
     if task == "classification":
-        return F.cross_entropy(logits, targets)
-    return F.mse_loss(logits, targets)
+        data_term = F.cross_entropy(outputs, targets)
+    else:
+        data_term = F.mse_loss(outputs, targets)
+    return data_term + reg_weight * model.weight.pow(2).sum()
 
 
 def fit_linear(
@@ -87,16 +93,15 @@ def fit_linear(
 
     def closure() -> Tensor:
         optimizer.zero_grad()
-        loss = _objective(task, model(features), targets) + reg_weight * model.weight.pow(2).sum()
+        loss = objective_value(model, features, targets, task, reg_weight)
         loss.backward()
         return loss
 
     optimizer.step(closure)
     loss = closure()
     grad_norm = torch.cat([p.grad.flatten() for p in model.parameters()]).norm()
-    iterations = optimizer.state[model.weight][
-        "n_iter"
-    ]  # LBFGS keeps its state on the first parameter
+    # LBFGS keeps its state on the first parameter.
+    iterations = optimizer.state[model.weight]["n_iter"]
     return LinearFit(model.eval(), loss.item(), grad_norm.item(), int(iterations))
 
 
