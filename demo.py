@@ -22,12 +22,16 @@ import time
 import invariance_by_gradient
 import lbfgs_linear_clf_spirograph
 from datasets.spirograph import DATA_PARAMS
-from utils.cli import DefaultsHelpFormatter, int_at_least, run_cli
+from utils.cli import DefaultsHelpFormatter, float_at_least, int_at_least, run_cli
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=DefaultsHelpFormatter)
     p.add_argument("--num-epochs", type=int_at_least(1), default=2, help="training epochs")
+    p.add_argument("--base-lr", type=float_at_least(0.0), default=6.0, help="training's --base-lr")
+    p.add_argument(
+        "--lambda-gp", type=float_at_least(0.0), default=1e-2, help="training's --lambda-gp"
+    )
     p.add_argument("--filename", default="demo", help="checkpoint name")
     p.add_argument("--checkpoint-dir", default="checkpoint", help="where the checkpoint goes")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu", help="where to run")
@@ -37,8 +41,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 def training_argv(args: argparse.Namespace) -> list[str]:
     return [
         "--dataset", "spirograph", "--arch", "resnet18", "--proportion", "0.01",
-        "--batch-size", "64", "--base-lr", "6", "--num-epochs", str(args.num_epochs),
-        "--lambda-gp", "1e-2", "--gp-upper-limit", "1000", "--test-freq", "0",
+        "--batch-size", "64", "--base-lr", str(args.base_lr), "--num-epochs", str(args.num_epochs),
+        "--lambda-gp", str(args.lambda_gp), "--gp-upper-limit", "1000", "--test-freq", "0",
         "--save-freq", "100", "--filename", args.filename,
         "--checkpoint-dir", args.checkpoint_dir, "--device", args.device,
     ]  # fmt: skip
@@ -61,9 +65,10 @@ def main(args: argparse.Namespace) -> dict[str, dict]:
     minutes, seconds = divmod(round(time.perf_counter() - start), 60)
 
     print(
-        f"\nInvCLR demo: ResNet-18, {results['trained']['n_train']:,} Spirograph training images, "
-        f"{args.num_epochs} epochs, lambda-gp 1e-2; linear probe test MSE on "
-        f"{results['trained']['n_test']:,} images (lower is better)"
+        f"\nInvCLR demo: ResNet-18, {results['trained']['n_train']:,} Spirograph training "
+        f"images, {args.num_epochs} epochs, base-lr {args.base_lr:g}, lambda-gp "
+        f"{args.lambda_gp:g}; linear probe test MSE on {results['trained']['n_test']:,} images "
+        "(lower is better)"
     )
     print(f"{'':14}{'MSE':>10}" + "".join(f"{name:>10}" for name in DATA_PARAMS))
     for label, result in results.items():

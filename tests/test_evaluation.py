@@ -43,6 +43,10 @@ def test_regressor_recovers_known_weights_and_stops_on_tolerance():
     torch.testing.assert_close(fit.model.weight.detach(), weight, atol=1e-4, rtol=0)
     torch.testing.assert_close(fit.model.bias.detach(), bias, atol=1e-4, rtol=0)
     assert fit.iterations < 500 and fit.grad_norm < 1e-5 and fit.train_loss < 1e-8
+    assert fit.converged
+    # Stopped by the cap instead, the fit says so (the scripts print it and record it in JSON).
+    capped = fit_linear(x, x @ weight.T + bias, 4, task="regression", reg_weight=0.0, max_iter=2)
+    assert capped.iterations == 2 and not capped.converged and capped.grad_norm > 1e-3
 
 
 def test_regression_with_reg_weight_is_ridge_with_an_unpenalised_bias():

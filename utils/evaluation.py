@@ -255,6 +255,12 @@ def linear_probe(
         print(
             f"L-BFGS: {fit.iterations} iterations, training objective {fit.train_loss:.6g}, "
             f"gradient norm {fit.grad_norm:.2e}"
+            + (
+                ""
+                if fit.converged
+                else " -- stopped at the iteration cap, not on the tolerance: not converged "
+                "(a larger --reg-weight, or auto, makes the problem better conditioned)"
+            )
         )
     return fit, evaluate_linear(fit, test_x, test_y, data.task), reg_weight
 
@@ -374,6 +380,7 @@ def evaluate_checkpoint(args: argparse.Namespace, task: str) -> dict[str, Any]:
         solver=solver,
         train_objective=fit.train_loss,
         grad_norm=fit.grad_norm,
+        converged=fit.converged,
         seconds=round(time.perf_counter() - start, 2),
     )
     print(json.dumps(summary))

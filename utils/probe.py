@@ -43,6 +43,7 @@ class LinearFit:
     train_loss: float
     grad_norm: float
     iterations: int
+    converged: bool = True  # False when L-BFGS stopped at its iteration cap, not on a tolerance
 
 
 def objective_value(
@@ -102,7 +103,10 @@ def fit_linear(
     grad_norm = torch.cat([p.grad.flatten() for p in model.parameters()]).norm()
     # LBFGS keeps its state on the first parameter.
     iterations = optimizer.state[model.weight]["n_iter"]
-    return LinearFit(model.eval(), loss.item(), grad_norm.item(), int(iterations))
+    iterations = int(iterations)
+    return LinearFit(
+        model.eval(), loss.item(), grad_norm.item(), iterations, converged=iterations < max_iter
+    )
 
 
 @torch.no_grad()
