@@ -64,11 +64,11 @@ def main(args: argparse.Namespace) -> dict[str, dict]:
     }
     minutes, seconds = divmod(round(time.perf_counter() - start), 60)
 
+    epochs = f"{args.num_epochs} epoch" + ("" if args.num_epochs == 1 else "s")
     print(
-        f"\nInvCLR demo: ResNet-18, {results['trained']['n_train']:,} Spirograph training "
-        f"images, {args.num_epochs} epochs, base-lr {args.base_lr:g}, lambda-gp "
-        f"{args.lambda_gp:g}; linear probe test MSE on {results['trained']['n_test']:,} images "
-        "(lower is better)"
+        f"\nInvCLR demo: ResNet-18, {results['trained']['n_train']:,} Spirograph training images, "
+        f"{epochs}, base-lr {args.base_lr:g}, lambda-gp {args.lambda_gp:g}; "
+        f"linear probe test MSE on {results['trained']['n_test']:,} images (lower is better)"
     )
     print(f"{'':14}{'MSE':>10}" + "".join(f"{name:>10}" for name in DATA_PARAMS))
     for label, result in results.items():

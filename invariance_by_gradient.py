@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from tqdm import tqdm
 
 from augmentation.views import NaturalViews, SpirographViews
@@ -52,6 +52,7 @@ RESUME_OVERRIDABLE = {
     "checkpoint_dir",
     "filename",
     "git",
+    "log_interval",
 }
 
 
@@ -119,6 +120,13 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="the penalty is clamped from above at this value",
     )
     p.add_argument(
+        "--gp-every",
+        type=int_at_least(1),
+        default=1,
+        help="compute the penalty every K-th step with weight K·lambda (lazy regularisation); "
+        "1 is the paper's exact estimator",
+    )
+    p.add_argument(
         "--no-gp-normalization",
         action="store_true",
         help="penalise the raw representation h instead of h / ||h||",
@@ -151,6 +159,13 @@ def get_args_parser() -> argparse.ArgumentParser:
         type=int_at_least(0),
         default=10,
         help="fit the L-BFGS linear probe every this many epochs; 0 turns it off",
+    )
+    p.add_argument(
+        "--log-interval",
+        type=int_at_least(1),
+        default=10,
+        help="refresh the progress bar every this many steps; only then do values leave the "
+        "device (a host synchronisation)",
     )
     p.add_argument(
         "--save-freq",
@@ -243,6 +258,50 @@ def pretrain_batches(data: DatasetBundle, args: argparse.Namespace, epoch: int):
             yield view1, view2
 
 
+def training_step(
+    encoder: nn.Module,
+    head: nn.Module,
+    optimizer: LARS,
+    views,
+    x1: Tensor,
+    x2: Tensor,
+    *,
+    temperature: float,
+    penalty_weight: float,
+    gp_upper_limit: float,
+    gp_normalization: bool,
+    generator: torch.Generator,
+) -> Tensor:
+    """One optimisation step on a batch (spec section 5); ``penalty_weight`` 0 skips the penalty.
+
+    Returns the detached (contrastive loss, penalty, total loss) as one device tensor, so that the
+    step never waits for the device: the caller reads it when it chooses to.
+    """
+    device = x1.device
+    use_penalty = penalty_weight > 0
+    view1, theta1 = views.augment(x1, generator=generator, requires_grad=use_penalty)
+    view2, _ = views.augment(x2, generator=generator)
+    h1, h2 = encoder(view1), encoder(view2)
+    contrastive = nt_xent(head(h1), head(h2), temperature)
+    if use_penalty:
+        penalty = gradient_penalty(
+            h1,
+            theta1,
+            lambda n: views.sample_nuisance(n, device=device, generator=generator),
+            num_samples=PENALTY_SAMPLES,
+            upper_limit=gp_upper_limit,
+            normalize=gp_normalization,
+            signs=rademacher(h1.shape, device=device, dtype=h1.dtype, generator=generator),
+        )
+    else:
+        penalty = torch.zeros((), device=device)
+    loss = contrastive + penalty_weight * penalty
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return torch.stack([contrastive, penalty, loss]).detach()
+
+
 def train_one_epoch(
     encoder: nn.Module,
     head: nn.Module,
@@ -254,10 +313,14 @@ def train_one_epoch(
     device: torch.device,
     generator: torch.Generator,
 ) -> dict[str, float]:
+    """One pass over the pretraining set. With ``--gp-every K`` the penalty is computed on the
+    steps whose global index is a multiple of K, with weight K·λ; the reported penalty is the
+    mean over those steps. Values leave the device only every ``--log-interval`` steps."""
     encoder.train()
     head.train()
     num_steps = len(data.pretrain) // args.batch_size
     totals = torch.zeros(3, device=device)
+    penalty_steps = 0
     start = time.perf_counter()
     bar = tqdm(
         pretrain_batches(data, args, epoch),
@@ -266,44 +329,36 @@ def train_one_epoch(
         leave=False,
         dynamic_ncols=True,
     )
-    use_penalty = args.lambda_gp > 0
     for step, (x1, x2) in enumerate(bar):
-        x1 = x1.to(device, non_blocking=True)
-        x2 = x2.to(device, non_blocking=True)
-        view1, theta1 = views.augment(x1, generator=generator, requires_grad=use_penalty)
-        view2, _ = views.augment(x2, generator=generator)
-        h1, h2 = encoder(view1), encoder(view2)
-        contrastive = nt_xent(head(h1), head(h2), args.temperature)
-        if use_penalty:
-            penalty = gradient_penalty(
-                h1,
-                theta1,
-                lambda n: views.sample_nuisance(n, device=device, generator=generator),
-                num_samples=PENALTY_SAMPLES,
-                upper_limit=args.gp_upper_limit,
-                normalize=not args.no_gp_normalization,
-                signs=rademacher(h1.shape, device=device, dtype=h1.dtype, generator=generator),
-            )
-        else:
-            penalty = torch.zeros((), device=device)
-        loss = contrastive + args.lambda_gp * penalty
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        totals += torch.stack([contrastive.detach(), penalty.detach(), loss.detach()])
-        c, g, t = (totals / (step + 1)).tolist()
-        elapsed = time.perf_counter() - start
-        bar.set_postfix_str(
-            f"c-loss {c:.3f} penalty {g:.4f} loss {t:.3f} "
-            f"{(step + 1) * args.batch_size / elapsed:.0f} img/s"
+        penalised = args.lambda_gp > 0 and (epoch * num_steps + step) % args.gp_every == 0
+        penalty_steps += penalised
+        totals += training_step(
+            encoder,
+            head,
+            optimizer,
+            views,
+            x1.to(device, non_blocking=True),
+            x2.to(device, non_blocking=True),
+            temperature=args.temperature,
+            penalty_weight=args.gp_every * args.lambda_gp if penalised else 0.0,
+            gp_upper_limit=args.gp_upper_limit,
+            gp_normalization=not args.no_gp_normalization,
+            generator=generator,
         )
+        if (step + 1) % args.log_interval == 0 or step + 1 == num_steps:
+            c, g, t = totals.tolist()
+            elapsed = time.perf_counter() - start
+            bar.set_postfix_str(
+                f"c-loss {c / (step + 1):.3f} penalty {g / max(penalty_steps, 1):.4f} "
+                f"loss {t / (step + 1):.3f} {(step + 1) * args.batch_size / elapsed:.0f} img/s"
+            )
     bar.close()
     elapsed = time.perf_counter() - start
-    c, g, t = (totals / max(num_steps, 1)).tolist()
+    c, g, t = totals.tolist()
     return {
-        "contrastive_loss": c,
-        "penalty": g,
-        "loss": t,
+        "contrastive_loss": c / max(num_steps, 1),
+        "penalty": g / max(penalty_steps, 1),
+        "loss": t / max(num_steps, 1),
         "images_per_s": num_steps * args.batch_size / elapsed,
         "time_s": elapsed,
     }

@@ -229,3 +229,26 @@ def test_impossible_flag_values_are_argparse_errors(flags, capsys):
         train.get_args_parser().parse_args(flags)
     assert exit_info.value.code == 2
     assert flags[0] in capsys.readouterr().err
+
+
+def test_gp_every_penalises_every_kth_step_with_k_times_the_weight(workdir, monkeypatch):
+    calls = []
+    exact = train.gradient_penalty
+
+    def counting(*a, **k):
+        calls.append(1)
+        return exact(*a, **k)
+
+    monkeypatch.setattr(train, "gradient_penalty", counting)
+    # 10 images at batch 4: 2 steps an epoch, so global steps 0 and 2 of 4 are penalised.
+    state = load(
+        run(*SPIRO, "--num-epochs", "2", "--test-freq", "0", "--lambda-gp", "1e-2",
+            "--gp-upper-limit", "1000", "--gp-every", "2", "--log-interval", "1")
+    )  # fmt: skip
+    assert len(calls) == 2
+    for row in state["results"]:
+        # One penalised step of two with weight 2λ: on average the loss is c + λ·penalty.
+        assert row["penalty"] > 0
+        assert row["loss"] == pytest.approx(
+            row["contrastive_loss"] + 1e-2 * row["penalty"], rel=1e-5
+        )

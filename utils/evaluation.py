@@ -324,7 +324,11 @@ def evaluate_checkpoint(args: argparse.Namespace, task: str) -> dict[str, Any]:
         raise UsageError("ImageNet is too large for full-batch L-BFGS; use --solver sgd")
     if solver == "sgd" and args.reg_weight == "auto":
         raise UsageError("--reg-weight auto is for the L-BFGS solver; give a number with SGD")
-    weights = "random initialisation" if args.random_init else f"{epochs} epochs"
+    weights = (
+        "random initialisation"
+        if args.random_init
+        else f"{epochs} epoch{'' if epochs == 1 else 's'}"
+    )
     print(f"{path}: {run['arch']} on {dataset} ({weights}), device {device}")
 
     start = time.perf_counter()
