@@ -235,6 +235,26 @@ def build_views(args: argparse.Namespace, data: DatasetBundle) -> NaturalViews |
     )
 
 
+def build_model(
+    args: argparse.Namespace, data: DatasetBundle, device: torch.device
+) -> tuple[nn.Module, nn.Module, LARS, CosineAnnealingWithLinearRampLR | None]:
+    """Encoder, projection head, LARS(SGD) at base × batch / 256, and the optional schedule
+    (attached to the wrapped SGD)."""
+    encoder = ResNetEncoder(args.arch, data.stem).to(device)
+    head = ProjectionHead(encoder.representation_dim).to(device)
+    lr = args.base_lr * args.batch_size / 256
+    if args.lars_exclude_bn_bias:
+        groups = param_groups_excluding_bn_bias([encoder, head], args.weight_decay)
+    else:
+        groups = [{"params": [*encoder.parameters(), *head.parameters()]}]
+    sgd = torch.optim.SGD(groups, lr=lr, momentum=args.momentum, weight_decay=args.weight_decay)
+    optimizer = LARS(sgd, eps=1e-8, trust_coef=args.trust_coef)
+    scheduler = (
+        CosineAnnealingWithLinearRampLR(sgd, args.num_epochs) if args.cosine_anneal else None
+    )
+    return encoder, head, optimizer, scheduler
+
+
 def pretrain_batches(data: DatasetBundle, args: argparse.Namespace, epoch: int):
     """Pairs of inputs for the two views, in an order fixed by (seed, epoch); last partial batch
     dropped so that batch norm and NT-Xent always see ``batch_size`` images."""
@@ -417,18 +437,8 @@ def main(args: argparse.Namespace) -> Path:
             "training images; lower it or raise --proportion"
         )
     views = build_views(args, data)
-    encoder = ResNetEncoder(args.arch, data.stem).to(device)
-    head = ProjectionHead(encoder.representation_dim).to(device)
-    lr = args.base_lr * args.batch_size / 256
-    if args.lars_exclude_bn_bias:
-        groups = param_groups_excluding_bn_bias([encoder, head], args.weight_decay)
-    else:
-        groups = [{"params": [*encoder.parameters(), *head.parameters()]}]
-    sgd = torch.optim.SGD(groups, lr=lr, momentum=args.momentum, weight_decay=args.weight_decay)
-    optimizer = LARS(sgd, eps=1e-8, trust_coef=args.trust_coef)
-    scheduler = (
-        CosineAnnealingWithLinearRampLR(sgd, args.num_epochs) if args.cosine_anneal else None
-    )
+    encoder, head, optimizer, scheduler = build_model(args, data, device)
+    sgd = optimizer.optim
     generator = torch.Generator(device).manual_seed(args.seed)
     git = git_info(args.git)
     results: list[dict[str, Any]] = []

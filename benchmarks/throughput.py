@@ -1,0 +1,358 @@
+"""Training throughput, with its bound and a naive baseline measured in the same run.
+
+    python3 -m benchmarks.throughput --arch resnet18 --batch-size 128 --device cpu \\
+        --cifar /tmp/cifar10-jpeg
+
+Measures, in images per second (each image makes two views):
+- bound: the encoder's forward and backward on both views of ready-made images, nothing else;
+- plain step: the training step without the penalty (on-device augmentation from uint8 images,
+  encoder, head, NT-Xent, LARS), `invariance_by_gradient.training_step` itself;
+- penalty step: the same with the exact penalty on the step (K = 1), and the mean step with
+  `--gp-every K` for each K of `--gp-every`;
+- epochs including data: `train_one_epoch` on Spirograph and on CIFAR-10 images (those of
+  `--cifar`, an image-folder tree or torchvision's pickles, held in memory as uint8; random uint8
+  images when it is not given), without the penalty;
+- the naive baseline: the same CIFAR-10 epoch as commonly written, PIL bicubic crops, flips and
+  colour jitter per image in DataLoader workers, and NT-Xent from a pairwise broadcast cosine
+  similarity, with the same encoder, head and LARS.
+
+Ratios: `plain_over_bound` (throughput; 1 means the step costs no more than the encoder),
+`penalty_over_plain` (time per step), `epoch_speedup_vs_naive`. A table is printed, and as the
+last line one JSON object.
+
+`--loss-memory B` also measures the peak memory of NT-Xent's forward and backward at batch B on
+the CPU, in a fresh process each, against the pairwise broadcast form (see `loss_memory`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import resource
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torchvision import transforms
+
+import invariance_by_gradient as training
+from augmentation.normalize import DATASET_STATS
+from augmentation.views import NaturalViews, SpirographViews
+from datasets.natural import load_cifar
+from datasets.sources import DATASETS, DatasetBundle, load_dataset
+from utils.cli import UsageError, int_at_least, resolve_device, run_cli
+from utils.ntxent import nt_xent
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument(
+        "--arch",
+        choices=["resnet18", "resnet34", "resnet50"],
+        default="resnet18",
+        help="(resnet18)",
+    )
+    p.add_argument("--batch-size", type=int_at_least(2), default=128, help="images per step (128)")
+    p.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], default="auto", help="where to run (auto)"
+    )
+    p.add_argument(
+        "--steps", type=int_at_least(1), default=3, help="timed steps per measurement (3)"
+    )
+    p.add_argument(
+        "--epoch-steps", type=int_at_least(1), default=5, help="steps in each timed epoch (5)"
+    )
+    p.add_argument(
+        "--gp-every",
+        type=int_at_least(2),
+        nargs="*",
+        default=[4],
+        help="values of K > 1 to time the lazy penalty at (4)",
+    )
+    p.add_argument("--cifar", type=Path, default=None, help="CIFAR-10 folder (random images)")
+    p.add_argument(
+        "--num-workers", type=int_at_least(0), default=2, help="naive baseline's workers (2)"
+    )
+    p.add_argument(
+        "--loss-memory",
+        type=int_at_least(2),
+        default=None,
+        metavar="B",
+        help="also measure NT-Xent's peak CPU memory at batch B against the pairwise form",
+    )
+    return p
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def seconds_per_call(fn, calls: int, device: torch.device, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    sync(device)
+    return (time.perf_counter() - start) / calls
+
+
+def training_args(args: argparse.Namespace, dataset: str, **flags) -> argparse.Namespace:
+    """The training script's own defaults, with this benchmark's architecture and batch."""
+    argv = ["--dataset", dataset, "--arch", args.arch, "--batch-size", str(args.batch_size)]
+    argv += ["--num-workers", "0", "--log-interval", str(10**9), "--lambda-gp", "0"]
+    for key, value in flags.items():
+        argv += [f"--{key.replace('_', '-')}", str(value)]
+    return training.get_args_parser().parse_args(argv)
+
+
+def cifar_images(args: argparse.Namespace, n: int) -> tuple[torch.Tensor, str]:
+    if args.cifar is None:
+        gen = torch.Generator().manual_seed(0)
+        return torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=gen), "random"
+    train, _, _ = load_cifar(args.cifar, "cifar10")
+    if len(train) < n:
+        raise UsageError(f"--cifar has {len(train)} training images; the epochs need {n}")
+    return train.inputs[:n], str(args.cifar)
+
+
+def step_timings(args, device) -> dict[str, float]:
+    """Seconds per step for the bound, the plain step and the penalty steps, on CIFAR images."""
+    targs = training_args(args, "cifar10")
+    data = DatasetBundle("cifar10", "cifar", 32, 10, None, None, None)
+    encoder, head, optimizer, _ = training.build_model(targs, data, device)
+    encoder.train()
+    head.train()
+    views = NaturalViews("cifar10", 32, targs.colour_strength)
+    gen = torch.Generator(device).manual_seed(0)
+    images, _ = cifar_images(args, args.batch_size)
+    x = images.to(device)
+    view1, _ = views.augment(x, generator=gen)
+    view2, _ = views.augment(x, generator=gen)
+    params = [*encoder.parameters()]
+
+    def bound() -> None:
+        for view in (view1, view2):
+            grads = torch.autograd.grad(encoder(view).sum(), params)
+        del grads
+
+    def step(weight: float) -> None:
+        training.training_step(
+            encoder, head, optimizer, views, x, x,
+            temperature=targs.temperature, penalty_weight=weight,
+            gp_upper_limit=targs.gp_upper_limit, gp_normalization=True, generator=gen,
+        )  # fmt: skip
+
+    times = {
+        "bound": seconds_per_call(bound, args.steps, device),
+        "plain": seconds_per_call(lambda: step(0.0), args.steps, device),
+        "penalty": seconds_per_call(lambda: step(0.1), args.steps, device),
+    }
+    for k in args.gp_every:
+        # One penalised step and K − 1 plain ones: the mean step of a --gp-every K run.
+        times[f"penalty_gp_every_{k}"] = (times["penalty"] + (k - 1) * times["plain"]) / k
+    return times
+
+
+def epoch_seconds(args, device, dataset: str, pretrain: torch.Tensor) -> float:
+    """`train_one_epoch` over ``pretrain`` (the data path included), without the penalty."""
+    targs = training_args(args, dataset)
+    stem, size, _ = DATASETS[dataset]
+    data = DatasetBundle(dataset, stem, size, None, pretrain, None, None)
+    encoder, head, optimizer, _ = training.build_model(targs, data, device)
+    views = SpirographViews() if dataset == "spirograph" else NaturalViews(dataset, size)
+    gen = torch.Generator(device).manual_seed(0)
+    warm = DatasetBundle(dataset, stem, size, None, pretrain[: args.batch_size], None, None)
+    training.train_one_epoch(encoder, head, optimizer, views, warm, targs, 0, device, gen)
+    sync(device)
+    start = time.perf_counter()
+    training.train_one_epoch(encoder, head, optimizer, views, data, targs, 0, device, gen)
+    sync(device)
+    return time.perf_counter() - start
+
+
+class PILPairs(torch.utils.data.Dataset):
+    """The naive data path: each image to PIL, then two independently transformed views, one
+    image at a time in a worker (torchvision transforms, bicubic crop)."""
+
+    def __init__(self, images: torch.Tensor, strength: float = 0.5) -> None:
+        self.images = images.permute(0, 2, 3, 1).numpy()
+        mean, std = DATASET_STATS["cifar10"]
+        s = strength
+        self.transform = transforms.Compose(
+            [
+                transforms.RandomResizedCrop(
+                    32, interpolation=transforms.InterpolationMode.BICUBIC
+                ),
+                transforms.RandomHorizontalFlip(),
+                transforms.RandomApply(
+                    [transforms.ColorJitter(0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s)], p=0.8
+                ),
+                transforms.RandomGrayscale(p=0.2),
+                transforms.ToTensor(),
+                transforms.Normalize(mean, std),
+            ]
+        )
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        image = Image.fromarray(np.asarray(self.images[i]))
+        return self.transform(image), self.transform(image)
+
+
+def pairwise_nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """NT-Xent through a broadcast (2N, 2N, D) cosine similarity, as it is often written."""
+    z = torch.cat([z1, z2])
+    n = z1.shape[0]
+    sim = F.cosine_similarity(z.unsqueeze(1), z.unsqueeze(0), dim=2) / temperature
+    sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
+    return F.cross_entropy(sim, torch.arange(2 * n, device=z.device).roll(n))
+
+
+def naive_epoch_seconds(args, device, pretrain: torch.Tensor) -> float:
+    targs = training_args(args, "cifar10")
+    data = DatasetBundle("cifar10", "cifar", 32, 10, None, None, None)
+    encoder, head, optimizer, _ = training.build_model(targs, data, device)
+    encoder.train()
+    head.train()
+    loader = torch.utils.data.DataLoader(
+        PILPairs(pretrain),
+        batch_size=args.batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=args.num_workers,
+        persistent_workers=False,
+    )
+
+    def run(batches) -> None:
+        for v1, v2 in batches:
+            v1, v2 = v1.to(device), v2.to(device)
+            loss = pairwise_nt_xent(head(encoder(v1)), head(encoder(v2)), targs.temperature)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss.item()  # the usual per-step logging
+
+    run([next(iter(loader))])  # warm-up, as for the other epochs
+    sync(device)
+    start = time.perf_counter()
+    run(loader)  # the workers' start-up is part of an epoch, as in a real run
+    sync(device)
+    return time.perf_counter() - start
+
+
+def _resident_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def _peak_loss_memory(kind: str, batch: int, queue) -> None:
+    """In a fresh process: the peak resident memory (Linux /proc, sampled every 0.2 ms by a
+    thread while torch runs without the GIL) added by one forward and backward of the loss."""
+    torch.set_num_threads(1)
+    gen = torch.Generator().manual_seed(0)
+    z1 = torch.randn(batch, 128, generator=gen, requires_grad=True)
+    z2 = torch.randn(batch, 128, generator=gen, requires_grad=True)
+    before = _resident_mib()
+    peak = [before]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], _resident_mib())
+            time.sleep(2e-4)
+
+    thread = threading.Thread(target=sample)
+    thread.start()
+    loss = (nt_xent if kind == "matmul" else pairwise_nt_xent)(z1, z2, 0.5)
+    loss.backward()
+    done.set()
+    thread.join()
+    queue.put(max(peak[0], _resident_mib()) - before)
+
+
+def loss_memory(batch: int) -> dict[str, float | None]:
+    """Peak MiB of NT-Xent at ``batch`` (matmul form) and of the pairwise form. The pairwise form
+    needs (2B)²·128 floats per intermediate, beyond this machine's memory at large B; it is
+    measured at B/4 and B/8 and scaled to B by the growth measured between them (recorded as
+    such)."""
+    ctx = multiprocessing.get_context("spawn")
+
+    def measure(kind: str, b: int) -> float:
+        queue = ctx.Queue()
+        proc = ctx.Process(target=_peak_loss_memory, args=(kind, b, queue))
+        proc.start()
+        value = queue.get()
+        proc.join()
+        return value
+
+    result = {"batch": batch, "matmul_mib": measure("matmul", batch)}
+    quarter, eighth = measure("pairwise", batch // 4), measure("pairwise", batch // 8)
+    growth = quarter / eighth if eighth > 0 else 4.0
+    result.update(
+        pairwise_mib_at_quarter=quarter,
+        pairwise_mib_at_eighth=eighth,
+        pairwise_mib_extrapolated=quarter * growth**2,
+    )
+    return result
+
+
+def main(args: argparse.Namespace) -> dict:
+    device = resolve_device(args.device)
+    torch.manual_seed(0)
+    n = args.epoch_steps * args.batch_size
+    images, source = cifar_images(args, n)
+    print(
+        f"{args.arch}, batch {args.batch_size}, device {device}, {torch.get_num_threads()} "
+        f"threads, torch {torch.__version__}; CIFAR-10 images: {source}"
+    )
+    times = step_timings(args, device)
+    spiro = load_dataset("spirograph", proportion=max(n / 100_000, 1e-5)).pretrain[:n]
+    epochs = {
+        "epoch_spirograph": epoch_seconds(args, device, "spirograph", spiro),
+        "epoch_cifar10": epoch_seconds(args, device, "cifar10", images),
+        "epoch_cifar10_naive": naive_epoch_seconds(args, device, images),
+    }
+    rate = {k: args.batch_size / v for k, v in times.items()}
+    rate.update({k: n / v for k, v in epochs.items()})
+    ratios = {
+        "plain_over_bound": times["bound"] / times["plain"],
+        "penalty_over_plain": times["penalty"] / times["plain"],
+        **{
+            f"penalty_over_plain_gp_every_{k}": times[f"penalty_gp_every_{k}"] / times["plain"]
+            for k in args.gp_every
+        },
+        "epoch_speedup_vs_naive": epochs["epoch_cifar10_naive"] / epochs["epoch_cifar10"],
+    }
+    print(f"{'measurement':32}{'images/s':>10}{'s/step':>10}")
+    for key, value in rate.items():
+        print(f"{key:32}{value:10.1f}{args.batch_size / value:10.3f}")
+    for key, value in ratios.items():
+        print(f"{key:32}{value:10.3f}")
+    summary = {
+        "arch": args.arch,
+        "batch_size": args.batch_size,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "cifar": source,
+        "images_per_s": {k: round(v, 2) for k, v in rate.items()},
+        **{k: round(v, 3) for k, v in ratios.items()},
+    }
+    if args.loss_memory:
+        summary["loss_memory"] = loss_memory(args.loss_memory)
+        print(f"NT-Xent peak memory: {summary['loss_memory']}")
+    print(json.dumps(summary))
+    return summary
+
+
+if __name__ == "__main__":
+    run_cli(main, get_args_parser())
