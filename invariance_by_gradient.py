@@ -53,6 +53,7 @@ RESUME_OVERRIDABLE = {
     "filename",
     "git",
     "log_interval",
+    "channels_last",
 }
 
 
@@ -161,6 +162,12 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="fit the L-BFGS linear probe every this many epochs; 0 turns it off",
     )
     p.add_argument(
+        "--channels-last",
+        action="store_true",
+        help="NHWC memory format for the encoder's weights and inputs (usually faster on "
+        "GPUs; measure with benchmarks/throughput.py)",
+    )
+    p.add_argument(
         "--log-interval",
         type=int_at_least(1),
         default=10,
@@ -241,6 +248,8 @@ def build_model(
     """Encoder, projection head, LARS(SGD) at base × batch / 256, and the optional schedule
     (attached to the wrapped SGD)."""
     encoder = ResNetEncoder(args.arch, data.stem).to(device)
+    if args.channels_last:
+        encoder = encoder.to(memory_format=torch.channels_last)
     head = ProjectionHead(encoder.representation_dim).to(device)
     lr = args.base_lr * args.batch_size / 256
     if args.lars_exclude_bn_bias:
@@ -291,6 +300,7 @@ def training_step(
     gp_upper_limit: float,
     gp_normalization: bool,
     generator: torch.Generator,
+    channels_last: bool = False,
 ) -> Tensor:
     """One optimisation step on a batch (spec section 5); ``penalty_weight`` 0 skips the penalty.
 
@@ -301,6 +311,9 @@ def training_step(
     use_penalty = penalty_weight > 0
     view1, theta1 = views.augment(x1, generator=generator, requires_grad=use_penalty)
     view2, _ = views.augment(x2, generator=generator)
+    if channels_last:
+        view1 = view1.contiguous(memory_format=torch.channels_last)
+        view2 = view2.contiguous(memory_format=torch.channels_last)
     h1, h2 = encoder(view1), encoder(view2)
     contrastive = nt_xent(head(h1), head(h2), temperature)
     if use_penalty:
@@ -364,6 +377,7 @@ def train_one_epoch(
             gp_upper_limit=args.gp_upper_limit,
             gp_normalization=not args.no_gp_normalization,
             generator=generator,
+            channels_last=args.channels_last,
         )
         if (step + 1) % args.log_interval == 0 or step + 1 == num_steps:
             c, g, t = totals.tolist()

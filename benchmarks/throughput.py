@@ -74,6 +74,9 @@ def get_args_parser() -> argparse.ArgumentParser:
         default=[4],
         help="values of K > 1 to time the lazy penalty at (4)",
     )
+    p.add_argument(
+        "--channels-last", action="store_true", help="the training script's --channels-last"
+    )
     p.add_argument("--cifar", type=Path, default=None, help="CIFAR-10 folder (random images)")
     p.add_argument(
         "--num-workers", type=int_at_least(0), default=2, help="naive baseline's workers (2)"
@@ -108,6 +111,8 @@ def training_args(args: argparse.Namespace, dataset: str, **flags) -> argparse.N
     """The training script's own defaults, with this benchmark's architecture and batch."""
     argv = ["--dataset", dataset, "--arch", args.arch, "--batch-size", str(args.batch_size)]
     argv += ["--num-workers", "0", "--log-interval", str(10**9), "--lambda-gp", "0"]
+    if args.channels_last:
+        argv.append("--channels-last")
     for key, value in flags.items():
         argv += [f"--{key.replace('_', '-')}", str(value)]
     return training.get_args_parser().parse_args(argv)
@@ -136,6 +141,9 @@ def step_timings(args, device) -> dict[str, float]:
     x = images.to(device)
     view1, _ = views.augment(x, generator=gen)
     view2, _ = views.augment(x, generator=gen)
+    if targs.channels_last:
+        view1 = view1.contiguous(memory_format=torch.channels_last)
+        view2 = view2.contiguous(memory_format=torch.channels_last)
     params = [*encoder.parameters()]
 
     def bound() -> None:
@@ -148,6 +156,7 @@ def step_timings(args, device) -> dict[str, float]:
             encoder, head, optimizer, views, x, x,
             temperature=targs.temperature, penalty_weight=weight,
             gp_upper_limit=targs.gp_upper_limit, gp_normalization=True, generator=gen,
+            channels_last=targs.channels_last,
         )  # fmt: skip
 
     times = {
@@ -236,6 +245,9 @@ def naive_epoch_seconds(args, device, pretrain: torch.Tensor) -> float:
     def run(batches) -> None:
         for v1, v2 in batches:
             v1, v2 = v1.to(device), v2.to(device)
+            if targs.channels_last:
+                v1 = v1.contiguous(memory_format=torch.channels_last)
+                v2 = v2.contiguous(memory_format=torch.channels_last)
             loss = pairwise_nt_xent(head(encoder(v1)), head(encoder(v2)), targs.temperature)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -344,6 +356,7 @@ def main(args: argparse.Namespace) -> dict:
         "device": str(device),
         "threads": torch.get_num_threads(),
         "cifar": source,
+        "channels_last": args.channels_last,
         "images_per_s": {k: round(v, 2) for k, v in rate.items()},
         **{k: round(v, 3) for k, v in ratios.items()},
     }
