@@ -54,6 +54,7 @@ RESUME_OVERRIDABLE = {
     "git",
     "log_interval",
     "channels_last",
+    "compile",
 }
 
 
@@ -166,6 +167,12 @@ def get_args_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="NHWC memory format for the encoder's weights and inputs (usually faster on "
         "GPUs; measure with benchmarks/throughput.py)",
+    )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the encoder for the views without the penalty (the penalised view "
+        "stays eager: compiled graphs have no double backward); the first steps compile",
     )
     p.add_argument(
         "--log-interval",
@@ -301,11 +308,16 @@ def training_step(
     gp_normalization: bool,
     generator: torch.Generator,
     channels_last: bool = False,
+    compiled_encoder: nn.Module | None = None,
 ) -> Tensor:
     """One optimisation step on a batch (spec section 5); ``penalty_weight`` 0 skips the penalty.
 
     Returns the detached (contrastive loss, penalty, total loss) as one device tensor, so that the
     step never waits for the device: the caller reads it when it chooses to.
+
+    ``compiled_encoder`` (``torch.compile`` of ``encoder``, sharing its weights) encodes every view
+    whose graph is differentiated once; the penalised view stays eager, because the penalty's
+    double backward cannot go through a compiled graph.
     """
     device = x1.device
     use_penalty = penalty_weight > 0
@@ -314,7 +326,16 @@ def training_step(
     if channels_last:
         view1 = view1.contiguous(memory_format=torch.channels_last)
         view2 = view2.contiguous(memory_format=torch.channels_last)
-    h1, h2 = encoder(view1), encoder(view2)
+    if compiled_encoder is None:
+        h1, h2 = encoder(view1), encoder(view2)
+    elif use_penalty:
+        # The compiled forward writes batch-norm running statistics back with a versioned copy,
+        # which would invalidate the eager graph's saved buffers if it ran second; so view 2 goes
+        # first here (the running statistics see the views in the other order).
+        h2 = compiled_encoder(view2)
+        h1 = encoder(view1)
+    else:
+        h1, h2 = compiled_encoder(view1), compiled_encoder(view2)
     contrastive = nt_xent(head(h1), head(h2), temperature)
     if use_penalty:
         penalty = gradient_penalty(
@@ -345,6 +366,7 @@ def train_one_epoch(
     epoch: int,
     device: torch.device,
     generator: torch.Generator,
+    compiled_encoder: nn.Module | None = None,
 ) -> dict[str, float]:
     """One pass over the pretraining set. With ``--gp-every K`` the penalty is computed on the
     steps whose global index is a multiple of K, with weight K·λ; the reported penalty is the
@@ -378,6 +400,7 @@ def train_one_epoch(
             gp_normalization=not args.no_gp_normalization,
             generator=generator,
             channels_last=args.channels_last,
+            compiled_encoder=compiled_encoder,
         )
         if (step + 1) % args.log_interval == 0 or step + 1 == num_steps:
             c, g, t = totals.tolist()
@@ -453,6 +476,8 @@ def main(args: argparse.Namespace) -> Path:
     views = build_views(args, data)
     encoder, head, optimizer, scheduler = build_model(args, data, device)
     sgd = optimizer.optim
+    # Checkpoints keep saving `encoder` itself, so their keys never carry `_orig_mod.`.
+    compiled = torch.compile(encoder) if args.compile else None
     generator = torch.Generator(device).manual_seed(args.seed)
     git = git_info(args.git)
     results: list[dict[str, Any]] = []
@@ -496,7 +521,9 @@ def main(args: argparse.Namespace) -> Path:
     for epoch in range(start_epoch, end_epoch):
         row = {"epoch": epoch, "lr": sgd.param_groups[0]["lr"]}
         row.update(
-            train_one_epoch(encoder, head, optimizer, views, data, args, epoch, device, generator)
+            train_one_epoch(
+                encoder, head, optimizer, views, data, args, epoch, device, generator, compiled
+            )
         )
         if scheduler is not None:
             scheduler.step()

@@ -20,7 +20,9 @@ Ratios: `plain_over_bound` (throughput; 1 means the step costs no more than the 
 `penalty_over_plain` (time per step), `epoch_speedup_vs_naive`. A table is printed, and as the
 last line one JSON object.
 
-`--loss-memory B` also measures the peak memory of NT-Xent's forward and backward at batch B on
+`--channels-last` and `--compile` time the training script's options of those names (with
+`--compile`, the bound and the naive epoch use the compiled encoder too, so that only the data
+path and the loss differ). `--loss-memory B` also measures the peak memory of NT-Xent's forward and backward at batch B on
 the CPU, in a fresh process each, against the pairwise broadcast form (see `loss_memory`).
 """
 
@@ -77,6 +79,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--channels-last", action="store_true", help="the training script's --channels-last"
     )
+    p.add_argument(
+        "--compile", action="store_true", help="the training script's --compile (all paths)"
+    )
     p.add_argument("--cifar", type=Path, default=None, help="CIFAR-10 folder (random images)")
     p.add_argument(
         "--num-workers", type=int_at_least(0), default=2, help="naive baseline's workers (2)"
@@ -113,6 +118,8 @@ def training_args(args: argparse.Namespace, dataset: str, **flags) -> argparse.N
     argv += ["--num-workers", "0", "--log-interval", str(10**9), "--lambda-gp", "0"]
     if args.channels_last:
         argv.append("--channels-last")
+    if args.compile:
+        argv.append("--compile")
     for key, value in flags.items():
         argv += [f"--{key.replace('_', '-')}", str(value)]
     return training.get_args_parser().parse_args(argv)
@@ -145,10 +152,12 @@ def step_timings(args, device) -> dict[str, float]:
         view1 = view1.contiguous(memory_format=torch.channels_last)
         view2 = view2.contiguous(memory_format=torch.channels_last)
     params = [*encoder.parameters()]
+    compiled = torch.compile(encoder) if targs.compile else None
+    fast = compiled if compiled is not None else encoder
 
     def bound() -> None:
         for view in (view1, view2):
-            grads = torch.autograd.grad(encoder(view).sum(), params)
+            grads = torch.autograd.grad(fast(view).sum(), params)
         del grads
 
     def step(weight: float) -> None:
@@ -156,7 +165,7 @@ def step_timings(args, device) -> dict[str, float]:
             encoder, head, optimizer, views, x, x,
             temperature=targs.temperature, penalty_weight=weight,
             gp_upper_limit=targs.gp_upper_limit, gp_normalization=True, generator=gen,
-            channels_last=targs.channels_last,
+            channels_last=targs.channels_last, compiled_encoder=compiled,
         )  # fmt: skip
 
     times = {
@@ -178,11 +187,13 @@ def epoch_seconds(args, device, dataset: str, pretrain: torch.Tensor) -> float:
     encoder, head, optimizer, _ = training.build_model(targs, data, device)
     views = SpirographViews() if dataset == "spirograph" else NaturalViews(dataset, size)
     gen = torch.Generator(device).manual_seed(0)
+    compiled = torch.compile(encoder) if targs.compile else None
     warm = DatasetBundle(dataset, stem, size, None, pretrain[: args.batch_size], None, None)
-    training.train_one_epoch(encoder, head, optimizer, views, warm, targs, 0, device, gen)
+    epoch = training.train_one_epoch
+    epoch(encoder, head, optimizer, views, warm, targs, 0, device, gen, compiled)
     sync(device)
     start = time.perf_counter()
-    training.train_one_epoch(encoder, head, optimizer, views, data, targs, 0, device, gen)
+    epoch(encoder, head, optimizer, views, data, targs, 0, device, gen, compiled)
     sync(device)
     return time.perf_counter() - start
 
@@ -233,6 +244,8 @@ def naive_epoch_seconds(args, device, pretrain: torch.Tensor) -> float:
     encoder, head, optimizer, _ = training.build_model(targs, data, device)
     encoder.train()
     head.train()
+    # The same encoder as the other epochs (compiled with --compile): only data and loss differ.
+    fast = torch.compile(encoder) if targs.compile else encoder
     loader = torch.utils.data.DataLoader(
         PILPairs(pretrain),
         batch_size=args.batch_size,
@@ -248,7 +261,7 @@ def naive_epoch_seconds(args, device, pretrain: torch.Tensor) -> float:
             if targs.channels_last:
                 v1 = v1.contiguous(memory_format=torch.channels_last)
                 v2 = v2.contiguous(memory_format=torch.channels_last)
-            loss = pairwise_nt_xent(head(encoder(v1)), head(encoder(v2)), targs.temperature)
+            loss = pairwise_nt_xent(head(fast(v1)), head(fast(v2)), targs.temperature)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -357,6 +370,7 @@ def main(args: argparse.Namespace) -> dict:
         "threads": torch.get_num_threads(),
         "cifar": source,
         "channels_last": args.channels_last,
+        "compile": args.compile,
         "images_per_s": {k: round(v, 2) for k, v in rate.items()},
         **{k: round(v, 3) for k, v in ratios.items()},
     }
