@@ -22,8 +22,9 @@ last line one JSON object.
 
 `--channels-last` and `--compile` time the training script's options of those names (with
 `--compile`, the bound and the naive epoch use the compiled encoder too, so that only the data
-path and the loss differ). `--loss-memory B` also measures the peak memory of NT-Xent's forward and backward at batch B on
-the CPU, in a fresh process each, against the pairwise broadcast form (see `loss_memory`).
+path and the loss differ). `--loss-memory B` also measures the peak memory of NT-Xent's forward
+and backward at batch B on the CPU, in a fresh process each, against the pairwise broadcast form
+(see `loss_memory`).
 """
 
 from __future__ import annotations
