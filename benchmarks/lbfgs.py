@@ -23,7 +23,7 @@ import time
 
 import torch
 
-from utils.cli import int_at_least, resolve_device, run_cli
+from utils.cli import float_at_least, int_at_least, resolve_device, run_cli
 from utils.probe import fit_linear, objective_value
 
 SAME_LOSS = 1 + 1e-5  # the baseline "reaches" the probe's loss within this relative margin
@@ -52,7 +52,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--calls", type=int_at_least(1), default=500, help="baseline optimizer.step calls (500)"
     )
-    p.add_argument("--reg-weight", type=float, default=1e-5, help="weight of ‖W‖² (1e-5)")
+    p.add_argument(
+        "--reg-weight", type=float_at_least(0.0), default=1e-5, help="weight of ‖W‖² (1e-5)"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the random features (0)")
     p.add_argument(
         "--device", choices=["auto", "cpu", "cuda"], default="cpu", help="where to run (cpu)"
@@ -115,7 +117,7 @@ def baseline(
     return {"seconds": elapsed, "loss": final, "seconds_to_probe_loss": reached}
 
 
-def main(args: argparse.Namespace) -> None:
+def main(args: argparse.Namespace) -> dict:
     device = resolve_device(args.device)
     print(f"device {device}, {torch.get_num_threads()} threads, torch {torch.__version__}")
     # Warm-up outside the timings: the first autograd and BLAS calls of a process pay one-off costs.
@@ -161,7 +163,9 @@ def main(args: argparse.Namespace) -> None:
             f"{args.calls} default LBFGS calls {base['seconds']:.1f} s, loss {base['loss']:.6f}; "
             f"baseline {same}"
         )
-    print(json.dumps({"device": str(device), "threads": torch.get_num_threads(), "rows": rows}))
+    summary = {"device": str(device), "threads": torch.get_num_threads(), "rows": rows}
+    print(json.dumps(summary))
+    return summary
 
 
 if __name__ == "__main__":

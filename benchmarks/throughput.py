@@ -136,8 +136,9 @@ def cifar_images(args: argparse.Namespace, n: int) -> tuple[torch.Tensor, str]:
     return train.inputs[:n], str(args.cifar)
 
 
-def step_timings(args, device) -> dict[str, float]:
-    """Seconds per step for the bound, the plain step and the penalty steps, on CIFAR images."""
+def step_timings(args, device, images: torch.Tensor) -> dict[str, float]:
+    """Seconds per step for the bound, the plain step and the penalty steps, on one batch of
+    ``images`` (uint8 CIFAR-10)."""
     targs = training_args(args, "cifar10")
     data = DatasetBundle("cifar10", "cifar", 32, 10, None, None, None)
     encoder, head, optimizer, _ = training.build_model(targs, data, device)
@@ -145,8 +146,7 @@ def step_timings(args, device) -> dict[str, float]:
     head.train()
     views = NaturalViews("cifar10", 32, targs.colour_strength)
     gen = torch.Generator(device).manual_seed(0)
-    images, _ = cifar_images(args, args.batch_size)
-    x = images.to(device)
+    x = images[: args.batch_size].to(device)
     view1, _ = views.augment(x, generator=gen)
     view2, _ = views.augment(x, generator=gen)
     if targs.channels_last:
@@ -336,12 +336,14 @@ def main(args: argparse.Namespace) -> dict:
     device = resolve_device(args.device)
     torch.manual_seed(0)
     n = args.epoch_steps * args.batch_size
+    if n > 100_000:
+        raise UsageError(f"--epoch-steps × --batch-size is {n:,}; Spirograph has 100,000 images")
     images, source = cifar_images(args, n)
     print(
         f"{args.arch}, batch {args.batch_size}, device {device}, {torch.get_num_threads()} "
         f"threads, torch {torch.__version__}; CIFAR-10 images: {source}"
     )
-    times = step_timings(args, device)
+    times = step_timings(args, device, images)
     spiro = load_dataset("spirograph", proportion=max(n / 100_000, 1e-5)).pretrain[:n]
     epochs = {
         "epoch_spirograph": epoch_seconds(args, device, "spirograph", spiro),

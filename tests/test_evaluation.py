@@ -248,3 +248,14 @@ def test_demo_steps_are_valid_commands(tmp_path):
         1e-2,
     )
     assert train.checkpoint_dir == str(tmp_path)
+
+
+def test_lbfgs_benchmark_compares_at_the_same_loss():
+    """The benchmark's two optimizers end at the same objective, and its 'reached' time is
+    within the baseline's total."""
+    from benchmarks import lbfgs as bench
+
+    args = bench.get_args_parser().parse_args(["--sizes", "400x12", "--calls", "20"])
+    (row,) = bench.main(args)["rows"]
+    assert row["baseline_loss"] == pytest.approx(row["probe_loss"], rel=1e-5)
+    assert 0 < row["baseline_seconds_to_probe_loss"] <= row["baseline_seconds"]
