@@ -55,7 +55,9 @@ RESUME_OVERRIDABLE = {
     "log_interval",
     "channels_last",
     "compile",
+    "amp",
 }
+AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -173,6 +175,14 @@ def get_args_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="torch.compile the encoder for the views without the penalty (the penalised view "
         "stays eager: compiled graphs have no double backward); the first steps compile",
+    )
+    p.add_argument(
+        "--amp",
+        choices=list(AMP_DTYPES),
+        default="off",
+        help="mixed precision for the views without the penalty, the head and NT-Xent (the "
+        "penalised view stays float32); fp16 adds loss scaling. Meant for GPUs: on most CPUs "
+        "it is slower",
     )
     p.add_argument(
         "--log-interval",
@@ -309,6 +319,8 @@ def training_step(
     generator: torch.Generator,
     channels_last: bool = False,
     compiled_encoder: nn.Module | None = None,
+    amp_dtype: torch.dtype | None = None,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> Tensor:
     """One optimisation step on a batch (spec section 5); ``penalty_weight`` 0 skips the penalty.
 
@@ -318,6 +330,11 @@ def training_step(
     ``compiled_encoder`` (``torch.compile`` of ``encoder``, sharing its weights) encodes every view
     whose graph is differentiated once; the penalised view stays eager, because the penalty's
     double backward cannot go through a compiled graph.
+
+    ``amp_dtype`` (bfloat16 or float16) runs the other view, the head and NT-Xent under autocast;
+    the penalised view stays in float32, so the penalty and its double backward are computed
+    exactly as without it (in low precision they drift: see the README). ``scaler`` (float16)
+    scales the loss and skips steps whose gradients overflow.
     """
     device = x1.device
     use_penalty = penalty_weight > 0
@@ -326,17 +343,25 @@ def training_step(
     if channels_last:
         view1 = view1.contiguous(memory_format=torch.channels_last)
         view2 = view2.contiguous(memory_format=torch.channels_last)
-    if compiled_encoder is None:
-        h1, h2 = encoder(view1), encoder(view2)
-    elif use_penalty:
+
+    def low_precision(enabled: bool = True):
+        return torch.autocast(device.type, amp_dtype, enabled=enabled and amp_dtype is not None)
+
+    def encode(view: Tensor, penalised: bool) -> Tensor:
+        module = encoder if penalised or compiled_encoder is None else compiled_encoder
+        with low_precision(enabled=not penalised):
+            return module(view)
+
+    if compiled_encoder is not None and use_penalty:
         # The compiled forward writes batch-norm running statistics back with a versioned copy,
         # which would invalidate the eager graph's saved buffers if it ran second; so view 2 goes
         # first here (the running statistics see the views in the other order).
-        h2 = compiled_encoder(view2)
-        h1 = encoder(view1)
+        h2 = encode(view2, penalised=False)
+        h1 = encode(view1, penalised=True)
     else:
-        h1, h2 = compiled_encoder(view1), compiled_encoder(view2)
-    contrastive = nt_xent(head(h1), head(h2), temperature)
+        h1, h2 = encode(view1, penalised=use_penalty), encode(view2, penalised=False)
+    with low_precision():
+        contrastive = nt_xent(head(h1), head(h2), temperature).float()
     if use_penalty:
         penalty = gradient_penalty(
             h1,
@@ -351,8 +376,13 @@ def training_step(
         penalty = torch.zeros((), device=device)
     loss = contrastive + penalty_weight * penalty
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
+    if scaler is None:
+        loss.backward()
+        optimizer.step()
+    else:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)  # unscales first; skips the step if a gradient is not finite
+        scaler.update()
     return torch.stack([contrastive, penalty, loss]).detach()
 
 
@@ -367,6 +397,7 @@ def train_one_epoch(
     device: torch.device,
     generator: torch.Generator,
     compiled_encoder: nn.Module | None = None,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> dict[str, float]:
     """One pass over the pretraining set. With ``--gp-every K`` the penalty is computed on the
     steps whose global index is a multiple of K, with weight K·λ; the reported penalty is the
@@ -401,6 +432,8 @@ def train_one_epoch(
             generator=generator,
             channels_last=args.channels_last,
             compiled_encoder=compiled_encoder,
+            amp_dtype=AMP_DTYPES[args.amp],
+            scaler=scaler,
         )
         if (step + 1) % args.log_interval == 0 or step + 1 == num_steps:
             c, g, t = totals.tolist()
@@ -478,6 +511,7 @@ def main(args: argparse.Namespace) -> Path:
     sgd = optimizer.optim
     # Checkpoints keep saving `encoder` itself, so their keys never carry `_orig_mod.`.
     compiled = torch.compile(encoder) if args.compile else None
+    scaler = torch.amp.GradScaler(device.type) if args.amp == "fp16" else None
     generator = torch.Generator(device).manual_seed(args.seed)
     git = git_info(args.git)
     results: list[dict[str, Any]] = []
@@ -488,6 +522,8 @@ def main(args: argparse.Namespace) -> Path:
         optimizer.load_state_dict(resumed["optimizer"])
         if scheduler is not None:
             scheduler.load_state_dict(resumed["scheduler"])
+        if scaler is not None and resumed.get("scaler") is not None:
+            scaler.load_state_dict(resumed["scaler"])
         generator.set_state(resumed["rng"]["augment"])
         torch.set_rng_state(resumed["rng"]["torch"])
         results = resumed["results"]
@@ -511,6 +547,7 @@ def main(args: argparse.Namespace) -> Path:
             "head": head.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "scaler": scaler.state_dict() if scaler is not None else None,
             "epoch": epoch,
             "args": vars(args),
             "results": results,
@@ -522,7 +559,17 @@ def main(args: argparse.Namespace) -> Path:
         row = {"epoch": epoch, "lr": sgd.param_groups[0]["lr"]}
         row.update(
             train_one_epoch(
-                encoder, head, optimizer, views, data, args, epoch, device, generator, compiled
+                encoder,
+                head,
+                optimizer,
+                views,
+                data,
+                args,
+                epoch,
+                device,
+                generator,
+                compiled,
+                scaler,
             )
         )
         if scheduler is not None:

@@ -18,8 +18,8 @@ _ATTEMPTS = 10
 
 def sample_crop_boxes(
     batch_size: int,
-    height: int,
-    width: int,
+    height: int | Tensor,
+    width: int | Tensor,
     *,
     scale: tuple[float, float] = (0.08, 1.0),
     ratio: tuple[float, float] = (3 / 4, 4 / 3),
@@ -30,45 +30,38 @@ def sample_crop_boxes(
 
     Area fraction ~ U[scale], aspect ratio log-uniform on ``ratio``; the first of ten attempts
     that fits the image is kept, else a centre crop with the ratio clamped into range.
+    ``height`` and ``width`` are the images' size, one for the batch or a (batch_size,) tensor
+    each, for images of different sizes padded into one batch.
     """
-    area = height * width
+    dtype = torch.float64
+    height = torch.as_tensor(height, device=device, dtype=dtype).expand(batch_size)
+    width = torch.as_tensor(width, device=device, dtype=dtype).expand(batch_size)
     log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
-    u = torch.rand(
-        2, batch_size, _ATTEMPTS, device=device, generator=generator, dtype=torch.float64
-    )
-    target_area = area * (scale[0] + u[0] * (scale[1] - scale[0]))
+    u = torch.rand(2, batch_size, _ATTEMPTS, device=device, generator=generator, dtype=dtype)
+    target_area = (height * width)[:, None] * (scale[0] + u[0] * (scale[1] - scale[0]))
     aspect = torch.exp(log_lo + u[1] * (log_hi - log_lo))
     w = torch.round(torch.sqrt(target_area * aspect))
     h = torch.round(torch.sqrt(target_area / aspect))
-    fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    fits = (w > 0) & (w <= width[:, None]) & (h > 0) & (h <= height[:, None])
     first = torch.argmax(fits.to(torch.int8), dim=1, keepdim=True)  # first fitting attempt
     found = fits.any(dim=1)
     h = h.gather(1, first).squeeze(1)
     w = w.gather(1, first).squeeze(1)
     # Offsets uniform over the valid integer positions, as random.randint(0, H - h) does.
-    offset = torch.rand(2, batch_size, device=device, generator=generator, dtype=torch.float64)
+    offset = torch.rand(2, batch_size, device=device, generator=generator, dtype=dtype)
     top = torch.floor(offset[0] * (height - h + 1))
     left = torch.floor(offset[1] * (width - w + 1))
 
-    fb_h, fb_w = _centre_fallback(height, width, ratio)
-    h = torch.where(found, h, torch.full_like(h, fb_h))
-    w = torch.where(found, w, torch.full_like(w, fb_w))
-    top = torch.where(found, top, torch.full_like(top, (height - fb_h) // 2))
-    left = torch.where(found, left, torch.full_like(left, (width - fb_w) // 2))
-    return torch.stack([top, left, h, w], dim=1).long()
-
-
-def _centre_fallback(height: int, width: int, ratio: tuple[float, float]) -> tuple[int, int]:
+    # Fallback: the centre crop, its aspect ratio clamped into range (torch.round rounds half to
+    # even, as Python's round in torchvision does).
     in_ratio = width / height
-    if in_ratio < min(ratio):
-        w = width
-        h = int(round(w / min(ratio)))
-    elif in_ratio > max(ratio):
-        h = height
-        w = int(round(h * max(ratio)))
-    else:
-        h, w = height, width
-    return h, w
+    fb_h = torch.where(in_ratio < min(ratio), torch.round(width / min(ratio)), height)
+    fb_w = torch.where(in_ratio > max(ratio), torch.round(height * max(ratio)), width)
+    h = torch.where(found, h, fb_h)
+    w = torch.where(found, w, fb_w)
+    top = torch.where(found, top, torch.floor((height - fb_h) / 2))
+    left = torch.where(found, left, torch.floor((width - fb_w) / 2))
+    return torch.stack([top, left, h, w], dim=1).long()
 
 
 def _bicubic(x: Tensor) -> Tensor:

@@ -20,7 +20,7 @@ Ratios: `plain_over_bound` (throughput; 1 means the step costs no more than the 
 `penalty_over_plain` (time per step), `epoch_speedup_vs_naive`. A table is printed, and as the
 last line one JSON object.
 
-`--channels-last` and `--compile` time the training script's options of those names (with
+`--channels-last`, `--compile` and `--amp` time the training script's options of those names (with
 `--compile`, the bound and the naive epoch use the compiled encoder too, so that only the data
 path and the loss differ). `--loss-memory B` also measures the peak memory of NT-Xent's forward
 and backward at batch B on the CPU, in a fresh process each, against the pairwise broadcast form
@@ -83,6 +83,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--compile", action="store_true", help="the training script's --compile (all paths)"
     )
+    p.add_argument(
+        "--amp",
+        choices=list(training.AMP_DTYPES),
+        default="off",
+        help="the training script's --amp (all paths; the bound and the naive epoch run their "
+        "encoder and loss under the same autocast) (off)",
+    )
     p.add_argument("--cifar", type=Path, default=None, help="CIFAR-10 folder (random images)")
     p.add_argument(
         "--num-workers", type=int_at_least(0), default=2, help="naive baseline's workers (2)"
@@ -121,6 +128,7 @@ def training_args(args: argparse.Namespace, dataset: str, **flags) -> argparse.N
         argv.append("--channels-last")
     if args.compile:
         argv.append("--compile")
+    argv += ["--amp", args.amp]
     for key, value in flags.items():
         argv += [f"--{key.replace('_', '-')}", str(value)]
     return training.get_args_parser().parse_args(argv)
@@ -134,6 +142,15 @@ def cifar_images(args: argparse.Namespace, n: int) -> tuple[torch.Tensor, str]:
     if len(train) < n:
         raise UsageError(f"--cifar has {len(train)} training images; the epochs need {n}")
     return train.inputs[:n], str(args.cifar)
+
+
+def autocast(targs: argparse.Namespace, device: torch.device):
+    dtype = training.AMP_DTYPES[targs.amp]
+    return torch.autocast(device.type, dtype, enabled=dtype is not None)
+
+
+def make_scaler(targs: argparse.Namespace, device: torch.device):
+    return torch.amp.GradScaler(device.type) if targs.amp == "fp16" else None
 
 
 def step_timings(args, device, images: torch.Tensor) -> dict[str, float]:
@@ -156,9 +173,13 @@ def step_timings(args, device, images: torch.Tensor) -> dict[str, float]:
     compiled = torch.compile(encoder) if targs.compile else None
     fast = compiled if compiled is not None else encoder
 
+    scaler = make_scaler(targs, device)
+
     def bound() -> None:
         for view in (view1, view2):
-            grads = torch.autograd.grad(fast(view).sum(), params)
+            with autocast(targs, device):
+                out = fast(view).float().sum()
+            grads = torch.autograd.grad(out, params)
         del grads
 
     def step(weight: float) -> None:
@@ -167,6 +188,7 @@ def step_timings(args, device, images: torch.Tensor) -> dict[str, float]:
             temperature=targs.temperature, penalty_weight=weight,
             gp_upper_limit=targs.gp_upper_limit, gp_normalization=True, generator=gen,
             channels_last=targs.channels_last, compiled_encoder=compiled,
+            amp_dtype=training.AMP_DTYPES[targs.amp], scaler=scaler,
         )  # fmt: skip
 
     times = {
@@ -190,11 +212,12 @@ def epoch_seconds(args, device, dataset: str, pretrain: torch.Tensor) -> float:
     gen = torch.Generator(device).manual_seed(0)
     compiled = torch.compile(encoder) if targs.compile else None
     warm = DatasetBundle(dataset, stem, size, None, pretrain[: args.batch_size], None, None)
+    scaler = make_scaler(targs, device)
     epoch = training.train_one_epoch
-    epoch(encoder, head, optimizer, views, warm, targs, 0, device, gen, compiled)
+    epoch(encoder, head, optimizer, views, warm, targs, 0, device, gen, compiled, scaler)
     sync(device)
     start = time.perf_counter()
-    epoch(encoder, head, optimizer, views, data, targs, 0, device, gen, compiled)
+    epoch(encoder, head, optimizer, views, data, targs, 0, device, gen, compiled, scaler)
     sync(device)
     return time.perf_counter() - start
 
@@ -247,6 +270,7 @@ def naive_epoch_seconds(args, device, pretrain: torch.Tensor) -> float:
     head.train()
     # The same encoder as the other epochs (compiled with --compile): only data and loss differ.
     fast = torch.compile(encoder) if targs.compile else encoder
+    scaler = make_scaler(targs, device)
     loader = torch.utils.data.DataLoader(
         PILPairs(pretrain),
         batch_size=args.batch_size,
@@ -262,10 +286,16 @@ def naive_epoch_seconds(args, device, pretrain: torch.Tensor) -> float:
             if targs.channels_last:
                 v1 = v1.contiguous(memory_format=torch.channels_last)
                 v2 = v2.contiguous(memory_format=torch.channels_last)
-            loss = pairwise_nt_xent(head(fast(v1)), head(fast(v2)), targs.temperature)
+            with autocast(targs, device):
+                loss = pairwise_nt_xent(head(fast(v1)), head(fast(v2)), targs.temperature)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            if scaler is None:
+                loss.backward()
+                optimizer.step()
+            else:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
             loss.item()  # the usual per-step logging
 
     run([next(iter(loader))])  # warm-up, as for the other epochs
@@ -374,6 +404,7 @@ def main(args: argparse.Namespace) -> dict:
         "cifar": source,
         "channels_last": args.channels_last,
         "compile": args.compile,
+        "amp": args.amp,
         "images_per_s": {k: round(v, 2) for k, v in rate.items()},
         **{k: round(v, 3) for k, v in ratios.items()},
     }

@@ -96,3 +96,25 @@ def test_normalise_uses_dataset_statistics():
     assert normalize(images, "spirograph") is images
     with pytest.raises(ValueError, match="unknown dataset"):
         normalize(images, "mnist")
+
+
+def test_boxes_for_images_of_different_sizes_are_each_sizes_own_boxes():
+    """Per-image sizes use the same draws as one size for the whole batch, so each image's box is
+    the one `sample_crop_boxes` gives for its size alone; the extreme shapes take the fallback."""
+    shapes = [(40, 60), (61, 45), (8, 200), (200, 8), (32, 32)] * 100
+    height, width = torch.tensor(shapes).unbind(dim=1)
+    mixed = sample_crop_boxes(
+        len(shapes), height, width, generator=torch.Generator().manual_seed(3)
+    )
+    for shape in set(shapes):
+        alone = sample_crop_boxes(len(shapes), *shape, generator=torch.Generator().manual_seed(3))
+        rows = [i for i, s in enumerate(shapes) if s == shape]
+        torch.testing.assert_close(mixed[rows], alone[rows], rtol=0, atol=0)
+
+
+def test_boxes_lie_inside_each_image_of_its_own_size():
+    gen = torch.Generator().manual_seed(0)
+    sizes = torch.randint(1, 80, (4000, 2), generator=gen)
+    top, left, h, w = sample_crop_boxes(4000, sizes[:, 0], sizes[:, 1], generator=gen).unbind(1)
+    assert (top >= 0).all() and (left >= 0).all() and (h >= 1).all() and (w >= 1).all()
+    assert (top + h <= sizes[:, 0]).all() and (left + w <= sizes[:, 1]).all()

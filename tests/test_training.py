@@ -17,6 +17,7 @@ CHECKPOINT_KEYS = {
     "version",
     "encoder",
     "head",
+    "scaler",
     "optimizer",
     "scheduler",
     "epoch",
@@ -274,6 +275,8 @@ def one_step(flags: list[str], penalty_weight: float) -> tuple[torch.Tensor, tor
         gp_normalization=True, generator=torch.Generator().manual_seed(2),
         channels_last=args.channels_last,
         compiled_encoder=torch.compile(encoder) if args.compile else None,
+        amp_dtype=train.AMP_DTYPES[args.amp],
+        scaler=torch.amp.GradScaler("cpu") if args.amp == "fp16" else None,
     )  # fmt: skip
     return values, encoder.conv1.weight.grad.contiguous()
 
@@ -285,6 +288,49 @@ def test_channels_last_step_matches_the_default_layout(penalty_weight):
     # with respect to colour parameters) amplifies it to ~3e-4 relative, hence 1e-3.
     torch.testing.assert_close(v0, v1, rtol=1e-3, atol=1e-5)
     torch.testing.assert_close(g0, g1, rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_amp_keeps_the_penalty_exact_and_lowers_the_rest(amp):
+    """The penalised view stays float32 under --amp, so the penalty is bit-identical to the
+    float32 step's; NT-Xent runs in low precision, so it moves, but only by rounding."""
+    (v0, _), (v1, g1) = one_step([], 0.1), one_step(["--amp", amp], 0.1)
+    assert v1[1] == v0[1]
+    assert v1[0] != v0[0]  # autocast did run
+    torch.testing.assert_close(v1[0], v0[0], rtol=1e-2, atol=0)
+    assert torch.isfinite(g1).all()
+
+
+def test_fp16_loss_scaling_skips_an_overflowing_step():
+    from augmentation.views import NaturalViews
+
+    args = train.get_args_parser().parse_args(["--arch", "resnet18", "--batch-size", "8"])
+    torch.manual_seed(0)
+    encoder, head, optimizer, _ = train.build_model(
+        args, train.argparse.Namespace(stem="cifar"), torch.device("cpu")
+    )
+    before = [p.detach().clone() for p in encoder.parameters()]
+    # A scale this large makes the scaled float16 gradients overflow: the step must be skipped
+    # and the scale halved, as torch.amp's loss scaling does.
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**100)
+    images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+    train.training_step(
+        encoder, head, optimizer, NaturalViews("cifar10", 32), images, images,
+        temperature=0.5, penalty_weight=0.0, gp_upper_limit=1.0, gp_normalization=True,
+        generator=torch.Generator().manual_seed(2), amp_dtype=torch.float16, scaler=scaler,
+    )  # fmt: skip
+    assert scaler.get_scale() == 2.0**99
+    assert all(torch.equal(a, b) for a, b in zip(before, encoder.parameters(), strict=True))
+
+
+def test_fp16_run_saves_and_resumes_its_loss_scale(workdir):
+    first = load(run(*SPIRO, "--num-epochs", "2", "--cut-off", "1", "--test-freq", "0",
+                     "--amp", "fp16"))  # fmt: skip
+    assert first["scaler"]["scale"] > 0
+    assert first["args"]["amp"] == "fp16"
+    final = load(run("--resume", "output.pth", "--cut-off", "2"))
+    assert final["epoch"] == 1
+    assert final["scaler"] is not None and final["args"]["amp"] == "fp16"
 
 
 class RecordingCompile:

@@ -1,0 +1,69 @@
+"""The benchmarks run at tiny sizes and report what they claim: the throughput benchmark with
+every path under --amp, the precision benchmark's errors, and the ImageNet crop benchmark's
+device path, whose crops are those of `augmentation.crop` for each image on its own."""
+
+import pytest
+import torch
+
+from augmentation.crop import resized_crop
+from augmentation.views import to_unit_float
+from benchmarks import amp_precision, throughput
+from benchmarks import imagenet_crop as bench
+
+
+def test_throughput_benchmark_reports_every_rate_and_ratio():
+    argv = ["--batch-size", "2", "--device", "cpu", "--steps", "1", "--epoch-steps", "1"]
+    argv += ["--num-workers", "0"]
+    summary = throughput.main(throughput.get_args_parser().parse_args([*argv, "--amp", "bf16"]))
+    assert summary["amp"] == "bf16"
+    assert set(summary["images_per_s"]) == {
+        "bound", "plain", "penalty", "penalty_gp_every_4",
+        "epoch_spirograph", "epoch_cifar10", "epoch_cifar10_naive",
+    }  # fmt: skip
+    assert all(rate > 0 for rate in summary["images_per_s"].values())
+    # The lazy run's mean step: one penalised step and three plain ones (no timing asserted).
+    lazy = (summary["penalty_over_plain"] + 3) / 4
+    assert summary["penalty_over_plain_gp_every_4"] == pytest.approx(lazy, abs=2e-3)
+
+
+def test_amp_precision_benchmark_measures_rounding_not_nothing():
+    args = amp_precision.get_args_parser().parse_args(["--batch-size", "4"])
+    summary = amp_precision.main(args)
+    errors = summary["errors"]
+    for name in ("fp32", "bf16", "fp16"):
+        assert all(0 < v < float("inf") for v in errors[name].values()), name
+    # float32 is far closer to float64 than bfloat16 (8 mantissa bits) is.
+    assert errors["fp32"]["ntxent_grad_rel_error"] < errors["bf16"]["ntxent_grad_rel_error"] / 10
+    assert summary["penalty_grad_other_draw"] > 0
+
+
+def test_benchmark_runs_on_a_tiny_synthetic_tree():
+    argv = ["--num-images", "8", "--batch-size", "4", "--num-workers", "0", "--size", "16"]
+    args = bench.get_args_parser().parse_args([*argv, "--image-side", "60"])
+    summary = bench.main(args)
+    assert (summary["images"], summary["warmup_batches"], summary["timed_batches"]) == (8, 1, 1)
+    assert set(summary["images_per_s"]) == {"decode", "workers", "device"}
+    assert all(rate > 0 for rate in summary["images_per_s"].values())
+    assert summary["device_over_workers"] > 0
+    assert 30 <= summary["mean_height"] <= 120 and 30 <= summary["mean_width"] <= 120
+
+
+def test_benchmark_refuses_more_batches_than_images():
+    argv = ["--num-images", "8", "--batch-size", "4", "--num-workers", "0", "--batches", "2"]
+    with pytest.raises(bench.UsageError, match="need 12 images; there are 8"):
+        bench.main(bench.get_args_parser().parse_args([*argv, "--image-side", "40"]))
+
+
+def test_device_crops_of_a_padded_batch_equal_crops_of_each_image():
+    gen = torch.Generator().manual_seed(1)
+    shapes = [(37, 52), (60, 41), (23, 23), (50, 70)]
+    images = [torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=gen) for h, w in shapes]
+    padded, sizes = bench.pad_collate(images)
+    assert padded.shape == (4, 3, 60, 70)
+    assert sizes.tolist() == [list(s) for s in shapes]
+    views = bench.device_views(padded, sizes, 16, torch.Generator().manual_seed(5))
+    # The same generator state again: the boxes of the first view.
+    boxes = bench.boxes_for(sizes, torch.Generator().manual_seed(5))
+    for i, image in enumerate(images):
+        alone = resized_crop(to_unit_float(image)[None], boxes[i : i + 1], 16)
+        torch.testing.assert_close(views[0][i : i + 1], alone, rtol=0, atol=1e-5)
