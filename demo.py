@@ -43,7 +43,7 @@ def training_argv(args: argparse.Namespace) -> list[str]:
         "--dataset", "spirograph", "--arch", "resnet18", "--proportion", "0.01",
         "--batch-size", "64", "--base-lr", str(args.base_lr), "--num-epochs", str(args.num_epochs),
         "--lambda-gp", str(args.lambda_gp), "--gp-upper-limit", "1000", "--test-freq", "0",
-        "--save-freq", "100", "--filename", args.filename,
+        "--save-freq", "100", "--filename", args.filename, "--overwrite",
         "--checkpoint-dir", args.checkpoint_dir, "--device", args.device,
     ]  # fmt: skip
 

@@ -3,15 +3,20 @@
     python3 invariance_by_gradient.py --dataset cifar10 --arch resnet50 --lambda-gp 1e-1 \
         --cosine-anneal --num-epochs 1000
 
-Every `--save-freq` epochs a checkpoint `<checkpoint-dir>/<filename>_epoch<NNN>.pth` is written,
-and `<checkpoint-dir>/<filename>.pth` at the end; `--resume FILE` continues such a run.
+`<checkpoint-dir>/<filename>.pth` holds the latest state: it is written after every epoch, every
+`--save-every-steps` steps, and on SIGTERM or Ctrl-C (the step in progress finishes first); at the
+end it is the trained model. Every `--save-freq` epochs `<filename>_epoch<NNN>.pth` is kept too.
+`--resume FILE` continues a run exactly where its checkpoint left it, mid-epoch included.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import subprocess
 import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +27,17 @@ from tqdm import tqdm
 from augmentation.views import NaturalViews, SpirographViews
 from datasets.sources import DATASETS, DatasetBundle, load_dataset
 from models import ARCHITECTURES, ProjectionHead, ResNetEncoder
-from utils.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
+from utils.checkpoint import (
+    all_finite,
+    ensure_writable,
+    load_checkpoint,
+    remove_stale_temporaries,
+    resolve_checkpoint,
+    save_checkpoint,
+)
 from utils.cli import (
     DefaultsHelpFormatter,
+    TrainingError,
     UsageError,
     add_runtime_args,
     float_at_least,
@@ -37,7 +50,9 @@ from utils.evaluation import DEFAULT_REG_WEIGHT, linear_probe
 from utils.gradient_penalty import gradient_penalty, rademacher
 from utils.lars import LARS, param_groups_excluding_bn_bias
 from utils.ntxent import nt_xent
+from utils.rng import capture_rng, restore_rng
 from utils.schedule import CosineAnnealingWithLinearRampLR
+from utils.signals import StopRequest, ignore_sigint_in_worker
 
 PENALTY_SAMPLES = 100  # K of spec section 5
 # Flags that may differ when a run is resumed; all others define the run and come from the
@@ -56,6 +71,8 @@ RESUME_OVERRIDABLE = {
     "channels_last",
     "compile",
     "amp",
+    "save_every_steps",
+    "overwrite",
 }
 AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -197,8 +214,21 @@ def get_args_parser() -> argparse.ArgumentParser:
         default=100,
         help="write <filename>_epoch<NNN>.pth every this many epochs",
     )
+    p.add_argument(
+        "--save-every-steps",
+        type=int_at_least(1),
+        default=None,
+        metavar="K",
+        help="also write <filename>.pth every K steps, so that a crash costs at most K steps "
+        "(it is always written after every epoch)",
+    )
     p.add_argument("--filename", default="output", help="checkpoint name stem")
     p.add_argument("--checkpoint-dir", default="checkpoint", help="folder for checkpoints")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start a new run even if <filename>.pth exists (it is replaced at the first save)",
+    )
     p.add_argument(
         "--resume",
         default=None,
@@ -281,24 +311,31 @@ def build_model(
     return encoder, head, optimizer, scheduler
 
 
-def pretrain_batches(data: DatasetBundle, args: argparse.Namespace, epoch: int):
-    """Pairs of inputs for the two views, in an order fixed by (seed, epoch); last partial batch
-    dropped so that batch norm and NT-Xent always see ``batch_size`` images."""
+def pretrain_batches(
+    data: DatasetBundle, args: argparse.Namespace, epoch: int, start_step: int = 0
+):
+    """Pairs of inputs for the two views, in an order fixed by (seed, epoch), from batch
+    ``start_step`` on (a run resumed mid-epoch sees the rest of the same order); the last partial
+    batch is dropped so that batch norm and NT-Xent always see ``batch_size`` images."""
     order = torch.Generator().manual_seed(args.seed * 1_000_003 + epoch)
+    perm = torch.randperm(len(data.pretrain), generator=order)
+    num_steps = perm.numel() // args.batch_size
     if isinstance(data.pretrain, torch.Tensor):
-        perm = torch.randperm(data.pretrain.shape[0], generator=order)
-        for i in range(0, perm.numel() - args.batch_size + 1, args.batch_size):
-            batch = data.pretrain[perm[i : i + args.batch_size]]
+        for i in range(start_step, num_steps):
+            batch = data.pretrain[perm[i * args.batch_size : (i + 1) * args.batch_size]]
             yield batch, batch
     else:
+        data.pretrain.epoch = epoch  # per-image crop seeds (datasets/imagenet.py)
         loader = torch.utils.data.DataLoader(
             data.pretrain,
             batch_size=args.batch_size,
-            shuffle=True,
+            sampler=perm[start_step * args.batch_size : num_steps * args.batch_size].tolist(),
             drop_last=True,
             num_workers=args.num_workers,
+            # Only the workers' base seed comes from it: keeps the global generator untouched.
             generator=order,
             pin_memory=torch.cuda.is_available(),
+            worker_init_fn=ignore_sigint_in_worker,
         )
         for view1, view2, _ in loader:
             yield view1, view2
@@ -386,6 +423,31 @@ def training_step(
     return torch.stack([contrastive, penalty, loss]).detach()
 
 
+@dataclass
+class Position:
+    """Where a run stands: ``step`` steps of ``epoch`` done, with that epoch's running sums so
+    far (contrastive loss, penalty, total loss), penalised steps and seconds. Stored in
+    checkpoints as plain types (``"next"``), so a run resumes mid-epoch where it stopped."""
+
+    epoch: int
+    step: int = 0
+    totals: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    penalty_steps: int = 0
+    seconds: float = 0.0
+
+
+class NonFiniteLoss(Exception):
+    """The loss was NaN or infinite at global step ``step`` (counted from 0)."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__(step)
+        self.step = step
+
+
+class Stopped(Exception):
+    """A stop was requested (SIGTERM, SIGINT) and the position saved mid-epoch."""
+
+
 def train_one_epoch(
     encoder: nn.Module,
     head: nn.Module,
@@ -398,27 +460,42 @@ def train_one_epoch(
     generator: torch.Generator,
     compiled_encoder: nn.Module | None = None,
     scaler: torch.amp.GradScaler | None = None,
+    *,
+    position: Position | None = None,
+    save: Callable[[Position], None] | None = None,
+    stop: StopRequest | None = None,
 ) -> dict[str, float]:
-    """One pass over the pretraining set. With ``--gp-every K`` the penalty is computed on the
-    steps whose global index is a multiple of K, with weight K·λ; the reported penalty is the
-    mean over those steps. Values leave the device only every ``--log-interval`` steps."""
+    """One pass over the pretraining set, from ``position`` (a run resumed mid-epoch) or its start.
+
+    With ``--gp-every K`` the penalty is computed on the steps whose global index is a multiple of
+    K, with weight K·λ; the reported penalty is the mean over those steps. Values leave the device
+    only every ``--log-interval`` steps, before ``save`` is called (every ``--save-every-steps``
+    global steps, and when ``stop`` is requested), and at the end: those are the points where a
+    NaN or infinite loss raises `NonFiniteLoss`, naming the first step that had one, so no
+    checkpoint is written after it. A requested stop inside the epoch saves and raises `Stopped`.
+    """
     encoder.train()
     head.train()
     num_steps = len(data.pretrain) // args.batch_size
-    totals = torch.zeros(3, device=device)
-    penalty_steps = 0
-    start = time.perf_counter()
+    position = position or Position(epoch)
+    totals = torch.tensor(position.totals, device=device)
+    penalty_steps = position.penalty_steps
+    # Index of the first step with a non-finite loss, kept on the device: no per-step sync.
+    first_bad = torch.full((), -1, device=device, dtype=torch.long)
+    start = time.perf_counter() - position.seconds
     bar = tqdm(
-        pretrain_batches(data, args, epoch),
+        pretrain_batches(data, args, epoch, position.step),
         total=num_steps,
+        initial=position.step,
         desc=f"epoch {epoch}",
         leave=False,
         dynamic_ncols=True,
     )
-    for step, (x1, x2) in enumerate(bar):
-        penalised = args.lambda_gp > 0 and (epoch * num_steps + step) % args.gp_every == 0
+    for step, (x1, x2) in enumerate(bar, start=position.step):
+        global_step = epoch * num_steps + step
+        penalised = args.lambda_gp > 0 and global_step % args.gp_every == 0
         penalty_steps += penalised
-        totals += training_step(
+        values = training_step(
             encoder,
             head,
             optimizer,
@@ -435,13 +512,34 @@ def train_one_epoch(
             amp_dtype=AMP_DTYPES[args.amp],
             scaler=scaler,
         )
-        if (step + 1) % args.log_interval == 0 or step + 1 == num_steps:
-            c, g, t = totals.tolist()
-            elapsed = time.perf_counter() - start
-            bar.set_postfix_str(
-                f"c-loss {c / (step + 1):.3f} penalty {g / max(penalty_steps, 1):.4f} "
-                f"loss {t / (step + 1):.3f} {(step + 1) * args.batch_size / elapsed:.0f} img/s"
-            )
+        totals += values
+        bad_now = (first_bad < 0) & ~torch.isfinite(values).all()
+        first_bad = torch.where(bad_now, global_step, first_bad)
+        done = step + 1
+        log_now = done % args.log_interval == 0 or done == num_steps
+        stop_now = stop is not None and stop.requested and done < num_steps
+        save_now = stop_now or (
+            save is not None
+            and args.save_every_steps is not None
+            and (global_step + 1) % args.save_every_steps == 0
+            and done < num_steps
+        )
+        if not (log_now or save_now):
+            continue
+        if (bad := int(first_bad)) >= 0:
+            raise NonFiniteLoss(bad)
+        c, g, t = totals.tolist()
+        elapsed = time.perf_counter() - start
+        rate = (done - position.step) * args.batch_size / max(elapsed - position.seconds, 1e-9)
+        bar.set_postfix_str(
+            f"c-loss {c / done:.3f} penalty {g / max(penalty_steps, 1):.4f} "
+            f"loss {t / done:.3f} {rate:.0f} img/s"
+        )
+        if save_now and save is not None:
+            save(Position(epoch, done, [c, g, t], penalty_steps, elapsed))
+        if stop_now:
+            bar.close()
+            raise Stopped
     bar.close()
     elapsed = time.perf_counter() - start
     c, g, t = totals.tolist()
@@ -449,7 +547,9 @@ def train_one_epoch(
         "contrastive_loss": c / max(num_steps, 1),
         "penalty": g / max(penalty_steps, 1),
         "loss": t / max(num_steps, 1),
-        "images_per_s": num_steps * args.batch_size / elapsed,
+        "images_per_s": (num_steps - position.step)
+        * args.batch_size
+        / max(elapsed - position.seconds, 1e-9),
         "time_s": elapsed,
     }
 
@@ -489,11 +589,17 @@ def format_epoch(epoch: int, args: argparse.Namespace, row: dict[str, Any]) -> s
 
 
 def main(args: argparse.Namespace) -> Path:
-    resumed = None
+    resumed, resumed_from = None, None
     if args.resume:
-        resumed = load_checkpoint(resolve_checkpoint(args.resume, args.checkpoint_dir))
+        resumed_from = resolve_checkpoint(args.resume, args.checkpoint_dir)
+        resumed = load_checkpoint(resumed_from)
         args = merge_resumed_args(args, resumed["args"])
     device = resolve_device(args.device)
+    if args.cut_off is not None and args.cut_off > args.num_epochs:
+        raise UsageError(
+            f"--cut-off {args.cut_off} is beyond --num-epochs {args.num_epochs}; the schedule "
+            "ends there, so lower --cut-off or raise --num-epochs"
+        )
     if args.dataset == "imagenet" and args.test_freq > 0:
         raise UsageError(
             "ImageNet is too large for the full-batch L-BFGS probe; pass --test-freq 0"
@@ -506,6 +612,14 @@ def main(args: argparse.Namespace) -> Path:
             f"--batch-size {args.batch_size} exceeds the {len(data.pretrain)} "
             "training images; lower it or raise --proportion"
         )
+    checkpoint_dir = ensure_writable(args.checkpoint_dir)
+    latest = checkpoint_dir / f"{args.filename}.pth"
+    if latest.exists() and resumed is None and not args.overwrite:
+        raise UsageError(
+            f"{latest} exists, from an earlier run; continue it with --resume {latest}, or "
+            "start afresh with --overwrite or another --filename"
+        )
+    remove_stale_temporaries(latest)
     views = build_views(args, data)
     encoder, head, optimizer, scheduler = build_model(args, data, device)
     sgd = optimizer.optim
@@ -515,7 +629,7 @@ def main(args: argparse.Namespace) -> Path:
     generator = torch.Generator(device).manual_seed(args.seed)
     git = git_info(args.git)
     results: list[dict[str, Any]] = []
-    start_epoch = 0
+    position = Position(0)
     if resumed is not None:
         encoder.load_state_dict(resumed["encoder"])
         head.load_state_dict(resumed["head"])
@@ -524,12 +638,13 @@ def main(args: argparse.Namespace) -> Path:
             scheduler.load_state_dict(resumed["scheduler"])
         if scaler is not None and resumed.get("scaler") is not None:
             scaler.load_state_dict(resumed["scaler"])
-        generator.set_state(resumed["rng"]["augment"])
-        torch.set_rng_state(resumed["rng"]["torch"])
+        restore_rng(resumed["rng"], generator)
         results = resumed["results"]
-        start_epoch = resumed["epoch"] + 1
+        # Version 1 checkpoints were written at epoch ends only.
+        position = Position(**resumed.get("next", {"epoch": resumed["epoch"] + 1}))
+        within = f", step {position.step + 1}" if position.step else ""
         print(
-            f"resuming {args.filename} at epoch {start_epoch + 1}, "
+            f"resuming {args.filename} at epoch {position.epoch + 1}{within}, "
             f"lr {sgd.param_groups[0]['lr']:.4g}"
         )
 
@@ -537,64 +652,94 @@ def main(args: argparse.Namespace) -> Path:
     print(
         f"training {args.arch} on {args.dataset}: {len(data.pretrain)} images, batch "
         f"{args.batch_size}, {len(data.pretrain) // args.batch_size} steps/epoch, epochs "
-        f"{start_epoch + 1}-{end_epoch} of {args.num_epochs}, lambda-gp {args.lambda_gp}, "
+        f"{position.epoch + 1}-{end_epoch} of {args.num_epochs}, lambda-gp {args.lambda_gp}, "
         f"device {device}"
     )
+    last_good = resumed_from
 
-    def state(epoch: int) -> dict[str, Any]:
-        return {
-            "encoder": encoder.state_dict(),
-            "head": head.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict() if scheduler is not None else None,
-            "scaler": scaler.state_dict() if scaler is not None else None,
-            "epoch": epoch,
-            "args": vars(args),
-            "results": results,
-            "rng": {"torch": torch.get_rng_state(), "augment": generator.get_state()},
-            "git": git,
-        }
-
-    for epoch in range(start_epoch, end_epoch):
-        row = {"epoch": epoch, "lr": sgd.param_groups[0]["lr"]}
-        row.update(
-            train_one_epoch(
-                encoder,
-                head,
-                optimizer,
-                views,
-                data,
-                args,
-                epoch,
-                device,
-                generator,
-                compiled,
-                scaler,
+    def save(path: Path, at: Position) -> None:
+        nonlocal last_good
+        if not (all_finite(encoder.state_dict()) and all_finite(head.state_dict())):
+            raise TrainingError(
+                f"the weights hold NaN or infinite values at epoch {at.epoch + 1}, step "
+                f"{at.step}; not saved. Last good checkpoint: {last_good or 'none'}; "
+                "lower --base-lr or --lambda-gp, or raise --gp-upper-limit less"
             )
+        save_checkpoint(
+            {
+                "encoder": encoder.state_dict(),
+                "head": head.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                "scaler": scaler.state_dict() if scaler is not None else None,
+                "epoch": at.epoch - 1,  # the last complete epoch
+                "next": asdict(at),
+                "args": vars(args),
+                "results": results,
+                "rng": capture_rng(generator),
+                "git": git,
+            },
+            path,
         )
-        if scheduler is not None:
-            scheduler.step()
-        if args.test_freq and epoch % args.test_freq == args.test_freq - 1:
-            row.update(run_probe(encoder, views, data, args, device))
-        results.append(row)
-        print(format_epoch(epoch, args, row), flush=True)
-        if epoch % args.save_freq == args.save_freq - 1:
-            save_checkpoint(
-                state(epoch), Path(args.checkpoint_dir) / f"{args.filename}_epoch{epoch:03d}.pth"
-            )
+        last_good = path
 
-    final = save_checkpoint(
-        state(end_epoch - 1), Path(args.checkpoint_dir) / f"{args.filename}.pth"
-    )
+    def stopped() -> SystemExit:
+        name = signal.Signals(stop.signal).name
+        print(
+            f"stopped by {name}; saved {latest}. Resume with: python3 invariance_by_gradient.py "
+            f"--resume {latest}",
+            flush=True,
+        )
+        return SystemExit(128 + stop.signal)
+
+    with StopRequest() as stop:
+        for epoch in range(position.epoch, end_epoch):
+            row = {"epoch": epoch, "lr": sgd.param_groups[0]["lr"]}
+            try:
+                row.update(
+                    train_one_epoch(
+                        encoder, head, optimizer, views, data, args, epoch, device, generator,
+                        compiled, scaler,
+                        position=position if epoch == position.epoch else None,
+                        save=lambda at: save(latest, at),
+                        stop=stop,
+                    )
+                )  # fmt: skip
+            except NonFiniteLoss as error:
+                steps = len(data.pretrain) // args.batch_size
+                raise TrainingError(
+                    f"the loss became NaN or infinite at step {error.step + 1} (epoch "
+                    f"{error.step // steps + 1}, step {error.step % steps + 1}); stopped without "
+                    f"saving. Last good checkpoint: {last_good or 'none'}; lower --base-lr or "
+                    "--lambda-gp and resume from it, or restart"
+                ) from None
+            except Stopped:
+                raise stopped() from None
+            if scheduler is not None:
+                scheduler.step()
+            if args.test_freq and epoch % args.test_freq == args.test_freq - 1:
+                row.update(run_probe(encoder, views, data, args, device))
+            results.append(row)
+            print(format_epoch(epoch, args, row), flush=True)
+            if epoch % args.save_freq == args.save_freq - 1:
+                save(checkpoint_dir / f"{args.filename}_epoch{epoch:03d}.pth", Position(epoch + 1))
+            # The latest state after every epoch: a crash costs at most one epoch (or
+            # --save-every-steps steps).
+            save(latest, Position(epoch + 1))
+            if stop.requested:
+                raise stopped()
+        if not latest.is_file() or position.epoch >= end_epoch:
+            save(latest, Position(max(position.epoch, end_epoch)))
+
     script = (
         "lbfgs_linear_clf_spirograph.py" if args.dataset == "spirograph" else "lbfgs_linear_clf.py"
     )
-    print(f"saved {final}")
+    print(f"saved {latest}")
     print(
-        f"evaluate with: python3 {script} --load-from {final.name} "
+        f"evaluate with: python3 {script} --load-from {latest.name} "
         f"--checkpoint-dir {args.checkpoint_dir}"
     )
-    return final
+    return latest
 
 
 if __name__ == "__main__":

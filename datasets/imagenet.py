@@ -1,20 +1,30 @@
 """ImageNet as a class-folder tree (`train/`, `val/`), decoded in DataLoader workers.
 
 Full-size JPEGs differ in size, so the random resized crop to 224×224 happens in the workers
-(torchvision's `RandomResizedCrop`, bicubic); flip, colour distortion and blur follow on the
-training device like every other dataset.
+(boxes from RandomResizedCrop's distribution, torchvision's bicubic `resized_crop`); flip, colour
+distortion and blur follow on the training device like every other dataset.
+`benchmarks/imagenet_crop.py` measured the alternative, decoding in the workers and cropping on
+the device, as slower (see the README).
+
+Each image's crops are drawn from a generator seeded by (seed, epoch, image index), not from the
+worker's global generator, so they do not depend on the number of workers or on which worker
+loads the image, and a run resumed in the middle of an epoch sees the crops it would have seen.
 """
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
+import numpy as np
+import torch
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
-from torchvision.transforms import InterpolationMode, RandomResizedCrop
+from torchvision.transforms import InterpolationMode
 
+from augmentation.crop import sample_crop_boxes
 from datasets.natural import image_folder_files
 from datasets.paths import DatasetError
 
@@ -22,7 +32,8 @@ from datasets.paths import DatasetError
 class ImageFolderCrops(Dataset):
     """Item i is (crop_1, ..., crop_V, target): V independent random resized crops of image i,
     (3, size, size) uint8 each, or with ``random=False`` one centre crop after resizing the
-    shorter side to size·256/224 (the usual evaluation view)."""
+    shorter side to size·256/224 (the usual evaluation view). Set ``epoch`` before each pass
+    for fresh crops."""
 
     def __init__(
         self,
@@ -31,20 +42,31 @@ class ImageFolderCrops(Dataset):
         num_views: int = 2,
         random: bool = True,
         name: str = "imagenet",
+        seed: int = 0,
     ) -> None:
         self.files, self.targets, self.classes = image_folder_files(folder, name)
         self.size = size
         self.num_views = num_views if random else 1
         self.random = random
         self.name = name
+        self.seed = seed
+        self.epoch = 0
+
+    def select(self, indices: list[int]) -> ImageFolderCrops:
+        """The same dataset restricted to the images at ``indices`` (for ``--proportion``)."""
+        subset = copy.copy(self)
+        subset.files = [self.files[i] for i in indices]
+        subset.targets = self.targets[torch.as_tensor(indices, dtype=torch.long)]
+        return subset
 
     def __len__(self) -> int:
         return len(self.files)
 
-    def _view(self, image: Image.Image) -> Tensor:
+    def _view(self, image: Image.Image, generator: torch.Generator) -> Tensor:
         size = [self.size, self.size]
         if self.random:
-            box = RandomResizedCrop.get_params(image, [0.08, 1.0], [3 / 4, 4 / 3])
+            width, height = image.size
+            box = sample_crop_boxes(1, height, width, generator=generator)[0].tolist()
             image = TF.resized_crop(image, *box, size=size, interpolation=InterpolationMode.BICUBIC)
         else:
             image = TF.resize(
@@ -60,7 +82,10 @@ class ImageFolderCrops(Dataset):
                 image = image.convert("RGB")
         except OSError as error:
             raise DatasetError(f"{self.name}: cannot decode {path} ({error})") from None
-        return (*(self._view(image) for _ in range(self.num_views)), self.targets[index])
+        seed = np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(2)
+        generator = torch.Generator().manual_seed(int(seed[0]) << 32 | int(seed[1]))
+        views = (self._view(image, generator) for _ in range(self.num_views))
+        return (*views, self.targets[index])
 
 
 def imagenet_folders(folder: Path) -> tuple[Path, Path]:

@@ -64,13 +64,19 @@ def load_dataset(
     folder = dataset_folder(name, paths_file)
     if name == "imagenet":
         train_dir, val_dir = imagenet_folders(folder)
+        pretrain = ImageFolderCrops(train_dir, size, seed=seed)
+        keep = stratified_indices(
+            pretrain.targets, proportion, len(pretrain.classes), seed
+        ).tolist()
+        pretrain = pretrain.select(keep)
+        probe_train = ImageFolderCrops(train_dir, size, num_views=1, seed=seed).select(keep)
         return DatasetBundle(
             name,
             stem,
             size,
             num_classes,
-            ImageFolderCrops(train_dir, size),
-            ImageFolderCrops(train_dir, size, num_views=1),
+            pretrain,
+            probe_train,
             ImageFolderCrops(val_dir, size, random=False),
         )
     if name == "stl10":

@@ -27,7 +27,7 @@ def test_throughput_benchmark_reports_every_rate_and_ratio():
 
 
 def test_amp_precision_benchmark_measures_rounding_not_nothing():
-    args = amp_precision.get_args_parser().parse_args(["--batch-size", "4"])
+    args = amp_precision.get_args_parser().parse_args(["--batch-size", "2"])
     summary = amp_precision.main(args)
     errors = summary["errors"]
     for name in ("fp32", "bf16", "fp16"):

@@ -18,6 +18,7 @@ CHECKPOINT_KEYS = {
     "encoder",
     "head",
     "scaler",
+    "next",
     "optimizer",
     "scheduler",
     "epoch",
@@ -121,7 +122,7 @@ def test_stl10_pretrains_on_train_and_unlabeled(workdir, capsys):
     assert "test_accuracy" in state["results"][0]
 
 
-def test_imagenet_image_folder_crops_in_workers(workdir):
+def test_imagenet_image_folder_crops_in_workers(workdir, capsys):
     root = write_image_folder(
         workdir / "data", {"train": 2, "val": 1}, classes=2, size=[(64, 48), (40, 70)]
     )
@@ -131,7 +132,9 @@ def test_imagenet_image_folder_crops_in_workers(workdir):
             "--dataset",
             "imagenet",
             "--batch-size",
-            "4",
+            "2",
+            "--proportion",
+            "0.5",
             "--num-epochs",
             "1",
             "--test-freq",
@@ -140,6 +143,7 @@ def test_imagenet_image_folder_crops_in_workers(workdir):
             "0.1",
         )
     )
+    assert "on imagenet: 2 images" in capsys.readouterr().out  # --proportion: 1 of 2 per class
     assert state["results"][0]["penalty"] > 0
     assert state["args"]["blur"] is None  # resolved to on for ImageNet at run time
 
@@ -324,7 +328,9 @@ def test_fp16_loss_scaling_skips_an_overflowing_step():
 
 
 def test_fp16_run_saves_and_resumes_its_loss_scale(workdir):
-    first = load(run(*SPIRO, "--num-epochs", "2", "--cut-off", "1", "--test-freq", "0",
+    # 5 images at batch 4: one step an epoch (float16 is slow on a CPU).
+    first = load(run("--dataset", "spirograph", "--proportion", "0.00005", "--batch-size", "4",
+                     "--num-epochs", "2", "--cut-off", "1", "--test-freq", "0",
                      "--amp", "fp16"))  # fmt: skip
     assert first["scaler"]["scale"] > 0
     assert first["args"]["amp"] == "fp16"

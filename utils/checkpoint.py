@@ -1,8 +1,9 @@
 """Checkpoints of plain types: written atomically, read with ``weights_only=True``.
 
 A checkpoint is a dict of tensors, numbers, strings, lists and dicts only, so `torch.load` can
-read it without unpickling arbitrary objects; the encoder and head state dicts are those of the
-unwrapped modules.
+read it with ``weights_only=True``, which refuses any pickled object that is not one of those: a
+file carrying code is rejected before any of it runs. The encoder and head state dicts are those
+of the unwrapped modules.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import torch
 
 FORMAT = "invclr-checkpoint"
-VERSION = 1
+VERSION = 2  # 2 adds the mid-epoch position ("next"), all RNG states and the loss scaler
 
 
 class CheckpointError(Exception):
@@ -42,12 +43,56 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        _fsync_folder(path.parent)
     except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(error, OSError):
             raise CheckpointError(f"cannot write {path} ({error.strerror})") from None
         raise
     return path
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the rename itself durable (POSIX: a crash can otherwise forget it)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems refuse fsync on folders; the rename has still happened
+    finally:
+        os.close(fd)
+
+
+def ensure_writable(folder: str | Path) -> Path:
+    """Create ``folder`` and prove a file can be written there, so that a run learns at its start,
+    not at its first checkpoint hours later, that it cannot save."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise CheckpointError(
+            f"cannot write checkpoints to {folder} ({error.strerror or error}); choose a "
+            "writable --checkpoint-dir"
+        ) from None
+    return folder
+
+
+def remove_stale_temporaries(path: str | Path) -> None:
+    """Delete the temporary files a killed `save_checkpoint` of ``path`` left behind."""
+    path = Path(path)
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
+def all_finite(tensors: dict[str, torch.Tensor]) -> bool:
+    """Whether every floating-point tensor of a state dict is free of NaN and infinity."""
+    checks = [torch.isfinite(t).all() for t in tensors.values() if t.is_floating_point()]
+    return bool(torch.stack(checks).all()) if checks else True
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -57,13 +102,28 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"no checkpoint at {path}")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError) as error:
+    except (
+        pickle.UnpicklingError,
+        zipfile.BadZipFile,
+        RuntimeError,
+        EOFError,
+        OSError,
+        ValueError,
+        KeyError,
+        AttributeError,
+        TypeError,
+    ) as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CheckpointError(
             f"{path} is not a readable checkpoint of this project ({reason[:200]})"
         ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a checkpoint of this project (no '{FORMAT}' marker)")
+    if not isinstance(state.get("version"), int) or state["version"] > VERSION:
+        raise CheckpointError(
+            f"{path} is a checkpoint of version {state.get('version')!r}, newer than this code "
+            f"reads ({VERSION}); update the project"
+        )
     return state
 
 

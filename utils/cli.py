@@ -17,6 +17,11 @@ class UsageError(Exception):
     """Bad input found after parsing; the message says what is wrong and what to do."""
 
 
+class TrainingError(Exception):
+    """Training cannot go on (a NaN loss); the message names the step and the last good
+    checkpoint."""
+
+
 def int_at_least(minimum: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
@@ -92,13 +97,32 @@ def resolve_device(name: str) -> torch.device:
 
 
 def run_cli(main: Callable[[argparse.Namespace], Any], parser: argparse.ArgumentParser) -> None:
-    """Parse, run, and turn the project's known failures into one line and exit status 2."""
+    """Parse, run, and turn the project's known failures into one line on stderr: exit status 2
+    for bad input, 1 for a run that cannot go on, 130 for a second Ctrl-C. ``--debug`` lets the
+    exception through with its traceback instead."""
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of an error instead of one line"
+    )
     args = parser.parse_args()
+    debug = vars(args).pop("debug")
     try:
         main(args)
-    except (DatasetError, CheckpointError, UsageError) as error:
-        print(f"{parser.prog}: error: {error}", file=sys.stderr)
-        sys.exit(2)
+    except (
+        DatasetError,
+        CheckpointError,
+        UsageError,
+        TrainingError,
+        torch.OutOfMemoryError,
+    ) as error:
+        if debug:
+            raise
+        message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        if isinstance(error, torch.OutOfMemoryError):
+            message = f"out of memory ({message[:160]}); lower --batch-size"
+        print(f"{parser.prog}: error: {message}", file=sys.stderr)
+        sys.exit(1 if isinstance(error, TrainingError | torch.OutOfMemoryError) else 2)
     except KeyboardInterrupt:
+        if debug:
+            raise
         print(f"{parser.prog}: interrupted", file=sys.stderr)
         sys.exit(130)

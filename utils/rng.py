@@ -1,0 +1,46 @@
+"""Every random number generator a run draws from, captured and restored as plain types.
+
+A checkpoint must hold all of them for a resumed run to continue exactly where it stopped: the
+augmentation generator on the training device (crops, flips, colour parameters, Rademacher signs,
+the penalty's fresh draws), torch's global CPU and CUDA generators (initialisation, data-loader
+worker seeds), and Python's and numpy's, which this project does not draw from itself but code
+it calls may. numpy's state becomes a tensor and lists so that ``torch.load(weights_only=True)``
+can read it.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def capture_rng(generator: torch.Generator) -> dict[str, Any]:
+    """The states of ``generator`` and of the global generators."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    return {
+        "augment": generator.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "python": [version, list(internal), gauss_next],
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+    }
+
+
+def restore_rng(state: dict[str, Any], generator: torch.Generator) -> None:
+    """Put back what `capture_rng` captured. Checkpoints older than this module hold only the
+    augmentation and torch CPU states; the others are then left as they are."""
+    generator.set_state(state["augment"])
+    torch.set_rng_state(state["torch"])
+    cuda = state.get("cuda") or []
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+    if "python" in state:
+        version, internal, gauss_next = state["python"]
+        random.setstate((version, tuple(internal), gauss_next))
+    if "numpy" in state:
+        kind, keys, pos, has_gauss, cached = state["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
