@@ -49,7 +49,9 @@ from utils.cli import (
 from utils.evaluation import DEFAULT_REG_WEIGHT, linear_probe
 from utils.gradient_penalty import gradient_penalty, rademacher
 from utils.lars import LARS, param_groups_excluding_bn_bias
+from utils.metrics import TensorBoardLog, append_metrics, metrics_path, rewrite_metrics
 from utils.ntxent import nt_xent
+from utils.preview import write_preview
 from utils.rng import capture_rng, restore_rng
 from utils.schedule import CosineAnnealingWithLinearRampLR
 from utils.signals import StopRequest, ignore_sigint_in_worker
@@ -73,6 +75,8 @@ RESUME_OVERRIDABLE = {
     "amp",
     "save_every_steps",
     "overwrite",
+    "tensorboard",
+    "preview",
 }
 AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -239,6 +243,20 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--git",
         action="store_true",
         help="also record `git diff` in the checkpoint (the hash is always recorded)",
+    )
+    p.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="also write TensorBoard events to <checkpoint-dir>/<filename>.tensorboard/ (needs "
+        "the tensorboard package; <filename>.metrics.jsonl is written either way)",
+    )
+    p.add_argument(
+        "--preview",
+        type=int_at_least(1),
+        default=None,
+        metavar="N",
+        help="write <checkpoint-dir>/<filename>.preview.png, N training images beside their two "
+        "views, and exit without training",
     )
     return p
 
@@ -588,6 +606,22 @@ def format_epoch(epoch: int, args: argparse.Namespace, row: dict[str, Any]) -> s
     return line
 
 
+def preview(
+    args: argparse.Namespace, data: DatasetBundle, device: torch.device, path: Path
+) -> Path:
+    """`--preview N`: the first N images of the first epoch's order and their two views."""
+    firsts: list[tuple[Tensor, Tensor]] = []
+    for x1, x2 in pretrain_batches(data, args, epoch=0):
+        firsts.append((x1, x2))
+        if sum(len(a) for a, _ in firsts) >= args.preview:
+            break
+    inputs = tuple(torch.cat(part)[: args.preview].to(device) for part in zip(*firsts, strict=True))
+    generator = torch.Generator(device).manual_seed(args.seed)
+    write_preview(path, args.dataset, build_views(args, data), inputs, generator)
+    print(f"wrote {path}")
+    return path
+
+
 def main(args: argparse.Namespace) -> Path:
     resumed, resumed_from = None, None
     if args.resume:
@@ -613,6 +647,8 @@ def main(args: argparse.Namespace) -> Path:
             "training images; lower it or raise --proportion"
         )
     checkpoint_dir = ensure_writable(args.checkpoint_dir)
+    if args.preview:
+        return preview(args, data, device, checkpoint_dir / f"{args.filename}.preview.png")
     latest = checkpoint_dir / f"{args.filename}.pth"
     if latest.exists() and resumed is None and not args.overwrite:
         raise UsageError(
@@ -648,6 +684,14 @@ def main(args: argparse.Namespace) -> Path:
             f"lr {sgd.param_groups[0]['lr']:.4g}"
         )
 
+    # The checkpoint's rows are the truth: lines of epochs after it are dropped (see utils/metrics).
+    metrics = metrics_path(checkpoint_dir, args.filename)
+    rewrite_metrics(metrics, results)
+    tensorboard = (
+        TensorBoardLog(checkpoint_dir / f"{args.filename}.tensorboard")
+        if args.tensorboard
+        else None
+    )
     end_epoch = min(args.num_epochs, args.cut_off or args.num_epochs)
     print(
         f"training {args.arch} on {args.dataset}: {len(data.pretrain)} images, batch "
@@ -719,8 +763,12 @@ def main(args: argparse.Namespace) -> Path:
                 scheduler.step()
             if args.test_freq and epoch % args.test_freq == args.test_freq - 1:
                 row.update(run_probe(encoder, views, data, args, device))
+            row["wall_s"] = (results[-1].get("wall_s", 0.0) if results else 0.0) + row["time_s"]
             results.append(row)
             print(format_epoch(epoch, args, row), flush=True)
+            append_metrics(metrics, row)
+            if tensorboard is not None:
+                tensorboard.write(row)
             if epoch % args.save_freq == args.save_freq - 1:
                 save(checkpoint_dir / f"{args.filename}_epoch{epoch:03d}.pth", Position(epoch + 1))
             # The latest state after every epoch: a crash costs at most one epoch (or
@@ -728,13 +776,15 @@ def main(args: argparse.Namespace) -> Path:
             save(latest, Position(epoch + 1))
             if stop.requested:
                 raise stopped()
-        if not latest.is_file() or position.epoch >= end_epoch:
-            save(latest, Position(max(position.epoch, end_epoch)))
+        if not latest.is_file():  # resumed from another file with nothing left to run
+            save(latest, position)
 
+    if tensorboard is not None:
+        tensorboard.close()
     script = (
         "lbfgs_linear_clf_spirograph.py" if args.dataset == "spirograph" else "lbfgs_linear_clf.py"
     )
-    print(f"saved {latest}")
+    print(f"saved {latest}; metrics in {metrics}")
     print(
         f"evaluate with: python3 {script} --load-from {latest.name} "
         f"--checkpoint-dir {args.checkpoint_dir}"

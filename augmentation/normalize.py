@@ -27,3 +27,13 @@ def normalize(images: Tensor, dataset: str) -> Tensor:
     mean = torch.tensor(stats[0], device=images.device, dtype=images.dtype).reshape(3, 1, 1)
     std = torch.tensor(stats[1], device=images.device, dtype=images.dtype).reshape(3, 1, 1)
     return (images - mean) / std
+
+
+def denormalize(images: Tensor, dataset: str) -> Tensor:
+    """The inverse of `normalize`, for showing views as pictures."""
+    stats = DATASET_STATS[dataset]
+    if stats is None:
+        return images
+    mean = torch.tensor(stats[0], device=images.device, dtype=images.dtype).reshape(3, 1, 1)
+    std = torch.tensor(stats[1], device=images.device, dtype=images.dtype).reshape(3, 1, 1)
+    return images * std + mean

@@ -73,6 +73,17 @@ class NaturalViews:
     ) -> tuple[Tensor, Tensor]:
         """(B, 3, H, W) uint8 or [0, 1] images -> ((B, 3, S, S) views, (B, 4) jitter parameters)."""
         x = self.crop_flip(images, generator=generator)
+        return self.distort(x, generator=generator, requires_grad=requires_grad)
+
+    def distort(
+        self,
+        x: Tensor,
+        *,
+        generator: torch.Generator | None = None,
+        requires_grad: bool = False,
+    ) -> tuple[Tensor, Tensor]:
+        """Colour distortion, optional blur and normalisation of cropped [0, 1] images: the part
+        of ``augment`` after the crop, with fresh draws of its parameters."""
         b, device = x.shape[0], x.device
         theta = self.sample_nuisance(b, device=device, generator=generator)
         theta.requires_grad_(requires_grad)

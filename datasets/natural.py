@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import pickle
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,18 +115,31 @@ def _decode(path: Path, size: int, name: str) -> np.ndarray:
     return array
 
 
-def decode_image_folder(folder: Path, name: str, size: int) -> tuple[Labelled, list[str]]:
-    """Decode every image of a ``<class>/<image>`` tree into memory."""
+def decode_image_folder(
+    folder: Path, name: str, size: int, keep: Callable[[Tensor], Tensor] | None = None
+) -> tuple[Labelled, list[str]]:
+    """Decode the images of a ``<class>/<image>`` tree into memory: all of them, or those at the
+    indices ``keep(labels)`` returns (a small --proportion then decodes only its share)."""
     files, labels, classes = image_folder_files(folder, name)
+    if keep is not None:
+        indices = keep(labels)
+        files, labels = [files[i] for i in indices.tolist()], labels[indices]
     images = np.stack([_decode(f, size, name) for f in files]).transpose(0, 3, 1, 2)
     return Labelled(torch.from_numpy(np.ascontiguousarray(images)), labels), classes
 
 
-def load_cifar(folder: Path, name: str) -> tuple[Labelled, Labelled, int]:
-    """(train, test, num_classes) from torchvision's pickle layout or a train/test class tree."""
+def load_cifar(
+    folder: Path, name: str, proportion: float = 1.0, seed: int = 0
+) -> tuple[Labelled, Labelled, int]:
+    """(train, test, num_classes) from torchvision's pickle layout or a train/test class tree;
+    the training set reduced to the stratified ``proportion`` of `stratified_indices`."""
     num_classes = 10 if name == "cifar10" else 100
+
+    def keep(labels: Tensor) -> Tensor:
+        return stratified_indices(labels, proportion, num_classes, seed)
+
     if (folder / "train").is_dir() and (folder / "test").is_dir():
-        train, classes = decode_image_folder(folder / "train", name, 32)
+        train, classes = decode_image_folder(folder / "train", name, 32, keep)
         test, test_classes = decode_image_folder(folder / "test", name, 32)
         if classes != test_classes:
             raise DatasetError(f"{name}: train/ and test/ under {folder} have different classes")
@@ -141,7 +155,8 @@ def load_cifar(folder: Path, name: str) -> tuple[Labelled, Labelled, int]:
             f"{name}: {folder} holds neither {subdir}/ (torchvision's layout) nor train/ and test/ "
             f'class folders; point "{name}" in dataset-paths.json at one of them'
         )
-    return _cifar_pickles(folder, name, "train"), _cifar_pickles(folder, name, "test"), num_classes
+    train = _cifar_pickles(folder, name, "train")
+    return train.subset(keep(train.targets)), _cifar_pickles(folder, name, "test"), num_classes
 
 
 def _read_stl_images(path: Path) -> Tensor:

@@ -86,6 +86,5 @@ def load_dataset(
         order = torch.randperm(unlabeled.shape[0], generator=torch.Generator().manual_seed(seed))
         pretrain = torch.cat([train.inputs, unlabeled[order[:keep].sort().values]])
         return DatasetBundle(name, stem, size, num_classes, pretrain, train, test)
-    train, test, num_classes = load_cifar(folder, name)
-    train = train.subset(stratified_indices(train.targets, proportion, num_classes, seed))
+    train, test, num_classes = load_cifar(folder, name, proportion, seed)
     return DatasetBundle(name, stem, size, num_classes, train.inputs, train, test)

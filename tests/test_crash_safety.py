@@ -196,7 +196,7 @@ def test_checkpoint_with_a_pickle_payload_is_refused_and_nothing_runs(
         (lbfgs_linear_clf, ["--load-from", "evil.pth"]),
     ):
         line = one_line(script_error(module, flags, capsys, monkeypatch))
-        assert "evil.pth is not a readable checkpoint" in line
+        assert "evil.pth is not a readable checkpoint" in line and "refused unrun" in line
     assert not marker.exists()
 
 
@@ -256,6 +256,9 @@ def test_bad_inputs_are_one_line_each(tmp_path, capsys, monkeypatch):
     assert (tmp_path / "checkpoint" / "output.pth").read_text() == "an earlier run's"
     assert "--cut-off 3 is beyond --num-epochs 2" in error(*RUN, "--cut-off", "3")
     assert error("--resume", "missing.pth").endswith("no checkpoint at checkpoint/missing.pth")
+    # Flag values argparse rejects: one line too, not the whole usage block.
+    assert "--batch-size: must be at least 2, got 1" in error(*RUN, "--batch-size", "1")
+    assert "invalid choice: 'resnet7'" in error(*RUN, "--arch", "resnet7")
 
 
 def test_debug_shows_the_traceback(tmp_path, capsys, monkeypatch):

@@ -113,7 +113,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         AttributeError,
         TypeError,
     ) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        text = str(error).strip()
+        if isinstance(error, pickle.UnpicklingError) and "weights only" in text.lower():
+            # torch's own message goes on to explain how to load the file unsafely; say why not.
+            reason = "it holds objects other than tensors and plain containers; refused unrun"
+        else:
+            reason = (
+                f"truncated or corrupt: {text.splitlines()[0] if text else type(error).__name__}"
+            )
         raise CheckpointError(
             f"{path} is not a readable checkpoint of this project ({reason[:200]})"
         ) from None

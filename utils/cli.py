@@ -103,6 +103,12 @@ def run_cli(main: Callable[[argparse.Namespace], Any], parser: argparse.Argument
     parser.add_argument(
         "--debug", action="store_true", help="show the traceback of an error instead of one line"
     )
+
+    def one_line_error(message: str) -> None:
+        # argparse would print the whole usage block first; one line says it, --help has the rest.
+        parser.exit(2, f"{parser.prog}: error: {message} (see --help)\n")
+
+    parser.error = one_line_error
     args = parser.parse_args()
     debug = vars(args).pop("debug")
     try:

@@ -33,6 +33,7 @@ from utils.cli import (
     proportion,
     resolve_device,
 )
+from utils.invariance import invariance_measure
 from utils.probe import LinearFit, encode, evaluate_linear, fit_linear
 
 REG_GRID = [10.0**k for k in range(-9, 0)]
@@ -90,6 +91,31 @@ def eval_args_parser(description: str, default_reg: float) -> argparse.ArgumentP
         action="store_true",
         help="evaluate the checkpoint's architecture at random initialisation "
         "(seeded by --seed) instead of its weights: a baseline",
+    )
+    p.add_argument(
+        "--raw-pixels",
+        action="store_true",
+        help="fit the probe on the flattened, normalised pixels instead of representations (a "
+        "baseline; the checkpoint only says which dataset)",
+    )
+    p.add_argument(
+        "--invariance",
+        nargs="?",
+        type=int_at_least(2),
+        const=10,
+        default=None,
+        metavar="K",
+        help="also measure invariance on the test set: the variance of the normalised "
+        "representation across K fresh draws of the transformation the penalty targets (colour "
+        "distortion after one crop and flip; Spirograph's transformation parameters), over its "
+        "variance across images; 0 is fully invariant (K = 10 when given without a value)",
+    )
+    p.add_argument(
+        "--invariance-images",
+        type=int_at_least(2),
+        default=1000,
+        metavar="N",
+        help="test images the invariance measure uses (a seeded random subset; all when fewer)",
     )
     p.add_argument(
         "--batch-size", type=int_at_least(1), default=256, help="images per encoding batch"
@@ -176,6 +202,33 @@ def representations(
         features = encode(encoder, input_batches(split, batch_size, num_workers), to_images, device)
         total = features if total is None else total + features
     return total / num_passes
+
+
+def measure_invariance(
+    encoder: nn.Module,
+    split,
+    views: NaturalViews | SpirographViews,
+    num_draws: int,
+    *,
+    batch_size: int,
+    num_workers: int,
+    device: torch.device,
+    generator: torch.Generator,
+) -> dict[str, float]:
+    """`utils.invariance` over ``split`` with the draws of the nuisance the penalty
+    differentiates: colour distortion (crop and flip drawn once per image, then fixed) or
+    Spirograph's transformation parameters."""
+    if isinstance(views, SpirographViews):
+
+        def draws(params: Tensor) -> list[Tensor]:
+            return [views.augment(params, generator=generator)[0] for _ in range(num_draws)]
+    else:
+
+        def draws(images: Tensor) -> list[Tensor]:
+            cropped = views.crop_flip(images, generator=generator)
+            return [views.distort(cropped, generator=generator)[0] for _ in range(num_draws)]
+
+    return invariance_measure(encoder, input_batches(split, batch_size, num_workers), draws, device)
 
 
 def held_out_split(n: int, seed: int) -> tuple[Tensor, Tensor]:
@@ -313,7 +366,11 @@ def evaluate_checkpoint(args: argparse.Namespace, task: str) -> dict[str, Any]:
         raise UsageError("--untransformed encodes plain images once; drop --num-passes or it")
     device = resolve_device(args.device)
     path = resolve_checkpoint(args.load_from, args.checkpoint_dir)
+    if args.random_init and args.raw_pixels:
+        raise UsageError("--random-init and --raw-pixels are two different baselines; pick one")
     encoder, run, epochs = load_encoder(path, device, random_init=args.random_init, seed=args.seed)
+    if args.raw_pixels:
+        encoder = nn.Flatten().to(device)
     dataset = run["dataset"]
     if task == "classification" and dataset == "spirograph":
         raise UsageError(f"{path} was trained on spirograph; use lbfgs_linear_clf_spirograph.py")
@@ -322,13 +379,16 @@ def evaluate_checkpoint(args: argparse.Namespace, task: str) -> dict[str, Any]:
     solver = getattr(args, "solver", None) or ("sgd" if dataset == "imagenet" else "lbfgs")
     if dataset == "imagenet" and solver == "lbfgs":
         raise UsageError("ImageNet is too large for full-batch L-BFGS; use --solver sgd")
+    if solver == "sgd" and args.raw_pixels:
+        raise UsageError("--raw-pixels is for the L-BFGS probe (CIFAR, STL-10, Spirograph)")
     if solver == "sgd" and args.reg_weight == "auto":
         raise UsageError("--reg-weight auto is for the L-BFGS solver; give a number with SGD")
-    weights = (
-        "random initialisation"
-        if args.random_init
-        else f"{epochs} epoch{'' if epochs == 1 else 's'}"
-    )
+    if args.raw_pixels:
+        weights = "raw pixels, no encoder"
+    elif args.random_init:
+        weights = "random initialisation"
+    else:
+        weights = f"{epochs} epoch{'' if epochs == 1 else 's'}"
     print(f"{path}: {run['arch']} on {dataset} ({weights}), device {device}")
 
     start = time.perf_counter()
@@ -361,6 +421,7 @@ def evaluate_checkpoint(args: argparse.Namespace, task: str) -> dict[str, Any]:
         "arch": run["arch"],
         "checkpoint": str(path),
         "random_init": args.random_init,
+        "raw_pixels": args.raw_pixels,
     }
     if data.task == "classification":
         print(f"test accuracy {result['accuracy']:.2f}%  test cross-entropy {result['loss']:.4f}")
@@ -375,6 +436,30 @@ def evaluate_checkpoint(args: argparse.Namespace, task: str) -> dict[str, Any]:
         summary["mse"] = result["mse"]
         if getattr(args, "componentwise", False):
             summary.update({f"mse_{k}": v for k, v in per_target.items()})
+    if args.invariance:
+        test = data.probe_test
+        if isinstance(test, Labelled) and len(test) > args.invariance_images:
+            order = torch.randperm(len(test), generator=torch.Generator().manual_seed(args.seed))
+            test = test.subset(order[: args.invariance_images].sort().values)
+        measured = measure_invariance(
+            encoder,
+            test,
+            views,
+            args.invariance,
+            batch_size=args.batch_size,
+            num_workers=args.num_workers,
+            device=device,
+            generator=torch.Generator(device).manual_seed(args.seed + 1),
+        )
+        print(
+            f"invariance {measured['invariance']:.4f} (variance across {args.invariance} draws "
+            f"{measured['within']:.4g} / across images {measured['across']:.4g})"
+        )
+        summary.update(
+            invariance=measured["invariance"],
+            invariance_draws=args.invariance,
+            invariance_images=len(test),
+        )
     summary.update(
         n_train=len(data.probe_train),
         n_test=len(data.probe_test),

@@ -1,0 +1,119 @@
+"""The invariance measure (utils/invariance.py) and `--invariance` in the evaluation scripts."""
+
+import pytest
+import torch
+from test_evaluation import last_json, script, write_checkpoint
+from tiny_data import write_cifar_pickles, write_paths
+
+from augmentation.views import NaturalViews, SpirographViews
+from datasets.natural import Labelled
+from datasets.spirograph import sample_data_params
+from utils.evaluation import measure_invariance
+from utils.invariance import invariance_measure
+
+CPU = torch.device("cpu")
+
+
+def direct(z: torch.Tensor) -> float:
+    """The definition on a (K, N, d) tensor of normalised representations, in one go."""
+    within = z.var(dim=0).sum(-1).mean()
+    across = torch.stack([z[k].var(dim=0).sum() for k in range(z.shape[0])]).mean()
+    return (within / across).item()
+
+
+class Linear(torch.nn.Module):
+    """A fixed random linear map of the flattened image: sees everything, ignores nothing."""
+
+    def __init__(self, d_in: int, d_out: int = 16) -> None:
+        super().__init__()
+        self.w = torch.randn(d_in, d_out, generator=torch.Generator().manual_seed(0)).double()
+
+    def forward(self, x):
+        return x.flatten(1).double() @ self.w
+
+
+def test_streamed_batches_equal_the_definition():
+    g = torch.Generator().manual_seed(1)
+    images = torch.randn(10, 3, 4, 4, generator=g)
+    noise = torch.randn(3, 10, 3, 4, 4, generator=g)  # K = 3 draws
+    encoder = Linear(48)
+    batches = [torch.arange(0, 4), torch.arange(4, 10)]  # indices, uneven batches
+    result = invariance_measure(
+        encoder, batches, lambda idx: [images[idx] + noise[k, idx] for k in range(3)], CPU
+    )
+    z = torch.nn.functional.normalize(
+        torch.stack([encoder(images + noise[k]) for k in range(3)]), dim=-1
+    )
+    assert result["invariance"] == pytest.approx(direct(z), rel=1e-10)
+
+
+def test_zero_for_an_encoder_that_ignores_the_transformation_positive_otherwise():
+    params = sample_data_params(24, generator=torch.Generator().manual_seed(0))
+    views = SpirographViews()
+    g = torch.Generator().manual_seed(0)
+
+    def draws(p):
+        return [views.augment(p, generator=g)[0] for _ in range(4)]
+
+    class IgnoresTheDraw(torch.nn.Module):
+        """Encodes the image's content (its data parameters, rendered with the transformation
+        fixed) and nothing of the draw it is given."""
+
+        def __init__(self):
+            super().__init__()
+            self.inner = Linear(3 * 32 * 32)
+
+        def forward(self, x):
+            return self.inner(views.plain(params))
+
+    ignores = invariance_measure(IgnoresTheDraw(), [params], draws, CPU)
+    assert ignores["invariance"] == 0.0 and ignores["across"] > 0
+    sees = invariance_measure(Linear(3 * 32 * 32), params.split(12), draws, CPU)
+    assert 0.05 < sees["invariance"] < 2
+
+
+def test_an_encoder_of_the_transformation_alone_scores_about_one():
+    """Representations that depend on the draw only: both variances estimate the same thing."""
+    g = torch.Generator().manual_seed(0)
+    images = torch.zeros(400, 3, 2, 2)
+
+    def draws(x):
+        return [x + torch.randn(x.shape, generator=g) for _ in range(8)]
+
+    result = invariance_measure(Linear(12), images.split(100), draws, CPU)
+    assert result["invariance"] == pytest.approx(1.0, abs=0.1)
+
+
+def test_natural_images_keep_one_crop_and_redraw_the_colour():
+    """Crop and flip are drawn once per image: with the colour distortion replaced by the
+    identity, every draw gives the same view."""
+    images = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
+    views = NaturalViews("cifar10", 32, colour_strength=0.0)
+    seen = []
+
+    class Records(torch.nn.Module):
+        def forward(self, x):
+            seen.append(x)
+            return x.flatten(1)
+
+    views.distort = lambda x, generator=None: (x, None)  # colour off: only the crop is left
+    split = Labelled(images, torch.zeros(6, dtype=torch.long))
+    result = measure_invariance(
+        Records(), split, views, 3, batch_size=6, num_workers=0, device=CPU,
+        generator=torch.Generator().manual_seed(0),
+    )  # fmt: skip
+    assert torch.equal(seen[0], seen[1]) and torch.equal(seen[1], seen[2])
+    assert result["invariance"] == 0.0
+
+
+def test_classification_script_reports_invariance_and_raw_pixels(tmp_path):
+    write_paths(tmp_path, cifar10=write_cifar_pickles(tmp_path / "data", per_class=2))
+    write_checkpoint(tmp_path / "checkpoint" / "c.pth", "cifar10", 1.0)
+    out = script("lbfgs_linear_clf.py", tmp_path, "--load-from", "c.pth", "--invariance", "3")
+    assert out.returncode == 0, out.stderr
+    result = last_json(out.stdout)
+    assert result["invariance_draws"] == 3 and result["invariance_images"] == 10
+    assert 0 < result["invariance"] < 2
+    pixels = script("lbfgs_linear_clf.py", tmp_path, "--load-from", "c.pth", "--raw-pixels")
+    assert pixels.returncode == 0, pixels.stderr
+    assert last_json(pixels.stdout)["raw_pixels"] is True

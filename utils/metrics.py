@@ -1,0 +1,89 @@
+"""The per-epoch metrics of a training run: `<filename>.metrics.jsonl`, and TensorBoard events.
+
+One JSON object per line and per completed epoch (1-based ``epoch``, ``lr``, the losses,
+``images_per_s``, ``time_s`` of the epoch, cumulative ``wall_s``, and ``test_*`` when the probe
+ran). The checkpoint holds the same rows, so a resumed run first rewrites the file from them
+(dropping the lines of any epoch the checkpoint does not cover, written after it was saved),
+then appends: the file always matches the state training continues from.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from utils.cli import UsageError
+
+
+def metrics_path(checkpoint_dir: Path, filename: str) -> Path:
+    return checkpoint_dir / f"{filename}.metrics.jsonl"
+
+
+def metrics_line(row: dict[str, Any]) -> str:
+    """A results row (0-based epoch, as kept in checkpoints) as one line of the file."""
+    return json.dumps({**row, "epoch": row["epoch"] + 1}) + "\n"
+
+
+def rewrite_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Replace the file with ``rows``, atomically: a crash leaves the old file or the new one."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        f.writelines(metrics_line(row) for row in rows)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def append_metrics(path: Path, row: dict[str, Any]) -> None:
+    with open(path, "a") as f:
+        f.write(metrics_line(row))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a metrics file; a line that is not a JSON object is a `UsageError`."""
+    path = Path(path)
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as error:
+        raise UsageError(f"cannot read {path} ({error.strerror or error})") from None
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            row = None
+        if not isinstance(row, dict) or "epoch" not in row:
+            raise UsageError(
+                f"{path}, line {number}: not a metrics line (a JSON object with an epoch)"
+            )
+        rows.append(row)
+    return rows
+
+
+class TensorBoardLog:
+    """Every numeric field of each row as a scalar at step = epoch."""
+
+    def __init__(self, log_dir: Path) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise UsageError(
+                "--tensorboard needs the tensorboard package, which is not installed here: "
+                "pip install tensorboard, or drop the flag (the metrics file is written either way)"
+            ) from None
+        self.writer = SummaryWriter(log_dir=str(log_dir))
+
+    def write(self, row: dict[str, Any]) -> None:
+        for key, value in row.items():
+            if key != "epoch" and isinstance(value, int | float) and not isinstance(value, bool):
+                self.writer.add_scalar(key, value, row["epoch"] + 1)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()

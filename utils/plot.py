@@ -1,0 +1,90 @@
+"""Training curves from metrics files, several runs overlaid for an ablation.
+
+    python3 -m utils.plot checkpoint/plain.metrics.jsonl checkpoint/gp.metrics.jsonl -o curves.png
+
+One panel per quantity: contrastive loss, penalty, total loss, learning rate, and the in-training
+probe's accuracy / cross-entropy or MSE where the runs have them (`--test-freq`). Each run is
+labelled with its file name, without `.metrics.jsonl`, unless `--labels` names them.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from matplotlib.figure import Figure  # not pyplot: no global figure state, no display needed
+
+from utils.cli import DefaultsHelpFormatter, UsageError, run_cli
+from utils.metrics import read_metrics
+
+PANELS = (
+    ("contrastive_loss", "NT-Xent loss"),
+    ("penalty", "gradient penalty"),
+    ("loss", "total loss"),
+    ("lr", "learning rate"),
+    ("test_accuracy", "probe accuracy (%)"),
+    ("test_loss", "probe cross-entropy"),
+    ("test_mse", "probe MSE"),
+)
+
+
+def run_label(path: Path) -> str:
+    return path.name.removesuffix(".jsonl").removesuffix(".metrics")
+
+
+def plot_runs(runs: dict[str, list[dict]], out: Path) -> list[str]:
+    """Draw every panel some run has values for; returns the panels drawn."""
+    keys = [(k, t) for k, t in PANELS if any(k in row for rows in runs.values() for row in rows)]
+    columns = min(3, len(keys))
+    rows_of_panels = -(-len(keys) // columns)
+    fig = Figure(figsize=(4.2 * columns, 3.2 * rows_of_panels))
+    axes = fig.subplots(rows_of_panels, columns, squeeze=False).ravel()
+    for ax, (key, title) in zip(axes, keys, strict=False):
+        for label, rows in runs.items():
+            points = [(row["epoch"], row[key]) for row in rows if row.get(key) is not None]
+            if points:
+                epochs, values = zip(*points, strict=True)
+                ax.plot(epochs, values, marker="o" if len(points) < 30 else None, label=label)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    for ax in axes[len(keys) :]:
+        ax.set_visible(False)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=90)
+    return [k for k, _ in keys]
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=DefaultsHelpFormatter)
+    p.add_argument("metrics", nargs="+", type=Path, help="<filename>.metrics.jsonl files")
+    p.add_argument("-o", "--output", type=Path, default=Path("curves.png"), help="PNG to write")
+    p.add_argument("--labels", nargs="+", default=None, help="one legend label per file")
+    return p
+
+
+def main(args: argparse.Namespace) -> Path:
+    if args.labels is not None and len(args.labels) != len(args.metrics):
+        raise UsageError(
+            f"--labels gives {len(args.labels)} names for {len(args.metrics)} files; give one each"
+        )
+    if args.output.suffix.lower() != ".png":
+        raise UsageError(f"-o {args.output}: write a .png file")
+    labels = args.labels or [run_label(path) for path in args.metrics]
+    runs = {}
+    for label, path in zip(labels, args.metrics, strict=True):
+        rows = read_metrics(path)
+        if not rows:
+            raise UsageError(f"{path} has no epochs yet; plot it after the first epoch ends")
+        runs[label] = rows
+    if len(runs) < len(labels):
+        raise UsageError("two runs have the same label; name them with --labels")
+    plot_runs(runs, args.output)
+    print(f"wrote {args.output}")
+    return args.output
+
+
+if __name__ == "__main__":
+    run_cli(main, get_args_parser())

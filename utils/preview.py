@@ -1,0 +1,66 @@
+"""A picture of what training feeds the encoder: `invariance_by_gradient.py --preview N`.
+
+Each row is one training image: the image itself (Spirograph: rendered with every
+transformation parameter at the middle of its range; ImageNet: the first worker crop), then its
+two views as the first training step makes them, normalisation undone. Spirograph rows are
+labelled with the data parameters, and each view with its transformation draw.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from matplotlib.figure import Figure  # not pyplot: no global figure state, no display needed
+from torch import Tensor
+
+from augmentation.normalize import denormalize
+from augmentation.views import SpirographViews, to_unit_float
+from datasets.spirograph import DATA_PARAMS, TRANSFORM_PARAMS
+
+
+def _picture(image: Tensor) -> Tensor:
+    return image.detach().float().clamp(0, 1).permute(1, 2, 0).cpu()
+
+
+def write_preview(
+    path: Path,
+    dataset: str,
+    views,
+    inputs: tuple[Tensor, Tensor],
+    generator: torch.Generator,
+) -> Path:
+    """Draw the rows for ``inputs`` (the two views' inputs, identical except for ImageNet's
+    worker crops) and save them as a PNG at ``path``."""
+    x1, x2 = inputs
+    spirograph = isinstance(views, SpirographViews)
+    v1, theta1 = views.augment(x1, generator=generator)
+    v2, theta2 = views.augment(x2, generator=generator)
+    shown = views.plain(x1) if spirograph else to_unit_float(x1)
+    v1, v2 = denormalize(v1, dataset), denormalize(v2, dataset)
+    n = x1.shape[0]
+    fig = Figure(figsize=(6.6, 2.3 * n))
+    axes = fig.subplots(n, 3, squeeze=False)
+    titles = ("image" if not spirograph else "mid-range render", "view 1", "view 2")
+    for i in range(n):
+        for j, image in enumerate((shown[i], v1[i], v2[i])):
+            ax = axes[i, j]
+            ax.imshow(_picture(image), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(titles[j], fontsize=9)
+        if spirograph:
+            axes[i, 0].set_xlabel(
+                " ".join(f"{k} {v:.2f}" for k, v in zip(DATA_PARAMS, x1[i].tolist(), strict=True)),
+                fontsize=6,
+            )
+            for j, theta in ((1, theta1[i]), (2, theta2[i])):
+                pairs = [
+                    f"{k} {v:.2f}" for k, v in zip(TRANSFORM_PARAMS, theta.tolist(), strict=True)
+                ]
+                axes[i, j].set_xlabel(" ".join(pairs[:3]) + "\n" + " ".join(pairs[3:]), fontsize=6)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    return path
