@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from matplotlib.figure import Figure  # not pyplot: no global figure state, no display needed
 from torch import Tensor
@@ -19,8 +20,8 @@ from augmentation.views import SpirographViews, to_unit_float
 from datasets.spirograph import DATA_PARAMS, TRANSFORM_PARAMS
 
 
-def _picture(image: Tensor) -> Tensor:
-    return image.detach().float().clamp(0, 1).permute(1, 2, 0).cpu()
+def _picture(image: Tensor) -> np.ndarray:
+    return image.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
 
 
 def write_preview(
