@@ -17,23 +17,26 @@ DATASET_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]] | None] = {
 }
 
 
-def normalize(images: Tensor, dataset: str) -> Tensor:
-    """(x − mean) / std per channel of (B, 3, H, W) images, with the statistics of ``dataset``."""
+def _stats(images: Tensor, dataset: str) -> tuple[Tensor, Tensor] | None:
+    """(mean, std) of ``dataset`` shaped (3, 1, 1) on the images' device, or None (Spirograph)."""
     if dataset not in DATASET_STATS:
         raise ValueError(f"unknown dataset {dataset!r}; choose one of {sorted(DATASET_STATS)}")
     stats = DATASET_STATS[dataset]
     if stats is None:
-        return images
-    mean = torch.tensor(stats[0], device=images.device, dtype=images.dtype).reshape(3, 1, 1)
-    std = torch.tensor(stats[1], device=images.device, dtype=images.dtype).reshape(3, 1, 1)
-    return (images - mean) / std
+        return None
+    mean, std = (
+        torch.tensor(v, device=images.device, dtype=images.dtype).reshape(3, 1, 1) for v in stats
+    )
+    return mean, std
+
+
+def normalize(images: Tensor, dataset: str) -> Tensor:
+    """(x − mean) / std per channel of (B, 3, H, W) images, with the statistics of ``dataset``."""
+    stats = _stats(images, dataset)
+    return images if stats is None else (images - stats[0]) / stats[1]
 
 
 def denormalize(images: Tensor, dataset: str) -> Tensor:
     """The inverse of `normalize`, for showing views as pictures."""
-    stats = DATASET_STATS[dataset]
-    if stats is None:
-        return images
-    mean = torch.tensor(stats[0], device=images.device, dtype=images.dtype).reshape(3, 1, 1)
-    std = torch.tensor(stats[1], device=images.device, dtype=images.dtype).reshape(3, 1, 1)
-    return images * std + mean
+    stats = _stats(images, dataset)
+    return images if stats is None else images * stats[1] + stats[0]

@@ -6,7 +6,7 @@ from torchvision.transforms import InterpolationMode, RandomResizedCrop
 
 from augmentation.blur import blur_kernel_size, gaussian_blur, sample_blur
 from augmentation.crop import horizontal_flip, resized_crop, sample_crop_boxes, sample_flip_mask
-from augmentation.normalize import DATASET_STATS, normalize
+from augmentation.normalize import DATASET_STATS, denormalize, normalize
 
 
 @pytest.mark.parametrize(("height", "width"), [(32, 32), (12, 60)])
@@ -96,6 +96,9 @@ def test_normalise_uses_dataset_statistics():
     assert normalize(images, "spirograph") is images
     with pytest.raises(ValueError, match="unknown dataset"):
         normalize(images, "mnist")
+    # the preview's inverse
+    torch.testing.assert_close(denormalize(out, "cifar10"), images)
+    assert denormalize(images, "spirograph") is images
 
 
 def test_boxes_for_images_of_different_sizes_are_each_sizes_own_boxes():
