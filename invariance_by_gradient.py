@@ -7,6 +7,11 @@
 `--save-every-steps` steps, and on SIGTERM or Ctrl-C (the step in progress finishes first); at the
 end it is the trained model. Every `--save-freq` epochs `<filename>_epoch<NNN>.pth` is kept too.
 `--resume FILE` continues a run exactly where its checkpoint left it, mid-epoch included.
+
+    torchrun --nproc_per_node 8 invariance_by_gradient.py --dataset cifar10 ...
+
+runs one process per GPU on the same global `--batch-size` (utils/distributed.py); only rank 0
+writes and prints.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from tqdm import tqdm
 from augmentation.views import NaturalViews, SpirographViews
 from datasets.sources import DATASETS, DatasetBundle, load_dataset
 from models import ARCHITECTURES, ProjectionHead, ResNetEncoder
+from models.sync_batchnorm import convert_sync_batchnorm
 from utils.checkpoint import (
     all_finite,
     ensure_writable,
@@ -45,6 +51,18 @@ from utils.cli import (
     proportion,
     resolve_device,
     run_cli,
+)
+from utils.distributed import (
+    ONE_PROCESS,
+    Shard,
+    any_process,
+    average_gradients,
+    broadcast_parameters,
+    close_distributed,
+    gather_rows,
+    init_distributed,
+    launched_shard,
+    mean_over_processes,
 )
 from utils.evaluation import DEFAULT_REG_WEIGHT, linear_probe
 from utils.gradient_penalty import gradient_penalty, rademacher
@@ -121,7 +139,20 @@ def get_args_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="10-epoch linear ramp then cosine decay to 0; constant rate when off",
     )
-    p.add_argument("--batch-size", type=int_at_least(2), default=512, help="images per step")
+    p.add_argument(
+        "--batch-size",
+        type=int_at_least(2),
+        default=512,
+        help="images per step: the global batch, split evenly among the processes under "
+        "torchrun (the learning rate and the penalty's mean are over it)",
+    )
+    p.add_argument(
+        "--sync-bn",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="batch-norm statistics over the global batch rather than each process's share "
+        "(default: on under torchrun with more than one process; nothing to sync otherwise)",
+    )
     p.add_argument("--temperature", type=positive, default=0.5, help="NT-Xent temperature")
     p.add_argument("--momentum", type=nonneg, default=0.9, help="SGD momentum")
     p.add_argument("--weight-decay", type=nonneg, default=1e-6, help="SGD weight decay")
@@ -308,14 +339,17 @@ def build_views(args: argparse.Namespace, data: DatasetBundle) -> NaturalViews |
 
 
 def build_model(
-    args: argparse.Namespace, data: DatasetBundle, device: torch.device
+    args: argparse.Namespace, data: DatasetBundle, device: torch.device, sync_bn: bool = False
 ) -> tuple[nn.Module, nn.Module, LARS, CosineAnnealingWithLinearRampLR | None]:
     """Encoder, projection head, LARS(SGD) at base × batch / 256, and the optional schedule
-    (attached to the wrapped SGD)."""
-    encoder = ResNetEncoder(args.arch, data.stem).to(device)
+    (attached to the wrapped SGD). ``sync_bn`` swaps every batch norm for `SyncBatchNorm`."""
+    encoder = ResNetEncoder(args.arch, data.stem)
+    head = ProjectionHead(encoder.representation_dim)
+    if sync_bn:
+        encoder, head = convert_sync_batchnorm(encoder), convert_sync_batchnorm(head)
+    encoder, head = encoder.to(device), head.to(device)
     if args.channels_last:
         encoder = encoder.to(memory_format=torch.channels_last)
-    head = ProjectionHead(encoder.representation_dim).to(device)
     lr = args.base_lr * args.batch_size / 256
     if args.lars_exclude_bn_bias:
         groups = param_groups_excluding_bn_bias([encoder, head], args.weight_decay)
@@ -330,24 +364,31 @@ def build_model(
 
 
 def pretrain_batches(
-    data: DatasetBundle, args: argparse.Namespace, epoch: int, start_step: int = 0
+    data: DatasetBundle,
+    args: argparse.Namespace,
+    epoch: int,
+    start_step: int = 0,
+    shard: Shard = ONE_PROCESS,
 ):
     """Pairs of inputs for the two views, in an order fixed by (seed, epoch), from batch
     ``start_step`` on (a run resumed mid-epoch sees the rest of the same order); the last partial
-    batch is dropped so that batch norm and NT-Xent always see ``batch_size`` images."""
+    batch is dropped so that batch norm and NT-Xent always see ``batch_size`` images. Each
+    process gets its ``shard`` of every global batch: disjoint shares of the same order."""
     order = torch.Generator().manual_seed(args.seed * 1_000_003 + epoch)
     perm = torch.randperm(len(data.pretrain), generator=order)
     num_steps = perm.numel() // args.batch_size
+    batches = perm[: num_steps * args.batch_size].view(num_steps, args.batch_size)
+    mine = shard.rows(batches, dim=1)[start_step:]
     if isinstance(data.pretrain, torch.Tensor):
-        for i in range(start_step, num_steps):
-            batch = data.pretrain[perm[i * args.batch_size : (i + 1) * args.batch_size]]
+        for indices in mine:
+            batch = data.pretrain[indices]
             yield batch, batch
     else:
         data.pretrain.epoch = epoch  # per-image crop seeds (datasets/imagenet.py)
         loader = torch.utils.data.DataLoader(
             data.pretrain,
-            batch_size=args.batch_size,
-            sampler=perm[start_step * args.batch_size : num_steps * args.batch_size].tolist(),
+            batch_size=mine.shape[1],
+            sampler=mine.reshape(-1).tolist(),
             drop_last=True,
             num_workers=args.num_workers,
             # Only the workers' base seed comes from it: keeps the global generator untouched.
@@ -376,6 +417,7 @@ def training_step(
     compiled_encoder: nn.Module | None = None,
     amp_dtype: torch.dtype | None = None,
     scaler: torch.amp.GradScaler | None = None,
+    shard: Shard = ONE_PROCESS,
 ) -> Tensor:
     """One optimisation step on a batch (spec section 5); ``penalty_weight`` 0 skips the penalty.
 
@@ -390,11 +432,16 @@ def training_step(
     the penalised view stays in float32, so the penalty and its double backward are computed
     exactly as without it (in low precision they drift: see the README). ``scaler`` (float16)
     scales the loss and skips steps whose gradients overflow.
+
+    Under `torchrun`, ``x1`` and ``x2`` are this process's ``shard`` of the global batch; the
+    step is then the one a single process would take on the global batch (utils/distributed.py):
+    its random draws, NT-Xent over all projections, the penalty's mean over all images, and the
+    averaged gradients. The returned values are the global ones, the same on every process.
     """
     device = x1.device
     use_penalty = penalty_weight > 0
-    view1, theta1 = views.augment(x1, generator=generator, requires_grad=use_penalty)
-    view2, _ = views.augment(x2, generator=generator)
+    view1, theta1 = views.augment(x1, generator=generator, requires_grad=use_penalty, shard=shard)
+    view2, _ = views.augment(x2, generator=generator, shard=shard)
     if channels_last:
         view1 = view1.contiguous(memory_format=torch.channels_last)
         view2 = view2.contiguous(memory_format=torch.channels_last)
@@ -416,26 +463,44 @@ def training_step(
     else:
         h1, h2 = encode(view1, penalised=use_penalty), encode(view2, penalised=False)
     with low_precision():
-        contrastive = nt_xent(head(h1), head(h2), temperature).float()
+        z1, z2 = gather_rows(head(h1)), gather_rows(head(h2))
+        contrastive = nt_xent(z1, z2, temperature).float()
     if use_penalty:
+        b = h1.shape[0]
+
+        def fresh_nuisance(n: int) -> Tensor:
+            # The penalty lays its n = K·b draws out as (K, b, P): cut the global (K, B, P).
+            drawn = views.sample_nuisance(n * shard.world, device=device, generator=generator)
+            return shard.rows(drawn.view(n // b, b * shard.world, -1), dim=1).reshape(n, -1)
+
+        signs = shard.draw(
+            lambda n: rademacher(
+                (n, h1.shape[1]), device=device, dtype=h1.dtype, generator=generator
+            ),
+            b,
+        )
         penalty = gradient_penalty(
             h1,
             theta1,
-            lambda n: views.sample_nuisance(n, device=device, generator=generator),
+            fresh_nuisance,
             num_samples=PENALTY_SAMPLES,
             upper_limit=gp_upper_limit,
             normalize=gp_normalization,
-            signs=rademacher(h1.shape, device=device, dtype=h1.dtype, generator=generator),
+            signs=signs,
+            combine=mean_over_processes,
         )
     else:
         penalty = torch.zeros((), device=device)
     loss = contrastive + penalty_weight * penalty
     optimizer.zero_grad(set_to_none=True)
+    parameters = [*encoder.parameters(), *head.parameters()]
     if scaler is None:
         loss.backward()
+        average_gradients(parameters)
         optimizer.step()
     else:
         scaler.scale(loss).backward()
+        average_gradients(parameters)
         scaler.step(optimizer)  # unscales first; skips the step if a gradient is not finite
         scaler.update()
     return torch.stack([contrastive, penalty, loss]).detach()
@@ -482,6 +547,7 @@ def train_one_epoch(
     position: Position | None = None,
     save: Callable[[Position], None] | None = None,
     stop: StopRequest | None = None,
+    shard: Shard = ONE_PROCESS,
 ) -> dict[str, float]:
     """One pass over the pretraining set, from ``position`` (a run resumed mid-epoch) or its start.
 
@@ -490,7 +556,9 @@ def train_one_epoch(
     only every ``--log-interval`` steps, before ``save`` is called (every ``--save-every-steps``
     global steps, and when ``stop`` is requested), and at the end: those are the points where a
     NaN or infinite loss raises `NonFiniteLoss`, naming the first step that had one, so no
-    checkpoint is written after it. A requested stop inside the epoch saves and raises `Stopped`.
+    checkpoint is written after it. A requested stop inside the epoch saves and raises `Stopped`;
+    with several processes they agree on it at the next ``--log-interval`` step (a collective
+    every step would cost a host synchronisation), so all stop at the same step.
     """
     encoder.train()
     head.train()
@@ -502,12 +570,13 @@ def train_one_epoch(
     first_bad = torch.full((), -1, device=device, dtype=torch.long)
     start = time.perf_counter() - position.seconds
     bar = tqdm(
-        pretrain_batches(data, args, epoch, position.step),
+        pretrain_batches(data, args, epoch, position.step, shard),
         total=num_steps,
         initial=position.step,
         desc=f"epoch {epoch}",
         leave=False,
         dynamic_ncols=True,
+        disable=shard.rank != 0,
     )
     for step, (x1, x2) in enumerate(bar, start=position.step):
         global_step = epoch * num_steps + step
@@ -529,6 +598,7 @@ def train_one_epoch(
             compiled_encoder=compiled_encoder,
             amp_dtype=AMP_DTYPES[args.amp],
             scaler=scaler,
+            shard=shard,
         )
         totals += values
         bad_now = (first_bad < 0) & ~torch.isfinite(values).all()
@@ -536,6 +606,8 @@ def train_one_epoch(
         done = step + 1
         log_now = done % args.log_interval == 0 or done == num_steps
         stop_now = stop is not None and stop.requested and done < num_steps
+        if shard.world > 1:
+            stop_now = log_now and any_process(stop_now, device)
         save_now = stop_now or (
             save is not None
             and args.save_every_steps is not None
@@ -623,12 +695,27 @@ def preview(
 
 
 def main(args: argparse.Namespace) -> Path:
+    shard = launched_shard()
+    try:
+        return train(args, shard)
+    finally:
+        close_distributed()
+
+
+def train(args: argparse.Namespace, shard: Shard) -> Path:
+    """The run of `main`, as process ``shard.rank`` of ``shard.world``; only rank 0 writes files
+    and prints."""
     resumed, resumed_from = None, None
     if args.resume:
         resumed_from = resolve_checkpoint(args.resume, args.checkpoint_dir)
         resumed = load_checkpoint(resumed_from)
         args = merge_resumed_args(args, resumed["args"])
     device = resolve_device(args.device)
+    if args.batch_size % shard.world:
+        raise UsageError(
+            f"--batch-size {args.batch_size} is the global batch and does not split evenly "
+            f"among {shard.world} processes; make it a multiple of {shard.world}"
+        )
     if args.cut_off is not None and args.cut_off > args.num_epochs:
         raise UsageError(
             f"--cut-off {args.cut_off} is beyond --num-epochs {args.num_epochs}; the schedule "
@@ -639,6 +726,9 @@ def main(args: argparse.Namespace) -> Path:
             "ImageNet is too large for the full-batch L-BFGS probe; pass --test-freq 0"
         )
 
+    device = init_distributed(shard, device)
+    lead = shard.rank == 0
+    say = print if lead else lambda *_, **__: None
     torch.manual_seed(args.seed)
     data = load_dataset(args.dataset, proportion=args.proportion, seed=args.seed)
     if len(data.pretrain) < args.batch_size:
@@ -648,16 +738,20 @@ def main(args: argparse.Namespace) -> Path:
         )
     checkpoint_dir = ensure_writable(args.checkpoint_dir)
     if args.preview:
-        return preview(args, data, device, checkpoint_dir / f"{args.filename}.preview.png")
+        path = checkpoint_dir / f"{args.filename}.preview.png"
+        return preview(args, data, device, path) if lead else path
     latest = checkpoint_dir / f"{args.filename}.pth"
     if latest.exists() and resumed is None and not args.overwrite:
         raise UsageError(
             f"{latest} exists, from an earlier run; continue it with --resume {latest}, or "
             "start afresh with --overwrite or another --filename"
         )
-    remove_stale_temporaries(latest)
+    if lead:
+        remove_stale_temporaries(latest)
     views = build_views(args, data)
-    encoder, head, optimizer, scheduler = build_model(args, data, device)
+    sync_bn = args.sync_bn if args.sync_bn is not None else shard.world > 1
+    encoder, head, optimizer, scheduler = build_model(args, data, device, sync_bn)
+    broadcast_parameters([encoder, head])
     sgd = optimizer.optim
     # Checkpoints keep saving `encoder` itself, so their keys never carry `_orig_mod.`.
     compiled = torch.compile(encoder) if args.compile else None
@@ -679,62 +773,73 @@ def main(args: argparse.Namespace) -> Path:
         # Version 1 checkpoints were written at epoch ends only.
         position = Position(**resumed.get("next", {"epoch": resumed["epoch"] + 1}))
         within = f", step {position.step + 1}" if position.step else ""
-        print(
+        say(
             f"resuming {args.filename} at epoch {position.epoch + 1}{within}, "
             f"lr {sgd.param_groups[0]['lr']:.4g}"
         )
 
     # The checkpoint's rows are the truth: lines of epochs after it are dropped (see utils/metrics).
     metrics = metrics_path(checkpoint_dir, args.filename)
-    rewrite_metrics(metrics, results)
+    if lead:
+        rewrite_metrics(metrics, results)
     tensorboard = (
         TensorBoardLog(checkpoint_dir / f"{args.filename}.tensorboard")
-        if args.tensorboard
+        if args.tensorboard and lead
         else None
     )
     end_epoch = min(args.num_epochs, args.cut_off or args.num_epochs)
-    print(
+    processes = (
+        f", {shard.world} processes ({args.batch_size // shard.world} images each, sync-bn "
+        f"{'on' if sync_bn else 'off'})"
+        if shard.world > 1
+        else ""
+    )
+    say(
         f"training {args.arch} on {args.dataset}: {len(data.pretrain)} images, batch "
         f"{args.batch_size}, {len(data.pretrain) // args.batch_size} steps/epoch, epochs "
         f"{position.epoch + 1}-{end_epoch} of {args.num_epochs}, lambda-gp {args.lambda_gp}, "
-        f"device {device}"
+        f"device {device}{processes}"
     )
     last_good = resumed_from
 
     def save(path: Path, at: Position) -> None:
         nonlocal last_good
-        if not (all_finite(encoder.state_dict()) and all_finite(head.state_dict())):
+        finite = all_finite(encoder.state_dict()) and all_finite(head.state_dict())
+        if any_process(not finite, device):  # without sync-bn, running statistics may differ
             raise TrainingError(
                 f"the weights hold NaN or infinite values at epoch {at.epoch + 1}, step "
                 f"{at.step}; not saved. Last good checkpoint: {last_good or 'none'}; "
                 "lower --base-lr or --lambda-gp, or raise --gp-upper-limit less"
             )
-        save_checkpoint(
-            {
-                "encoder": encoder.state_dict(),
-                "head": head.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                "scaler": scaler.state_dict() if scaler is not None else None,
-                "epoch": at.epoch - 1,  # the last complete epoch
-                "next": asdict(at),
-                "args": vars(args),
-                "results": results,
-                "rng": capture_rng(generator),
-                "git": git,
-            },
-            path,
-        )
+        if lead:
+            save_checkpoint(
+                {
+                    "encoder": encoder.state_dict(),
+                    "head": head.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                    "scaler": scaler.state_dict() if scaler is not None else None,
+                    "epoch": at.epoch - 1,  # the last complete epoch
+                    "next": asdict(at),
+                    "args": vars(args),
+                    "results": results,
+                    "rng": capture_rng(generator),
+                    "git": git,
+                },
+                path,
+            )
         last_good = path
 
     def stopped() -> SystemExit:
-        name = signal.Signals(stop.signal).name
-        print(
+        # Another process may have received the signal first; they stop together.
+        signum = stop.signal or signal.SIGTERM
+        name = signal.Signals(signum).name
+        say(
             f"stopped by {name}; saved {latest}. Resume with: python3 invariance_by_gradient.py "
             f"--resume {latest}",
             flush=True,
         )
-        return SystemExit(128 + stop.signal)
+        return SystemExit(128 + signum)
 
     with StopRequest() as stop:
         for epoch in range(position.epoch, end_epoch):
@@ -747,6 +852,7 @@ def main(args: argparse.Namespace) -> Path:
                         position=position if epoch == position.epoch else None,
                         save=lambda at: save(latest, at),
                         stop=stop,
+                        shard=shard,
                     )
                 )  # fmt: skip
             except NonFiniteLoss as error:
@@ -765,8 +871,9 @@ def main(args: argparse.Namespace) -> Path:
                 row.update(run_probe(encoder, views, data, args, device))
             row["wall_s"] = (results[-1].get("wall_s", 0.0) if results else 0.0) + row["time_s"]
             results.append(row)
-            print(format_epoch(epoch, args, row), flush=True)
-            append_metrics(metrics, row)
+            say(format_epoch(epoch, args, row), flush=True)
+            if lead:
+                append_metrics(metrics, row)
             if tensorboard is not None:
                 tensorboard.write(row)
             if epoch % args.save_freq == args.save_freq - 1:
@@ -774,9 +881,10 @@ def main(args: argparse.Namespace) -> Path:
             # The latest state after every epoch: a crash costs at most one epoch (or
             # --save-every-steps steps).
             save(latest, Position(epoch + 1))
-            if stop.requested:
+            if any_process(stop.requested, device):
                 raise stopped()
-        if not latest.is_file():  # resumed from another file with nothing left to run
+        # Resumed from another file with nothing left to run.
+        if any_process(lead and not latest.is_file(), device):
             save(latest, position)
 
     if tensorboard is not None:
@@ -784,8 +892,8 @@ def main(args: argparse.Namespace) -> Path:
     script = (
         "lbfgs_linear_clf_spirograph.py" if args.dataset == "spirograph" else "lbfgs_linear_clf.py"
     )
-    print(f"saved {latest}; metrics in {metrics}")
-    print(
+    say(f"saved {latest}; metrics in {metrics}")
+    say(
         f"evaluate with: python3 {script} --load-from {latest.name} "
         f"--checkpoint-dir {args.checkpoint_dir}"
     )

@@ -5,7 +5,9 @@ the (B, P) nuisance parameters they were made from. θ is the tensor the gradien
 differentiates with respect to (colour jitter parameters, or Spirograph's six transformation
 parameters), and `sample_nuisance` draws fresh rows from its distribution for the penalty's θ'.
 Every other random choice (crop, flip, blur, apply masks) is drawn here from ``generator``, which
-must live on the inputs' device.
+must live on the inputs' device. Under `torchrun` each process passes its ``shard`` of the global
+batch: every draw is made for the whole global batch and cut to the process's rows, so the views
+do not depend on the number of processes.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from augmentation.colour import colour_distortion, sample_apply_masks, sample_ji
 from augmentation.crop import horizontal_flip, resized_crop, sample_crop_boxes, sample_flip_mask
 from augmentation.normalize import normalize
 from datasets.spirograph import TRANSFORM_BOUNDS, render_spirograph, sample_transform_params
+from utils.distributed import ONE_PROCESS, Shard
 
 
 def to_unit_float(images: Tensor) -> Tensor:
@@ -54,15 +57,24 @@ class NaturalViews:
         """(n, 4) fresh colour-jitter parameters."""
         return sample_jitter_params(n, self.colour_strength, device=device, generator=generator)
 
-    def crop_flip(self, images: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+    def crop_flip(
+        self,
+        images: Tensor,
+        *,
+        generator: torch.Generator | None = None,
+        shard: Shard = ONE_PROCESS,
+    ) -> Tensor:
         """Random resized crop (unless ``crop=False``) and flip; floats in [0, 1], unnormalised."""
         x = to_unit_float(images)
         b, device = x.shape[0], x.device
         if self.crop:
             h, w = x.shape[-2:]
-            boxes = sample_crop_boxes(b, h, w, device=device, generator=generator)
+            boxes = shard.draw(
+                lambda n: sample_crop_boxes(n, h, w, device=device, generator=generator), b
+            )
             x = resized_crop(x, boxes, self.image_size)
-        return horizontal_flip(x, sample_flip_mask(b, device=device, generator=generator))
+        flips = shard.draw(lambda n: sample_flip_mask(n, device=device, generator=generator), b)
+        return horizontal_flip(x, flips)
 
     def augment(
         self,
@@ -70,10 +82,11 @@ class NaturalViews:
         *,
         generator: torch.Generator | None = None,
         requires_grad: bool = False,
+        shard: Shard = ONE_PROCESS,
     ) -> tuple[Tensor, Tensor]:
         """(B, 3, H, W) uint8 or [0, 1] images -> ((B, 3, S, S) views, (B, 4) jitter parameters)."""
-        x = self.crop_flip(images, generator=generator)
-        return self.distort(x, generator=generator, requires_grad=requires_grad)
+        x = self.crop_flip(images, generator=generator, shard=shard)
+        return self.distort(x, generator=generator, requires_grad=requires_grad, shard=shard)
 
     def distort(
         self,
@@ -81,16 +94,21 @@ class NaturalViews:
         *,
         generator: torch.Generator | None = None,
         requires_grad: bool = False,
+        shard: Shard = ONE_PROCESS,
     ) -> tuple[Tensor, Tensor]:
         """Colour distortion, optional blur and normalisation of cropped [0, 1] images: the part
         of ``augment`` after the crop, with fresh draws of its parameters."""
         b, device = x.shape[0], x.device
-        theta = self.sample_nuisance(b, device=device, generator=generator)
+        theta = shard.draw(lambda n: self.sample_nuisance(n, device=device, generator=generator), b)
         theta.requires_grad_(requires_grad)
-        jitter_mask, gray_mask = sample_apply_masks(b, device=device, generator=generator)
+        jitter_mask, gray_mask = shard.draw(
+            lambda n: sample_apply_masks(n, device=device, generator=generator), b
+        )
         x = colour_distortion(x, theta, jitter_mask, gray_mask)
         if self.blur:
-            sigmas, blur_mask = sample_blur(b, device=device, generator=generator)
+            sigmas, blur_mask = shard.draw(
+                lambda n: sample_blur(n, device=device, generator=generator), b
+            )
             x = gaussian_blur(x, sigmas, blur_mask, blur_kernel_size(self.image_size))
         return normalize(x, self.dataset), theta
 
@@ -116,9 +134,13 @@ class SpirographViews:
         *,
         generator: torch.Generator | None = None,
         requires_grad: bool = False,
+        shard: Shard = ONE_PROCESS,
     ) -> tuple[Tensor, Tensor]:
         """(B, 4) data parameters -> ((B, 3, 32, 32) images, (B, 6) transformation parameters)."""
-        theta = self.sample_nuisance(params.shape[0], device=params.device, generator=generator)
+        theta = shard.draw(
+            lambda n: self.sample_nuisance(n, device=params.device, generator=generator),
+            params.shape[0],
+        )
         theta.requires_grad_(requires_grad)
         return render_spirograph(params, theta), theta
 

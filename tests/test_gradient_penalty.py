@@ -126,6 +126,33 @@ def test_upper_limit_clamps_value_and_stops_gradient():
     assert all(p.grad is None or torch.all(p.grad == 0) for p in encoder.parameters())
 
 
+def test_combine_acts_on_the_mean_before_the_clamp():
+    """Distributed training passes the mean over processes as ``combine``: it must see the
+    unclamped mean, and the clamp must bind on its result, as one process clamps the mean of
+    the global batch."""
+    encoder = tiny_encoder()
+    _, view, theta, sampler = cases()[1]
+    theta = theta.clone().requires_grad_()
+    fresh = sampler(10 * 3)
+    seen = []
+
+    def triple(mean):
+        seen.append(mean.detach().clone())
+        return 3 * mean
+
+    def penalty(limit, combine=None):
+        torch.manual_seed(0)  # the same Rademacher signs every call
+        return gradient_penalty(
+            encoder(view(theta)), theta, lambda n: fresh, num_samples=10, upper_limit=limit,
+            combine=combine,
+        )  # fmt: skip
+
+    free = penalty(1e9).item()
+    assert penalty(1e9, triple).item() == pytest.approx(3 * free)
+    assert seen[0].item() == pytest.approx(free)
+    assert penalty(2 * free, triple).item() == pytest.approx(2 * free)
+
+
 def test_invariant_encoder_has_zero_penalty():
     # A representation that ignores its input (but stays in the graph) is perfectly invariant.
     _, view, theta, sampler = cases()[0]

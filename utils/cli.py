@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -125,7 +126,13 @@ def run_cli(main: Callable[[argparse.Namespace], Any], parser: argparse.Argument
         message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
         if isinstance(error, torch.OutOfMemoryError):
             message = f"out of memory ({message[:160]}); lower --batch-size"
-        print(f"{parser.prog}: error: {message}", file=sys.stderr)
+        # Under torchrun every process meets the same bad input: rank 0 says it once. Other
+        # failures may be one machine's own (a missing folder on one node), so each says its own.
+        rank = int(os.environ.get("RANK", 0))
+        if rank == 0:
+            print(f"{parser.prog}: error: {message}", file=sys.stderr)
+        elif not isinstance(error, UsageError):
+            print(f"{parser.prog}: error on rank {rank}: {message}", file=sys.stderr)
         sys.exit(1 if isinstance(error, TrainingError | torch.OutOfMemoryError) else 2)
     except KeyboardInterrupt:
         if debug:

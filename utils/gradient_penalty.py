@@ -24,6 +24,7 @@ def gradient_penalty(
     upper_limit: float = 1.0,
     normalize: bool = True,
     signs: Tensor | None = None,
+    combine: Callable[[Tensor], Tensor] | None = None,
 ) -> Tensor:
     """Penalty of spec section 5, differentiable with respect to the network's weights.
 
@@ -36,6 +37,9 @@ def gradient_penalty(
         upper_limit: the penalty is clamped from above at this value.
         normalize: penalise ĥ = h / ‖h‖ (the default) rather than h.
         signs: (B, d) Rademacher signs ε; drawn here (±1 with equal probability) when None.
+        combine: applied to the mean before the clamp. Distributed training passes the
+            differentiable mean over processes, so that the clamp acts on the global batch's mean
+            as it would in one process.
     Returns:
         Scalar mean over the K draws and B images of (g · (θ'_k − θ))², clamped at ``upper_limit``.
     """
@@ -57,7 +61,10 @@ def gradient_penalty(
     b, p = params.shape
     fresh = sample_params(num_samples * b).reshape(num_samples, b, p).to(g.dtype)
     steps = fresh - params.detach()
-    return ((steps * g).sum(dim=-1) ** 2).mean().clamp(max=upper_limit)
+    mean = ((steps * g).sum(dim=-1) ** 2).mean()
+    if combine is not None:
+        mean = combine(mean)
+    return mean.clamp(max=upper_limit)
 
 
 def rademacher(

@@ -1,0 +1,262 @@
+"""Data-parallel training (utils/distributed.py, models/sync_batchnorm.py): W processes on the
+global batch take the step one process takes on it, and a run survives a change of W."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+import invariance_by_gradient as train
+from augmentation.views import NaturalViews, SpirographViews
+from datasets.spirograph import sample_data_params
+from models import ProjectionHead, ResNetEncoder
+from models.sync_batchnorm import SyncBatchNorm, convert_sync_batchnorm
+from utils.distributed import (
+    ONE_PROCESS,
+    Shard,
+    close_distributed,
+    init_distributed,
+    launched_shard,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+GLOBAL_BATCH = 8
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def one_step(shard: Shard, sync_bn: bool) -> dict[str, torch.Tensor]:
+    """One penalised training step of a seeded ResNet-18 on this process's share of a fixed
+    Spirograph batch, in float64: the values, every gradient, and the weights and batch-norm
+    buffers after the step."""
+    args = train.get_args_parser().parse_args(
+        ["--arch", "resnet18", "--batch-size", str(GLOBAL_BATCH)]
+    )
+    torch.manual_seed(0)
+    encoder, head, optimizer, _ = train.build_model(
+        args, SimpleNamespace(stem="cifar"), torch.device("cpu"), sync_bn=sync_bn
+    )
+    batch = sample_data_params(GLOBAL_BATCH, generator=torch.Generator().manual_seed(1))
+    mine = shard.rows(batch)
+    values = train.training_step(
+        encoder, head, optimizer, SpirographViews(), mine, mine,
+        temperature=0.5, penalty_weight=0.1, gp_upper_limit=1000.0, gp_normalization=True,
+        generator=torch.Generator().manual_seed(2), shard=shard,
+    )  # fmt: skip
+    out = {"values": values}
+    for prefix, module in (("encoder", encoder), ("head", head)):
+        for name, p in module.named_parameters():
+            out[f"grad/{prefix}.{name}"] = p.grad.clone()
+        for name, t in module.state_dict().items():
+            out[f"state/{prefix}.{name}"] = t.clone()
+    return out
+
+
+def _worker(rank: int, world: int, port: int, folder: str) -> None:
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world),
+    )
+    torch.set_num_threads(1)
+    torch.set_default_dtype(torch.float64)
+    shard = launched_shard()
+    init_distributed(shard, torch.device("cpu"))
+    try:
+        for sync_bn in (True, False):
+            torch.save(one_step(shard, sync_bn), Path(folder) / f"sync{sync_bn:d}-rank{rank}.pt")
+    finally:
+        close_distributed()
+
+
+@pytest.fixture(scope="module")
+def two_processes(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("ddp")
+    mp.spawn(_worker, args=(2, free_port(), str(folder)), nprocs=2, join=True)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def one_process() -> dict[str, torch.Tensor]:
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        return one_step(ONE_PROCESS, sync_bn=False)
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm().clamp(min=1e-30))
+
+
+def test_two_processes_take_the_single_process_step(two_processes, one_process):
+    """Must-show 1: loss, penalty and every parameter gradient of 2 gloo processes with SyncBN
+    equal one process's on the same global batch and draws, to 1e-5 relative; so do the
+    weights and running statistics after the LARS step."""
+    for rank in (0, 1):
+        ddp = torch.load(two_processes / f"sync1-rank{rank}.pt", weights_only=True)
+        assert ddp.keys() == one_process.keys()
+        assert one_process["values"][1] > 0  # the penalty is on
+        torch.testing.assert_close(ddp["values"], one_process["values"], rtol=1e-5, atol=0)
+        for key, expected in one_process.items():
+            if expected.is_floating_point() and expected.norm() > 0:
+                assert relative_error(ddp[key], expected) < 1e-5, key
+                torch.testing.assert_close(
+                    ddp[key], expected, rtol=1e-5, atol=1e-9 * expected.abs().max()
+                )
+            else:
+                assert torch.equal(ddp[key], expected), key
+
+
+def test_without_sync_bn_the_step_differs(two_processes, one_process):
+    """Per-process batch norm (the authors' DataParallel behaviour) sees 4 images, not 8: the
+    comparison above is sensitive to the synchronisation."""
+    ddp = torch.load(two_processes / "sync0-rank0.pt", weights_only=True)
+    assert (
+        relative_error(ddp["grad/encoder.conv1.weight"], one_process["grad/encoder.conv1.weight"])
+        > 1e-3
+    )
+
+
+@pytest.mark.parametrize("kind", ["natural", "spirograph"])
+def test_sharded_views_are_rows_of_the_global_views(kind):
+    """Each process draws for the whole global batch and keeps its rows, so the union of the
+    shards' views is one process's views, whatever the number of processes."""
+    if kind == "natural":
+        views = NaturalViews("cifar10", 16, blur=True)
+        inputs = torch.randint(0, 256, (6, 3, 20, 20), dtype=torch.uint8)
+    else:
+        views = SpirographViews()
+        inputs = sample_data_params(6)
+    whole, theta = views.augment(inputs, generator=torch.Generator().manual_seed(3))
+    for world in (2, 3):
+        for rank in range(world):
+            shard = Shard(rank, world)
+            part, part_theta = views.augment(
+                shard.rows(inputs), generator=torch.Generator().manual_seed(3), shard=shard
+            )
+            torch.testing.assert_close(part, shard.rows(whole), rtol=0, atol=1e-6)
+            torch.testing.assert_close(part_theta, shard.rows(theta), rtol=0, atol=0)
+
+
+def test_processes_see_disjoint_shares_of_each_global_batch():
+    data = SimpleNamespace(pretrain=torch.arange(40))
+    args = SimpleNamespace(seed=5, batch_size=6)
+    whole = list(train.pretrain_batches(data, args, epoch=1))
+    parts = [list(train.pretrain_batches(data, args, 1, shard=Shard(r, 3))) for r in range(3)]
+    assert len(whole) == 6 and all(len(p) == 6 for p in parts)
+    for step, (x, _) in enumerate(whole):
+        assert torch.equal(torch.cat([p[step][0] for p in parts]), x)
+    # A resumed epoch continues the same shares.
+    later = list(train.pretrain_batches(data, args, 1, start_step=4, shard=Shard(2, 3)))
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(later, parts[2][4:], strict=True))
+    assert not torch.equal(whole[0][0], next(train.pretrain_batches(data, args, 2))[0])
+
+
+def test_sync_batchnorm_keeps_batchnorm_keys_and_eval_behaviour():
+    torch.manual_seed(0)
+    plain = torch.nn.Sequential(ResNetEncoder("resnet18", "cifar"), ProjectionHead(512))
+    x = torch.randn(4, 3, 16, 16)
+    plain.train()(x)  # running statistics away from their initial values
+    sync = convert_sync_batchnorm(
+        torch.nn.Sequential(ResNetEncoder("resnet18", "cifar"), ProjectionHead(512))
+    )
+    assert sum(isinstance(m, SyncBatchNorm) for m in sync.modules()) == sum(
+        isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in plain.modules()
+    )
+    sync.load_state_dict(plain.state_dict(), strict=True)
+    assert sync.state_dict().keys() == plain.state_dict().keys()
+    torch.testing.assert_close(sync.eval()(x), plain.eval()(x), rtol=0, atol=0)
+    # One process has nothing to synchronise: training mode is BatchNorm's, buffers included.
+    torch.testing.assert_close(sync.train()(x), plain.train()(x), rtol=0, atol=0)
+    for (k, a), b in zip(sync.state_dict().items(), plain.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=k)
+
+
+def torchrun(workdir: Path, *flags: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [
+            sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+            "--master_port", str(free_port()), str(REPO / "invariance_by_gradient.py"), *flags,
+        ],
+        cwd=workdir, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+
+
+def test_torchrun_stops_on_sigterm_resumes_on_one_process_and_evaluates(tmp_path):
+    """Must-show 2 at test scale. torchrun with 2 CPU processes trains with the penalty; SIGTERM
+    (a scheduler's pre-emption, passed on by torchrun) makes both stop at one agreed step and
+    rank 0 save it; a plain single process resumes there and finishes the epoch, and the
+    evaluation script reads the result."""
+    flags = ["--dataset", "spirograph", "--arch", "resnet18", "--proportion", "0.0006",
+             "--batch-size", "8", "--num-epochs", "1", "--test-freq", "0", "--device", "cpu",
+             "--lambda-gp", "0.1", "--log-interval", "1", "--save-every-steps", "1",
+             "--filename", "ddp"]  # fmt: skip
+    saved = tmp_path / "checkpoint" / "ddp.pth"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+         "--master_port", str(free_port()), str(REPO / "invariance_by_gradient.py"), *flags],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not saved.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)  # the first step's save: training is under way
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert out.count("training resnet18 on spirograph") == 1, err[-3000:]  # rank 0 alone
+    assert "2 processes (4 images each, sync-bn on)" in out
+    assert "stopped by SIGTERM" in out, err[-3000:]
+    stopped = torch.load(saved, weights_only=True)["next"]
+    assert stopped["epoch"] == 0 and 0 < stopped["step"] < 7
+    assert stopped["penalty_steps"] == stopped["step"]
+
+    resumed = subprocess.run(
+        [sys.executable, str(REPO / "invariance_by_gradient.py"), "--resume", "ddp.pth",
+         "--device", "cpu", "--save-every-steps", "1000"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resuming ddp at epoch 1, step {stopped['step'] + 1}" in resumed.stdout
+    finished = torch.load(saved, weights_only=True)
+    assert finished["next"]["epoch"] == 1 and finished["args"]["batch_size"] == 8
+    rows = (tmp_path / "checkpoint" / "ddp.metrics.jsonl").read_text().splitlines()
+    assert len(rows) == 1 and json.loads(rows[0])["penalty"] > 0
+
+    evaluated = subprocess.run(
+        [sys.executable, str(REPO / "lbfgs_linear_clf_spirograph.py"), "--load-from", "ddp.pth",
+         "--device", "cpu"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert json.loads(evaluated.stdout.splitlines()[-1])["mse"] > 0
+
+
+def test_batch_that_does_not_split_is_one_line(tmp_path):
+    done = torchrun(
+        tmp_path, "--dataset", "spirograph", "--proportion", "0.0002", "--batch-size", "7",
+        "--device", "cpu",
+    )  # fmt: skip
+    assert done.returncode != 0
+    ours = [line for line in done.stderr.splitlines() if "invariance_by_gradient.py: error" in line]
+    assert ours == [
+        "invariance_by_gradient.py: error: --batch-size 7 is the global batch and does not split "
+        "evenly among 2 processes; make it a multiple of 2"
+    ]
