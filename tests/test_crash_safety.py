@@ -92,15 +92,18 @@ def test_sigkill_at_random_moments_then_resume_ends_bit_identical(tmp_path, unin
             assert code == 0, err[-2000:]
             break
         wait_for_training(proc)
-        time.sleep(rng.uniform(1.0, 6.0))  # anywhere in a step, a save, or between them
+        time.sleep(rng.uniform(0.5, 4.0))  # anywhere in a step, a save, or between them
         if proc.poll() is None:
             proc.kill()  # SIGKILL: no handler runs, no cleanup
             kills += 1
         proc.communicate()
+        if proc.returncode == 0:  # the run ended before the kill came (a fast machine)
+            break
         if latest.is_file():
             position = load_checkpoint(latest)["next"]
             positions.append((position["epoch"], position["step"]))
     print("positions after kills:", positions)
+    assert kills >= 2, kills
     # The kills left the run at different places, mid-epoch among them.
     assert any(step > 0 for _, step in positions), positions
     assert not list(latest.parent.glob(".*.tmp"))  # a killed save's leftovers are cleaned
