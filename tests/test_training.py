@@ -289,9 +289,10 @@ def one_step(flags: list[str], penalty_weight: float) -> tuple[torch.Tensor, tor
 def test_channels_last_step_matches_the_default_layout(penalty_weight):
     (v0, g0), (v1, g1) = one_step([], penalty_weight), one_step(["--channels-last"], penalty_weight)
     # Only float32 summation order differs; the penalty (a derivative of a normalised output
-    # with respect to colour parameters) amplifies it to ~3e-4 relative, hence 1e-3.
-    torch.testing.assert_close(v0, v1, rtol=1e-3, atol=1e-5)
-    torch.testing.assert_close(g0, g1, rtol=1e-3, atol=1e-5)
+    # with respect to colour parameters) amplifies it: 3e-4 relative on the VM this was written
+    # on, 1.01e-3 on a later one (an AVX-512 Xeon, other kernels), hence 3e-3.
+    torch.testing.assert_close(v0, v1, rtol=3e-3, atol=1e-5)
+    torch.testing.assert_close(g0, g1, rtol=3e-3, atol=1e-5)
 
 
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])
@@ -302,7 +303,10 @@ def test_amp_keeps_the_penalty_exact_and_lowers_the_rest(amp):
     assert v1[1] == v0[1]
     assert v1[0] != v0[0]  # autocast did run
     torch.testing.assert_close(v1[0], v0[0], rtol=1e-2, atol=0)
-    assert torch.isfinite(g1).all()
+    if amp == "bf16":
+        assert torch.isfinite(g1).all()
+    # fp16's first step starts at GradScaler's scale 2**16 and may overflow and be skipped,
+    # depending on the CPU's kernels (it does on the AVX-512 VM): the next test covers that.
 
 
 def test_fp16_loss_scaling_skips_an_overflowing_step():
