@@ -34,6 +34,7 @@ from datasets.sources import DATASETS, DatasetBundle, load_dataset
 from models import ARCHITECTURES, ProjectionHead, ResNetEncoder
 from models.sync_batchnorm import convert_sync_batchnorm
 from utils.checkpoint import (
+    CheckpointError,
     all_finite,
     ensure_writable,
     load_checkpoint,
@@ -46,11 +47,13 @@ from utils.cli import (
     TrainingError,
     UsageError,
     add_runtime_args,
+    file_stem,
     float_at_least,
     int_at_least,
     proportion,
     resolve_device,
     run_cli,
+    seed_value,
 )
 from utils.distributed import (
     ONE_PROCESS,
@@ -75,6 +78,8 @@ from utils.schedule import CosineAnnealingWithLinearRampLR
 from utils.signals import StopRequest, ignore_sigint_in_worker
 
 PENALTY_SAMPLES = 100  # K of spec section 5
+# What --resume needs from a checkpoint; evaluation-only files lack some.
+RESUME_KEYS = ("args", "encoder", "head", "optimizer", "results", "rng")
 # Flags that may differ when a run is resumed; all others define the run and come from the
 # checkpoint (giving them a different value on the command line is an error).
 RESUME_OVERRIDABLE = {
@@ -207,7 +212,10 @@ def get_args_parser() -> argparse.ArgumentParser:
         "(Spirograph: of both its train and test sets)",
     )
     p.add_argument(
-        "--seed", type=int, default=0, help="seed of initialisation, data order and augmentation"
+        "--seed",
+        type=seed_value,
+        default=0,
+        help="seed of initialisation, data order and augmentation",
     )
     add_runtime_args(p)
     p.add_argument(
@@ -257,7 +265,9 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="also write <filename>.pth every K steps, so that a crash costs at most K steps "
         "(it is always written after every epoch)",
     )
-    p.add_argument("--filename", default="output", help="checkpoint name stem")
+    p.add_argument(
+        "--filename", type=file_stem, default="output", help="checkpoint name stem (no folders)"
+    )
     p.add_argument("--checkpoint-dir", default="checkpoint", help="folder for checkpoints")
     p.add_argument(
         "--overwrite",
@@ -709,8 +719,26 @@ def train(args: argparse.Namespace, shard: Shard) -> Path:
     if args.resume:
         resumed_from = resolve_checkpoint(args.resume, args.checkpoint_dir)
         resumed = load_checkpoint(resumed_from)
+        missing = [key for key in RESUME_KEYS if key not in resumed]
+        if missing or not isinstance(resumed["args"], dict):
+            raise CheckpointError(
+                f"{resumed_from} lacks {', '.join(missing) or 'valid args'}, so it cannot be "
+                "resumed (it was not written by this training script); start a new run"
+            )
         args = merge_resumed_args(args, resumed["args"])
     device = resolve_device(args.device)
+    defaults = get_args_parser()
+    if (
+        resumed is None  # a run that was allowed to start is allowed to go on
+        and args.dataset == "spirograph"
+        and (
+            args.colour_strength != defaults.get_default("colour_strength") or args.blur is not None
+        )
+    ):
+        raise UsageError(
+            "--colour-strength and --blur shape natural images' views; Spirograph's views come "
+            "from its own transformation parameters, so drop them"
+        )
     if args.batch_size % shard.world:
         raise UsageError(
             f"--batch-size {args.batch_size} is the global batch and does not split evenly "
@@ -768,7 +796,12 @@ def train(args: argparse.Namespace, shard: Shard) -> Path:
             scheduler.load_state_dict(resumed["scheduler"])
         if scaler is not None and resumed.get("scaler") is not None:
             scaler.load_state_dict(resumed["scaler"])
-        restore_rng(resumed["rng"], generator)
+        if not restore_rng(resumed["rng"], generator):
+            say(
+                f"note: the augmentation generator was saved on {resumed['args'].get('device')} "
+                f"and does not carry over to {device.type}; it is reseeded from the checkpoint, "
+                "so the random draws from here on differ from an uninterrupted run's"
+            )
         results = resumed["results"]
         # Version 1 checkpoints were written at epoch ends only.
         position = Position(**resumed.get("next", {"epoch": resumed["epoch"] + 1}))
@@ -877,7 +910,8 @@ def train(args: argparse.Namespace, shard: Shard) -> Path:
             if tensorboard is not None:
                 tensorboard.write(row)
             if epoch % args.save_freq == args.save_freq - 1:
-                save(checkpoint_dir / f"{args.filename}_epoch{epoch:03d}.pth", Position(epoch + 1))
+                kept = checkpoint_dir / f"{args.filename}_epoch{epoch + 1:03d}.pth"
+                save(kept, Position(epoch + 1))
             # The latest state after every epoch: a crash costs at most one epoch (or
             # --save-every-steps steps).
             save(latest, Position(epoch + 1))

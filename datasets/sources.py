@@ -11,8 +11,8 @@ from torch.utils.data import Dataset
 
 from datasets.imagenet import ImageFolderCrops, imagenet_folders
 from datasets.natural import Labelled, load_cifar, load_stl10, stratified_indices
-from datasets.paths import PATHS_FILE, dataset_folder
-from datasets.spirograph import DATA_PARAMS, spirograph_splits
+from datasets.paths import PATHS_FILE, DatasetError, dataset_folder
+from datasets.spirograph import DATA_PARAMS, TEST_SIZE, spirograph_splits
 
 # name: (stem, image side, classes; None for Spirograph's regression onto its data parameters)
 DATASETS: dict[str, tuple[str, int, int | None]] = {
@@ -58,6 +58,11 @@ def load_dataset(
     stem, size, num_classes = DATASETS[name]
     if name == "spirograph":
         train, test = spirograph_splits(proportion, SPIROGRAPH_DATA_SEED)
+        if not (len(train) and len(test)):
+            raise DatasetError(
+                f"spirograph: --proportion {proportion} leaves {len(train)} training and "
+                f"{len(test)} test images; use at least {1 / TEST_SIZE:g}"
+            )
         return DatasetBundle(
             name, stem, size, None, train, Labelled(train, train), Labelled(test, test)
         )

@@ -262,6 +262,35 @@ def test_bad_inputs_are_one_line_each(tmp_path, capsys, monkeypatch):
     # Flag values argparse rejects: one line too, not the whole usage block.
     assert "--batch-size: must be at least 2, got 1" in error(*RUN, "--batch-size", "1")
     assert "invalid choice: 'resnet7'" in error(*RUN, "--arch", "resnet7")
+    assert "--seed: must be at least 0" in error(*RUN, "--seed", "-1")
+    assert "--seed: must be at most 4294967295" in error(*RUN, "--seed", str(2**40))
+    assert "without folders" in error(*RUN, "--filename", "runs/a")
+    # Flags that would do nothing for the dataset, and a Spirograph too small to test on.
+    line = error(*RUN, "--colour-strength", "1.0")
+    assert "--colour-strength and --blur" in line and "drop them" in line
+    line = error(*RUN, "--proportion", "0.00002")
+    assert "leaves 2 training and 0 test images" in line and "at least 5e-05" in line
+    # A file of this project that training did not write (an evaluation's, a hand-made one).
+    save_checkpoint({"args": {"dataset": "spirograph"}, "encoder": {}}, "checkpoint/e.pth")
+    line = error("--resume", "e.pth")
+    assert "lacks head, optimizer, results, rng, so it cannot be resumed" in line
+
+
+def test_an_error_in_a_data_loader_worker_names_the_file(tmp_path, capsys, monkeypatch):
+    """torch re-raises a worker's error with a traceback for its message; the one line printed
+    is the original message, naming the file that does not decode."""
+    monkeypatch.chdir(tmp_path)
+    root = write_image_folder(tmp_path / "inet", {"train": 2, "val": 1}, classes=2, size=[(20, 20)])
+    bad = sorted((root / "train").rglob("*.*"))[0]
+    bad.write_bytes(b"not an image")
+    write_paths(tmp_path, imagenet=root)
+    flags = ["--dataset", "imagenet", "--batch-size", "4", "--arch", "resnet18", "--device", "cpu"]
+    flags += ["--num-workers", "1", "--test-freq", "0", "--num-epochs", "1"]
+    code, err = script_error(train, flags, capsys, monkeypatch)
+    assert code == 2 and "Traceback" not in err
+    line = err.strip().splitlines()[-1]  # after the progress bar's erasure (a terminal's \r)
+    assert line.startswith(f"invariance_by_gradient.py: error: imagenet: cannot decode {bad}")
+    assert "Caught" not in line
 
 
 def test_debug_shows_the_traceback(tmp_path, capsys, monkeypatch):

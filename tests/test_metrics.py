@@ -53,7 +53,7 @@ def test_resuming_an_earlier_checkpoint_drops_the_lines_after_it(workdir):
     metrics = workdir / "checkpoint" / "b.metrics.jsonl"
     (workdir / "checkpoint" / "b.pth").unlink()
     # Continue from the end of epoch 1 under the same name: epoch 2 is redone, not duplicated.
-    run("--resume", "b_epoch000.pth", "--filename", "b")
+    run("--resume", "b_epoch001.pth", "--filename", "b")
     assert [row["epoch"] for row in lines(metrics)] == [1, 2]
 
 

@@ -9,6 +9,7 @@ import torch
 from tiny_data import write_cifar_pickles, write_image_folder, write_paths, write_stl10
 
 import invariance_by_gradient as train
+from utils.checkpoint import save_checkpoint
 from utils.schedule import ramp_cosine_lr
 
 REPO = Path(__file__).resolve().parent.parent
@@ -66,7 +67,7 @@ def test_spirograph_run_writes_checkpoints_with_plain_types(workdir):
         "demo",
     )
     assert final == Path("checkpoint/demo.pth")
-    for name in ("demo_epoch000.pth", "demo_epoch001.pth", "demo.pth"):
+    for name in ("demo_epoch001.pth", "demo_epoch002.pth", "demo.pth"):  # 1-based, as logged
         assert (workdir / "checkpoint" / name).is_file()
     state = load(final)
     assert set(state) == CHECKPOINT_KEYS
@@ -175,6 +176,27 @@ def test_resume_continues_epochs_rate_and_weights(workdir):
     assert resumed["results"][1]["lr"] == pytest.approx(ramp_cosine_lr(1, base, 3))
     for key, value in straight["encoder"].items():
         assert torch.equal(value, resumed["encoder"][key]), key
+
+
+def test_resume_on_another_kind_of_device_reseeds_reproducibly(workdir, capsys):
+    """A GPU run's augmentation generator cannot continue on the CPU (nor the reverse); the
+    resumed run says so and draws from a seed taken from the checkpoint."""
+    run(*SPIRO, "--num-epochs", "2", "--cut-off", "1", "--test-freq", "0", "--filename", "g")
+    path = workdir / "checkpoint" / "g.pth"
+    state = load(path)
+    state["rng"]["augment"] = torch.zeros(16, dtype=torch.uint8)  # a CUDA generator's state
+    state["args"]["device"] = "cuda"
+    save_checkpoint(state, path)
+    capsys.readouterr()
+    weights = []
+    for name in ("r1", "r2"):
+        weights.append(
+            load(run("--resume", "g.pth", "--cut-off", "2", "--filename", name))["encoder"]
+        )
+        out = capsys.readouterr().out
+        assert "saved on cuda and does not carry over to cpu" in out
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    assert not all(torch.equal(weights[0][k], state["encoder"][k]) for k in weights[0])
 
 
 def test_resume_refuses_a_conflicting_run_flag(workdir):

@@ -23,7 +23,7 @@ class TrainingError(Exception):
     checkpoint."""
 
 
-def int_at_least(minimum: int) -> Callable[[str], int]:
+def int_at_least(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -31,10 +31,27 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be at most {maximum}, got {value}")
         return value
 
     parse.__name__ = f"integer >= {minimum}"
     return parse
+
+
+# Seeds are mixed with epochs and indices (seed · 1,000,003 + epoch) before they reach torch's
+# 64-bit generators; 32 bits leave that room.
+seed_value = int_at_least(0, 2**32 - 1)
+
+
+def file_stem(text: str) -> str:
+    """A file name without folders: the run's files all go to --checkpoint-dir."""
+    if not text or text in (".", "..") or "/" in text or "\\" in text:
+        raise argparse.ArgumentTypeError(
+            f"expected a plain name without folders, got {text!r}; put the folder in "
+            "--checkpoint-dir"
+        )
+    return text
 
 
 def float_at_least(minimum: float, *, strict: bool = False) -> Callable[[str], float]:
@@ -97,6 +114,19 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def error_line(error: BaseException) -> str:
+    """The first line of ``error``'s message; for an error a DataLoader worker re-raised, the
+    original message, which torch puts on the last line of the worker's traceback."""
+    lines = str(error).strip().splitlines()
+    if not lines:
+        return repr(error)
+    if lines[0].startswith("Caught ") and len(lines) > 1:
+        qualified, sep, original = lines[-1].partition(": ")
+        if sep and qualified.rsplit(".", 1)[-1] == type(error).__name__:
+            return original
+    return lines[0]
+
+
 def run_cli(main: Callable[[argparse.Namespace], Any], parser: argparse.ArgumentParser) -> None:
     """Parse, run, and turn the project's known failures into one line on stderr: exit status 2
     for bad input, 1 for a run that cannot go on, 130 for a second Ctrl-C. ``--debug`` lets the
@@ -123,7 +153,7 @@ def run_cli(main: Callable[[argparse.Namespace], Any], parser: argparse.Argument
     ) as error:
         if debug:
             raise
-        message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        message = error_line(error)
         if isinstance(error, torch.OutOfMemoryError):
             message = f"out of memory ({message[:160]}); lower --batch-size"
         # Under torchrun every process meets the same bad input: rank 0 says it once. Other

@@ -30,10 +30,22 @@ def capture_rng(generator: torch.Generator) -> dict[str, Any]:
     }
 
 
-def restore_rng(state: dict[str, Any], generator: torch.Generator) -> None:
+def restore_rng(state: dict[str, Any], generator: torch.Generator) -> bool:
     """Put back what `capture_rng` captured. Checkpoints older than this module hold only the
-    augmentation and torch CPU states; the others are then left as they are."""
-    generator.set_state(state["augment"])
+    augmentation and torch CPU states; the others are then left as they are.
+
+    Returns False when the augmentation state cannot be put back because it was captured on
+    another kind of device (a GPU run resumed on the CPU, or the reverse: their generators'
+    states differ in kind and size); ``generator`` is then seeded from the checkpoint's CPU
+    state instead, so that the resumed run is still reproducible, though not the same."""
+    try:
+        generator.set_state(state["augment"])
+        exact = True
+    except RuntimeError:
+        saved_cpu = torch.Generator()
+        saved_cpu.set_state(state["torch"])
+        generator.manual_seed(int(torch.randint(2**62, (), generator=saved_cpu)))
+        exact = False
     torch.set_rng_state(state["torch"])
     cuda = state.get("cuda") or []
     if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
@@ -44,3 +56,4 @@ def restore_rng(state: dict[str, Any], generator: torch.Generator) -> None:
     if "numpy" in state:
         kind, keys, pos, has_gauss, cached = state["numpy"]
         np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    return exact
