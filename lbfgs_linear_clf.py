@@ -12,7 +12,13 @@ from __future__ import annotations
 import argparse
 
 from utils.cli import float_at_least, int_at_least, run_cli
-from utils.evaluation import DEFAULT_REG_WEIGHT, eval_args_parser, evaluate_checkpoint
+from utils.evaluation import (
+    DEFAULT_REG_WEIGHT,
+    SGD_EPOCHS,
+    SGD_LR,
+    eval_args_parser,
+    evaluate_checkpoint,
+)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -27,12 +33,17 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="lbfgs: full batch (default; not for ImageNet); sgd: the paper's ImageNet "
         "protocol (default for ImageNet)",
     )
-    p.add_argument("--epochs", type=int_at_least(1), default=90, help="SGD solver: epochs")
+    p.add_argument(
+        "--epochs",
+        type=int_at_least(1),
+        default=None,
+        help=f"SGD solver only: epochs (default: {SGD_EPOCHS})",
+    )
     p.add_argument(
         "--lr",
         type=float_at_least(0.0, strict=True),
-        default=0.1,
-        help="SGD solver: initial learning rate, cosine-annealed to 0",
+        default=None,
+        help=f"SGD solver only: initial learning rate, cosine-annealed to 0 (default: {SGD_LR})",
     )
     return p
 

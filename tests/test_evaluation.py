@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_data import write_cifar_pickles, write_paths
+from tiny_data import write_cifar_pickles, write_image_folder, write_paths
 
 import invariance_by_gradient as train
 import lbfgs_linear_clf
@@ -167,21 +167,30 @@ def last_json(out: str) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def test_spirograph_script_matches_the_in_training_probe(tmp_path, monkeypatch):
+def test_spirograph_script_matches_the_in_training_probe(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     flags = ["--dataset", "spirograph", "--proportion", "0.0003", "--batch-size", "8"]
     flags += ["--arch", "resnet18", "--num-epochs", "1", "--test-freq", "1", "--device", "cpu"]
+    flags += ["--seed", "3"]
     state = torch.load(train.main(train.get_args_parser().parse_args(flags)), weights_only=True)
-    args = lbfgs_linear_clf_spirograph.get_args_parser().parse_args(
-        ["--load-from", "output.pth", "--device", "cpu", "--componentwise"]
+    parser = lbfgs_linear_clf_spirograph.get_args_parser()
+    capsys.readouterr()
+    result = lbfgs_linear_clf_spirograph.main(
+        parser.parse_args(["--load-from", "output.pth", "--device", "cpu", "--componentwise"])
     )
-    result = lbfgs_linear_clf_spirograph.main(args)
-    # one probe implementation, the training run's proportion and the same default weight
+    # one probe implementation, the training run's proportion, seed and default weight
     n_train, n_test = (len(split) for split in spirograph_splits(0.0003))
     assert (result["n_train"], result["n_test"], result["reg_weight"]) == (n_train, n_test, 1e-8)
     assert result["mse"] == pytest.approx(state["results"][0]["test_mse"], rel=1e-6)
     per_target = [result[f"mse_{k}"] for k in ("m", "b", "sigma", "rfore")]
     assert result["mse"] == pytest.approx(sum(per_target) / 4, rel=1e-6)
+    assert f"rfore {result['mse_rfore']:.6f}" in capsys.readouterr().out
+    # Another seed draws other views; without --componentwise the errors are not itemised.
+    other = lbfgs_linear_clf_spirograph.main(
+        parser.parse_args(["--load-from", "output.pth", "--device", "cpu", "--seed", "0"])
+    )
+    assert other["mse"] != pytest.approx(result["mse"], rel=1e-6)
+    assert "mse_m" not in other and "rfore" not in capsys.readouterr().out
 
 
 def test_classification_script_prints_json_for_each_mode(tmp_path):
@@ -201,6 +210,34 @@ def test_classification_script_prints_json_for_each_mode(tmp_path):
         assert 0 <= result["accuracy"] <= 100 and result["loss"] > 0
 
 
+def test_sgd_probe_crops_afresh_each_epoch_and_subsets_invariance(tmp_path, monkeypatch):
+    """ImageNet's protocol: SGD on a new random crop of every image in every epoch (crops are
+    seeded by epoch); --invariance-images subsets a folder dataset as it does a tensor one."""
+    from datasets.imagenet import ImageFolderCrops
+
+    monkeypatch.chdir(tmp_path)
+    root = write_image_folder(tmp_path / "inet", {"train": 2, "val": 2}, classes=2, size=[(40, 30)])
+    write_paths(tmp_path, imagenet=root)
+    write_checkpoint(tmp_path / "checkpoint" / "i.pth", "imagenet", 1.0)
+    seen = []
+    original = ImageFolderCrops.__getitem__
+
+    def record(self, index):
+        seen.append((self.random, self.epoch))
+        return original(self, index)
+
+    monkeypatch.setattr(ImageFolderCrops, "__getitem__", record)
+    args = lbfgs_linear_clf.get_args_parser().parse_args(
+        ["--load-from", "i.pth", "--random-init", "--device", "cpu", "--num-workers", "0"]
+        + ["--epochs", "2", "--batch-size", "2", "--invariance", "2", "--invariance-images", "3"]
+    )
+    result = lbfgs_linear_clf.main(args)
+    assert result["solver"] == "sgd" and 0 <= result["accuracy"] <= 100
+    assert sorted(set(seen)) == [(False, 0), (True, 0), (True, 1)]  # test views are centre crops
+    assert [epoch for random, epoch in seen if random] == [0] * 4 + [1] * 4
+    assert result["invariance_images"] == 3 and result["invariance"] > 0
+
+
 @pytest.mark.parametrize(
     ("name", "dataset", "flags", "message"),
     [
@@ -208,6 +245,8 @@ def test_classification_script_prints_json_for_each_mode(tmp_path):
         ("lbfgs_linear_clf_spirograph.py", "cifar10", ["--componentwise"], "lbfgs_linear_clf.py"),
         ("lbfgs_linear_clf.py", "spirograph", [], "lbfgs_linear_clf_spirograph.py"),
         ("lbfgs_linear_clf.py", "cifar10", ["--solver", "sgd", "--reg-weight", "auto"], "SGD"),
+        ("lbfgs_linear_clf.py", "cifar10", ["--solver", "sgd", "--num-passes", "2"], "drop them"),
+        ("lbfgs_linear_clf.py", "cifar10", ["--lr", "0.5"], "--lr set the SGD solver"),
     ],
 )
 def test_incompatible_choices_are_one_line_errors(tmp_path, name, dataset, flags, message):

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from augmentation.views import NaturalViews, SpirographViews
+from datasets.imagenet import ImageFolderCrops
 from datasets.natural import Labelled
 from datasets.sources import DATASETS, DatasetBundle, load_dataset
 from datasets.spirograph import DATA_PARAMS
@@ -32,6 +33,7 @@ from utils.cli import (
     int_at_least,
     proportion,
     resolve_device,
+    seed_value,
 )
 from utils.invariance import invariance_measure
 from utils.probe import LinearFit, encode, evaluate_linear, fit_linear
@@ -41,6 +43,8 @@ REG_GRID = [10.0**k for k in range(-9, 0)]
 # probe therefore defaults to (in the evaluation script and in training's --test-freq probe).
 DEFAULT_REG_WEIGHT = {"classification": 1e-5, "regression": 1e-8}
 HELD_OUT = 0.1
+# The paper's ImageNet linear protocol (`--solver sgd`): 90 epochs from a rate of 0.1.
+SGD_EPOCHS, SGD_LR = 90, 0.1
 
 
 def reg_weight(text: str) -> float | str:
@@ -123,23 +127,24 @@ def eval_args_parser(description: str, default_reg: float) -> argparse.ArgumentP
     add_runtime_args(p)
     p.add_argument(
         "--seed",
-        type=int,
-        default=0,
-        help="seed of the augmentation draws, the labelled subset and --random-init",
+        type=seed_value,
+        default=None,
+        help="seed of the augmentation draws, the labelled subset and --random-init (default: "
+        "the training run's --seed, as its in-training probe)",
     )
     return p
 
 
 def load_encoder(
-    path: Path, device: torch.device, *, random_init: bool = False, seed: int = 0
+    path: Path, device: torch.device, *, random_init: bool = False, seed: int | None = None
 ) -> tuple[nn.Module, dict[str, Any], int]:
     """The checkpoint's encoder (loaded strictly) in eval mode, the training arguments and the
-    number of epochs it was trained for."""
+    number of epochs it was trained for. ``seed`` (default: the run's) seeds ``random_init``."""
     state = load_checkpoint(path)
     run = state.get("args")
     if not isinstance(run, dict) or run.get("dataset") not in DATASETS or "arch" not in run:
         raise CheckpointError(f"{path} lacks valid training arguments (dataset, arch)")
-    torch.manual_seed(seed)
+    torch.manual_seed(seed if seed is not None else run.get("seed", 0))
     try:
         encoder = ResNetEncoder(run["arch"], DATASETS[run["dataset"]][0])
         if not random_init:
@@ -329,13 +334,17 @@ def fit_sgd(
     """The paper's ImageNet protocol: a linear layer trained by SGD on frozen representations of
     randomly cropped and flipped images (no colour distortion), cosine-annealed over --epochs."""
     linear = nn.Linear(encoder.representation_dim, data.num_outputs).to(device)
-    optimizer = torch.optim.SGD(linear.parameters(), lr=args.lr, momentum=0.9)
+    epochs = args.epochs if args.epochs is not None else SGD_EPOCHS
+    lr = args.lr if args.lr is not None else SGD_LR
+    optimizer = torch.optim.SGD(linear.parameters(), lr=lr, momentum=0.9)
     split = data.probe_train
     steps_per_epoch = math.ceil(len(split) / args.batch_size)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, args.epochs * steps_per_epoch)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * steps_per_epoch)
     targets_all = split_targets(split)
     loss = torch.zeros(())
-    for epoch in range(args.epochs):
+    for epoch in range(epochs):
+        if isinstance(split, ImageFolderCrops):
+            split.epoch = epoch  # its crops are seeded by (seed, epoch, index): fresh ones
         if isinstance(split, Labelled):
             order = torch.randperm(len(split), generator=torch.Generator().manual_seed(epoch))
             batches = ((split.inputs[i], targets_all[i]) for i in order.split(args.batch_size))
@@ -355,9 +364,9 @@ def fit_sgd(
             loss.backward()
             optimizer.step()
             schedule.step()
-        print(f"SGD epoch {epoch + 1}/{args.epochs}: last batch loss {loss.item():.4f}")
+        print(f"SGD epoch {epoch + 1}/{epochs}: last batch loss {loss.item():.4f}")
     grad_norm = torch.cat([p.grad.flatten() for p in linear.parameters()]).norm().item()
-    return LinearFit(linear.eval(), loss.item(), grad_norm, args.epochs * steps_per_epoch)
+    return LinearFit(linear.eval(), loss.item(), grad_norm, epochs * steps_per_epoch)
 
 
 def evaluate_checkpoint(args: argparse.Namespace, task: str) -> dict[str, Any]:
@@ -383,6 +392,17 @@ def evaluate_checkpoint(args: argparse.Namespace, task: str) -> dict[str, Any]:
         raise UsageError("--raw-pixels is for the L-BFGS probe (CIFAR, STL-10, Spirograph)")
     if solver == "sgd" and args.reg_weight == "auto":
         raise UsageError("--reg-weight auto is for the L-BFGS solver; give a number with SGD")
+    if solver == "sgd" and (args.untransformed or args.num_passes > 1):
+        raise UsageError(
+            "--untransformed and --num-passes choose the representations L-BFGS is fitted on; "
+            "SGD trains on a fresh crop and flip at every step, so drop them"
+        )
+    sgd_flags = [f"--{name}" for name in ("epochs", "lr") if getattr(args, name, None) is not None]
+    if solver == "lbfgs" and sgd_flags:
+        raise UsageError(
+            f"{' and '.join(sgd_flags)} set the SGD solver; add --solver sgd or drop them"
+        )
+    seed = args.seed if args.seed is not None else run.get("seed", 0)
     if args.raw_pixels:
         weights = "raw pixels, no encoder"
     elif args.random_init:
@@ -393,9 +413,9 @@ def evaluate_checkpoint(args: argparse.Namespace, task: str) -> dict[str, Any]:
 
     start = time.perf_counter()
     share = args.proportion if args.proportion is not None else run.get("proportion", 1.0)
-    data = load_dataset(dataset, proportion=share, seed=args.seed)
+    data = load_dataset(dataset, proportion=share, seed=seed)
     views = eval_views(data, run)
-    generator = torch.Generator(device).manual_seed(args.seed)
+    generator = torch.Generator(device).manual_seed(seed)
     common = dict(
         untransformed=args.untransformed,
         num_passes=args.num_passes,
@@ -406,7 +426,7 @@ def evaluate_checkpoint(args: argparse.Namespace, task: str) -> dict[str, Any]:
     )
     if solver == "lbfgs":
         fit, result, weight = linear_probe(
-            encoder, data, views, reg_weight=args.reg_weight, seed=args.seed, verbose=True, **common
+            encoder, data, views, reg_weight=args.reg_weight, seed=seed, verbose=True, **common
         )
     else:
         weight = args.reg_weight
@@ -428,19 +448,18 @@ def evaluate_checkpoint(args: argparse.Namespace, task: str) -> dict[str, Any]:
         summary.update(accuracy=result["accuracy"], loss=result["loss"])
     else:
         per_target = dict(zip(DATA_PARAMS, result["mse_per_target"], strict=True))
-        print(
-            f"test MSE {result['mse']:.6f}  ("
-            + ", ".join(f"{k} {v:.6f}" for k, v in per_target.items())
-            + ")"
-        )
+        line = f"test MSE {result['mse']:.6f}"
         summary["mse"] = result["mse"]
         if getattr(args, "componentwise", False):
+            line += "  (" + ", ".join(f"{k} {v:.6f}" for k, v in per_target.items()) + ")"
             summary.update({f"mse_{k}": v for k, v in per_target.items()})
+        print(line)
     if args.invariance:
         test = data.probe_test
-        if isinstance(test, Labelled) and len(test) > args.invariance_images:
-            order = torch.randperm(len(test), generator=torch.Generator().manual_seed(args.seed))
-            test = test.subset(order[: args.invariance_images].sort().values)
+        if len(test) > args.invariance_images:
+            order = torch.randperm(len(test), generator=torch.Generator().manual_seed(seed))
+            keep = order[: args.invariance_images].sort().values
+            test = test.subset(keep) if isinstance(test, Labelled) else test.select(keep.tolist())
         measured = measure_invariance(
             encoder,
             test,
@@ -449,7 +468,7 @@ def evaluate_checkpoint(args: argparse.Namespace, task: str) -> dict[str, Any]:
             batch_size=args.batch_size,
             num_workers=args.num_workers,
             device=device,
-            generator=torch.Generator(device).manual_seed(args.seed + 1),
+            generator=torch.Generator(device).manual_seed(seed + 1),
         )
         print(
             f"invariance {measured['invariance']:.4f} (variance across {args.invariance} draws "
@@ -463,8 +482,9 @@ def evaluate_checkpoint(args: argparse.Namespace, task: str) -> dict[str, Any]:
     summary.update(
         n_train=len(data.probe_train),
         n_test=len(data.probe_test),
-        num_passes=1 if args.untransformed else args.num_passes,
-        untransformed=args.untransformed,
+        # SGD fits on a fresh crop at every step: neither choice applies to it.
+        num_passes=None if solver == "sgd" else 1 if args.untransformed else args.num_passes,
+        untransformed=None if solver == "sgd" else args.untransformed,
         reg_weight=weight,
         solver=solver,
         train_objective=fit.train_loss,
