@@ -35,8 +35,6 @@ class NaturalViews:
     workers (ImageNet).
     """
 
-    nuisance_dim = 4
-
     def __init__(
         self,
         dataset: str,
@@ -119,8 +117,6 @@ class NaturalViews:
 
 class SpirographViews:
     """Each view renders the image's data parameters with a fresh transformation draw."""
-
-    nuisance_dim = 6
 
     def sample_nuisance(
         self, n: int, *, device: torch.device | str, generator: torch.Generator | None = None

@@ -48,7 +48,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from augmentation.crop import resized_crop, sample_crop_boxes
 from augmentation.views import to_unit_float
 from datasets.imagenet import ImageFolderCrops
-from datasets.paths import DatasetError
+from datasets.natural import open_rgb
 from utils.cli import UsageError, int_at_least, resolve_device, run_cli
 
 NUM_CLASSES = 10  # class folders of the synthetic tree; only the file layout depends on it
@@ -142,13 +142,7 @@ class DecodedImages(Dataset):
         return len(self.files)
 
     def __getitem__(self, index: int) -> Tensor:
-        path = self.files[index]
-        try:
-            with Image.open(path) as image:
-                image = image.convert("RGB")
-        except OSError as error:
-            raise DatasetError(f"imagenet: cannot decode {path} ({error})") from None
-        return TF.pil_to_tensor(image)
+        return TF.pil_to_tensor(open_rgb(self.files[index], "imagenet"))
 
 
 def pad_collate(images: list[Tensor]) -> tuple[Tensor, Tensor]:

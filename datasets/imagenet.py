@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode
 
 from augmentation.crop import sample_crop_boxes
-from datasets.natural import image_folder_files
+from datasets.natural import image_folder_files, open_rgb
 from datasets.paths import DatasetError
 
 
@@ -77,11 +77,7 @@ class ImageFolderCrops(Dataset):
 
     def __getitem__(self, index: int) -> tuple[Tensor, ...]:
         path = self.files[index]
-        try:
-            with Image.open(path) as image:
-                image = image.convert("RGB")
-        except OSError as error:
-            raise DatasetError(f"{self.name}: cannot decode {path} ({error})") from None
+        image = open_rgb(path, self.name)
         seed = np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(2)
         generator = torch.Generator().manual_seed(int(seed[0]) << 32 | int(seed[1]))
         views = (self._view(image, generator) for _ in range(self.num_views))

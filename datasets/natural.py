@@ -102,12 +102,18 @@ def image_folder_files(folder: Path, name: str) -> tuple[list[Path], Tensor, lis
     return files, torch.tensor(labels, dtype=torch.int64), classes
 
 
-def _decode(path: Path, size: int, name: str) -> np.ndarray:
+def open_rgb(path: Path, name: str) -> Image.Image:
+    """The image file at ``path`` decoded as RGB; a file that does not decode is a
+    `DatasetError` naming it."""
     try:
         with Image.open(path) as image:
-            array = np.asarray(image.convert("RGB"))
+            return image.convert("RGB")
     except OSError as error:
         raise DatasetError(f"{name}: cannot decode {path} ({error})") from None
+
+
+def _decode(path: Path, size: int, name: str) -> np.ndarray:
+    array = np.asarray(open_rgb(path, name))
     if array.shape[:2] != (size, size):
         raise DatasetError(
             f"{name}: {path} is {array.shape[1]}×{array.shape[0]}, expected {size}×{size}"

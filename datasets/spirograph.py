@@ -13,7 +13,6 @@ import math
 
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
 
 DATA_PARAMS = ("m", "b", "sigma", "rfore")
 TRANSFORM_PARAMS = ("h", "rback", "gfore", "gback", "bfore", "bback")
@@ -102,22 +101,3 @@ def spirograph_splits(proportion: float = 1.0, seed: int = 0) -> tuple[Tensor, T
     generator = torch.Generator().manual_seed(seed)
     params = sample_data_params(n_train + n_test, generator=generator)
     return params[:n_train], params[n_train:]
-
-
-class SpirographDataset(Dataset):
-    """Rows of data parameters; item i is (params[i], params[i]): the input and the target.
-
-    Images are not stored: the training loop renders each view from the row and a fresh draw of
-    transformation parameters, on whatever device it trains on.
-    """
-
-    def __init__(self, params: Tensor) -> None:
-        if params.ndim != 2 or params.shape[1] != len(DATA_PARAMS):
-            raise ValueError(f"expected (N, 4) data parameters, got {tuple(params.shape)}")
-        self.params = params
-
-    def __len__(self) -> int:
-        return self.params.shape[0]
-
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        return self.params[index], self.params[index]

@@ -52,9 +52,3 @@ class ResNetEncoder(ResNet):
     def forward(self, x: Tensor) -> Tensor:
         """(B, 3, H, W) images -> (B, representation_dim) representations."""
         return super().forward(x)
-
-
-def representation_dim(arch: str) -> int:
-    """Size of the pooled representation of an architecture: 512, 512 or 2048."""
-    block, _ = ARCHITECTURES[arch]
-    return 512 * block.expansion

@@ -5,7 +5,6 @@ from conftest import as_tensor, assert_close_rel
 from datasets.spirograph import (
     DATA_BOUNDS,
     TRANSFORM_BOUNDS,
-    SpirographDataset,
     render_spirograph,
     sample_data_params,
     sample_transform_params,
@@ -73,13 +72,3 @@ def test_splits_are_seeded_disjoint_and_scaled():
     assert not (test[:, None, :] == train[None, :, :]).all(-1).any()
     with pytest.raises(ValueError, match="proportion"):
         spirograph_splits(proportion=0.0)
-
-
-def test_dataset_returns_parameters_as_input_and_target():
-    train, _ = spirograph_splits(proportion=0.001)
-    dataset = SpirographDataset(train)
-    assert len(dataset) == 100
-    x, y = dataset[7]
-    assert torch.equal(x, train[7]) and torch.equal(y, train[7])
-    with pytest.raises(ValueError):
-        SpirographDataset(train[:, :3])
