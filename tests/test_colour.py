@@ -79,8 +79,9 @@ def test_parameter_ranges_follow_strength(strength):
     assert torch.all(params >= bounds[:, 0]) and torch.all(params <= bounds[:, 1])
     assert torch.allclose(params.min(0).values, bounds[:, 0], atol=1e-3 * strength)
     assert torch.allclose(params.max(0).values, bounds[:, 1], atol=1e-3 * strength)
-    assert bounds[0].tolist() == pytest.approx([1 - 0.8 * strength, 1 + 0.8 * strength])
-    assert bounds[3].tolist() == pytest.approx([-0.2 * strength, 0.2 * strength])
+    # Spec section 3: brightness, contrast, saturation on 1 ± 0.8s, hue on ±0.2s.
+    spec = [(1 - 0.8 * strength, 1 + 0.8 * strength)] * 3 + [(-0.2 * strength, 0.2 * strength)]
+    assert bounds.tolist() == [pytest.approx(list(row)) for row in spec]
 
 
 def test_apply_masks_have_their_probabilities():

@@ -49,18 +49,47 @@ def test_regressor_recovers_known_weights_and_stops_on_tolerance():
     assert capped.iterations == 2 and not capped.converged and capped.grad_norm > 1e-3
 
 
-def test_regression_with_reg_weight_is_ridge_with_an_unpenalised_bias():
+@pytest.mark.parametrize("targets", [1, 4])
+def test_regression_with_reg_weight_is_ridge_with_an_unpenalised_bias(targets):
     gen = torch.Generator().manual_seed(2)
-    x = torch.randn(200, 6, generator=gen, dtype=torch.float64)
-    y = 3.0 + x @ torch.randn(6, 1, generator=gen, dtype=torch.float64)
-    y += 0.3 * torch.randn(200, 1, generator=gen, dtype=torch.float64)
-    fit = fit_linear(x, y, 1, task="regression", reg_weight=0.5)
-    # closed form of min (1/N)||Xw + b - y||^2 + reg ||w||^2 with b free
+    n = 200
+    x = torch.randn(n, 6, generator=gen, dtype=torch.float64)
+    y = 3.0 + x @ torch.randn(6, targets, generator=gen, dtype=torch.float64)
+    y += 0.3 * torch.randn(n, targets, generator=gen, dtype=torch.float64)
+    fit = fit_linear(x, y, targets, task="regression", reg_weight=0.5)
+    # Closed form of min (1/(N·T))·||XWᵀ + b − Y||² + reg·||W||² with b free: the MSE is the mean
+    # over all N·T entries (as the authors' nn.MSELoss), so with T targets (Spirograph's four) the
+    # ridge term weighs N·T·reg against the sum of squares.
     xc, yc = x - x.mean(0), y - y.mean(0)
-    w = torch.linalg.solve(xc.T @ xc + 200 * 0.5 * torch.eye(6, dtype=torch.float64), xc.T @ yc)
+    ridge = n * targets * 0.5 * torch.eye(6, dtype=torch.float64)
+    w = torch.linalg.solve(xc.T @ xc + ridge, xc.T @ yc)
     b = y.mean(0) - x.mean(0) @ w
     torch.testing.assert_close(fit.model.weight.detach(), w.T, atol=1e-5, rtol=0)
     torch.testing.assert_close(fit.model.bias.detach(), b, atol=1e-5, rtol=0)
+
+
+def test_classifier_minimises_cross_entropy_plus_ridge_with_a_free_bias():
+    """Spec section 7: loss = cross-entropy + reg·||W||², the bias not penalised; checked at the
+    fit by the objective's gradient, written out here, and the reported test cross-entropy."""
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(300, 5, generator=gen, dtype=torch.float64)
+    # Unbalanced classes (about 60/30/10 %) give the optimum a clearly non-zero bias.
+    u = torch.rand(300, generator=gen, dtype=torch.float64)
+    y = torch.bucketize(u, torch.tensor([0.6, 0.9], dtype=torch.float64))
+    reg = 1e-2
+    fit = fit_linear(x, y, 3, task="classification", reg_weight=reg)
+    w = fit.model.weight.detach().clone().requires_grad_()
+    b = fit.model.bias.detach().clone().requires_grad_()
+    logits = x @ w.T + b
+    log_probs = logits - logits.exp().sum(1, keepdim=True).log()
+    cross_entropy = -log_probs[torch.arange(300), y].mean()
+    (cross_entropy + reg * (w**2).sum()).backward()
+    assert b.detach().abs().max() > 0.3  # a penalised bias would be pulled towards 0
+    assert w.grad.norm() < 1e-5 and b.grad.norm() < 1e-5
+    reported = evaluate_linear(fit, x, y, "classification")
+    assert reported["loss"] == pytest.approx(cross_entropy.item(), rel=1e-9)
+    expected_accuracy = (logits.argmax(1) == y).double().mean().item() * 100
+    assert reported["accuracy"] == pytest.approx(expected_accuracy)
 
 
 def test_auto_reg_weight_follows_the_held_out_score(capsys):

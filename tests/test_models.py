@@ -35,6 +35,11 @@ def test_cifar_stem_keeps_resolution():
 
 def test_stl_stem_halves_resolution():
     assert input_of_first_block("stl", 96) == (1, 64, 48, 48)
+    # Spec section 4: the CIFAR stem, then a 3×3 max pool of stride 2 (not a strided convolution).
+    encoder = ResNetEncoder("resnet18", "stl")
+    assert encoder.conv1.kernel_size == (3, 3) and encoder.conv1.stride == (1, 1)
+    assert isinstance(encoder.maxpool, nn.MaxPool2d)
+    assert encoder.maxpool.kernel_size == 3 and encoder.maxpool.stride == 2
 
 
 def test_imagenet_stem_divides_by_four():
@@ -61,6 +66,9 @@ def test_unknown_names_are_rejected():
 @pytest.mark.parametrize("dim", [512, 2048])
 def test_projection_head_layout(dim):
     head = ProjectionHead(dim)
+    # Spec section 4, in order: Linear → BatchNorm1d → ReLU → Linear → BatchNorm1d.
+    kinds = [nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Linear, nn.BatchNorm1d]
+    assert [type(m) for m in head] == kinds
     linears = [m for m in head if isinstance(m, nn.Linear)]
     norms = [m for m in head if isinstance(m, nn.BatchNorm1d)]
     assert [(m.in_features, m.out_features) for m in linears] == [(dim, dim), (dim, 128)]

@@ -46,9 +46,20 @@ def test_renderer_is_differentiable_in_all_parameters():
     )
 
 
+# Spec section 2's table, in its orders (m, b, sigma, rfore) and (h, rback, gfore, gback, bfore,
+# bback), written out rather than read from the code under test.
+SPEC_DATA_BOUNDS = [(2, 5), (0.1, 1.1), (0.25, 1), (0.4, 1)]
+SPEC_TRANSFORM_BOUNDS = [(0.5, 2.5), (0, 0.6), (0.4, 1), (0, 0.6), (0.4, 1), (0, 0.6)]
+
+
+def test_bounds_are_the_spec_table():
+    for ours, spec in ((DATA_BOUNDS, SPEC_DATA_BOUNDS), (TRANSFORM_BOUNDS, SPEC_TRANSFORM_BOUNDS)):
+        assert [x for row in ours for x in row] == pytest.approx([x for row in spec for x in row])
+
+
 @pytest.mark.parametrize(
     ("sampler", "bounds"),
-    [(sample_data_params, DATA_BOUNDS), (sample_transform_params, TRANSFORM_BOUNDS)],
+    [(sample_data_params, SPEC_DATA_BOUNDS), (sample_transform_params, SPEC_TRANSFORM_BOUNDS)],
 )
 def test_samplers_cover_their_ranges(sampler, bounds):
     draws = sampler(20_000, generator=torch.Generator().manual_seed(1))

@@ -307,6 +307,66 @@ def one_step(flags: list[str], penalty_weight: float) -> tuple[torch.Tensor, tor
     return values, encoder.conv1.weight.grad.contiguous()
 
 
+def test_the_step_descends_nt_xent_plus_lambda_times_the_spec_penalty(monkeypatch):
+    """Spec section 5 as the training step wires it: the penalty is taken on the first view's
+    colour parameters θ (the ones that made the view), with K = 100 fresh draws from the same
+    jitter distribution, the configured clamp and normalisation; and the gradient handed to
+    LARS is that of NT-Xent + λ·penalty, i.e. linear in λ with a non-zero penalty part."""
+    from types import SimpleNamespace
+
+    from augmentation.colour import jitter_bounds
+    from augmentation.views import NaturalViews
+
+    calls = []
+    real_penalty = train.gradient_penalty
+
+    def spy(representation, params, sample_params, **options):
+        calls.append((params, sample_params, options))
+        return real_penalty(representation, params, sample_params, **options)
+
+    monkeypatch.setattr(train, "gradient_penalty", spy)
+    images = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(1))  # fmt: skip
+
+    def raw_gradients(penalty_weight: float) -> tuple[list[float], list[torch.Tensor]]:
+        args = train.get_args_parser().parse_args(["--arch", "resnet18", "--batch-size", "6"])
+        torch.manual_seed(0)
+        encoder, head, optimizer, _ = train.build_model(
+            args, SimpleNamespace(stem="cifar"), torch.device("cpu")
+        )
+        params = [*encoder.parameters(), *head.parameters()]
+        seen = []
+        # LARS rescales .grad in place: keep the gradient as backward left it.
+        monkeypatch.setattr(
+            optimizer, "step", lambda: seen.extend(p.grad.double().clone() for p in params)
+        )
+        values = train.training_step(
+            encoder, head, optimizer, NaturalViews("cifar10", 32), images, images,
+            temperature=0.5, penalty_weight=penalty_weight, gp_upper_limit=1000.0,
+            gp_normalization=True, generator=torch.Generator().manual_seed(2),
+        )  # fmt: skip
+        return values.tolist(), seen
+
+    (v0, g0), (v1, g1), (v2, g2) = (raw_gradients(w) for w in (0.0, 0.5, 1.0))
+    assert len(calls) == 2  # λ = 0 computes no penalty
+    theta, sample, options = calls[0]
+    assert theta.shape == (6, 4) and theta.requires_grad
+    assert options["num_samples"] == 100 and options["upper_limit"] == 1000.0
+    assert options["normalize"] is True
+    draws = sample(6 * 3000)  # the sampler lays out K·B draws as (K, B, P)
+    bounds = torch.tensor(jitter_bounds(0.5))
+    assert torch.all(draws >= bounds[:, 0]) and torch.all(draws <= bounds[:, 1])
+    assert torch.all(theta >= bounds[:, 0]) and torch.all(theta <= bounds[:, 1])
+    # Same views, so the same NT-Xent; the same penalty draws at λ = 0.5 and 1.
+    assert v0[0] == v1[0] == v2[0] and v1[1] == v2[1] > 0
+    assert v2[2] == pytest.approx(v2[0] + v2[1], rel=1e-6)
+    # λ·(penalty gradient), twice: equal up to float32 summation order (1e-3 of its size).
+    first = torch.cat([(b - a).flatten() for a, b in zip(g0, g1, strict=True)])
+    second = torch.cat([(c - b).flatten() for b, c in zip(g1, g2, strict=True)])
+    assert first.norm() > 1e-3 * torch.cat([a.flatten() for a in g0]).norm()
+    assert (second - first).norm() < 1e-3 * first.norm()
+
+
 @pytest.mark.parametrize("penalty_weight", [0.0, 0.1])
 def test_channels_last_step_matches_the_default_layout(penalty_weight):
     (v0, g0), (v1, g1) = one_step([], penalty_weight), one_step(["--channels-last"], penalty_weight)
@@ -403,3 +463,21 @@ def test_compiled_step_matches_eager(penalty_weight):
     (v1, g1) = one_step(["--compile"], penalty_weight)
     torch.testing.assert_close(v0, v1, rtol=1e-3, atol=1e-5)
     torch.testing.assert_close(g0, g1, rtol=1e-3, atol=1e-5)
+
+
+def test_build_model_uses_the_spec_optimiser():
+    """Spec section 6: SGD (momentum 0.9, weight decay 1e-6) at base × batch / 256 inside LARS
+    (trust 1e-3); a constant rate without --cosine-anneal."""
+    from datasets.sources import load_dataset
+
+    args = train.get_args_parser().parse_args(
+        ["--dataset", "spirograph", "--arch", "resnet18", "--batch-size", "64", "--base-lr", "2"]
+    )
+    data = load_dataset("spirograph", proportion=0.001)
+    encoder, head, optimizer, scheduler = train.build_model(args, data, torch.device("cpu"))
+    assert scheduler is None
+    (group,) = optimizer.optim.param_groups
+    assert group["lr"] == 2 * 64 / 256 and group["momentum"] == 0.9
+    assert group["weight_decay"] == 1e-6 and optimizer.trust_coef == 1e-3
+    owned = {id(p) for p in [*encoder.parameters(), *head.parameters()]}
+    assert {id(p) for p in group["params"]} == owned
