@@ -241,8 +241,8 @@ def get_args_parser() -> argparse.ArgumentParser:
         choices=list(AMP_DTYPES),
         default="off",
         help="mixed precision for the views without the penalty, the head and NT-Xent (the "
-        "penalised view stays float32); fp16 adds loss scaling. Meant for GPUs: on most CPUs "
-        "it is slower",
+        "penalised view stays float32); fp16 adds loss scaling. Meant for GPUs; on a CPU bf16 "
+        "pays only with bfloat16 matrix units (AMX) and is far slower without them",
     )
     p.add_argument(
         "--log-interval",
