@@ -281,9 +281,12 @@ def test_gp_every_penalises_every_kth_step_with_k_times_the_weight(workdir, monk
         )
 
 
-def one_step(flags: list[str], penalty_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+def one_step(
+    flags: list[str], penalty_weight: float, side: int = 32
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(contrastive, penalty, loss) and the first convolution's LARS-adapted gradient after one
-    training step of a fresh seeded ResNet-18 on fixed images, with the given training flags."""
+    training step of a fresh seeded ResNet-18 on fixed ``side``-pixel images, with the given
+    training flags."""
     from types import SimpleNamespace
 
     from augmentation.views import NaturalViews
@@ -293,10 +296,10 @@ def one_step(flags: list[str], penalty_weight: float) -> tuple[torch.Tensor, tor
     encoder, head, optimizer, _ = train.build_model(
         args, SimpleNamespace(stem="cifar"), torch.device("cpu")
     )
-    images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8,
+    images = torch.randint(0, 256, (8, 3, side, side), dtype=torch.uint8,
                            generator=torch.Generator().manual_seed(1))  # fmt: skip
     values = train.training_step(
-        encoder, head, optimizer, NaturalViews("cifar10", 32), images, images,
+        encoder, head, optimizer, NaturalViews("cifar10", side), images, images,
         temperature=0.5, penalty_weight=penalty_weight, gp_upper_limit=1000.0,
         gp_normalization=True, generator=torch.Generator().manual_seed(2),
         channels_last=args.channels_last,
@@ -381,7 +384,8 @@ def test_channels_last_step_matches_the_default_layout(penalty_weight):
 def test_amp_keeps_the_penalty_exact_and_lowers_the_rest(amp):
     """The penalised view stays float32 under --amp, so the penalty is bit-identical to the
     float32 step's; NT-Xent runs in low precision, so it moves, but only by rounding."""
-    (v0, _), (v1, g1) = one_step([], 0.1), one_step(["--amp", amp], 0.1)
+    # 16-pixel images: float16 convolutions are slow on a CPU.
+    (v0, _), (v1, g1) = one_step([], 0.1, side=16), one_step(["--amp", amp], 0.1, side=16)
     assert v1[1] == v0[1]
     assert v1[0] != v0[0]  # autocast did run
     torch.testing.assert_close(v1[0], v0[0], rtol=1e-2, atol=0)
@@ -394,7 +398,7 @@ def test_amp_keeps_the_penalty_exact_and_lowers_the_rest(amp):
 def test_fp16_loss_scaling_skips_an_overflowing_step():
     from augmentation.views import NaturalViews
 
-    args = train.get_args_parser().parse_args(["--arch", "resnet18", "--batch-size", "8"])
+    args = train.get_args_parser().parse_args(["--arch", "resnet18", "--batch-size", "4"])
     torch.manual_seed(0)
     encoder, head, optimizer, _ = train.build_model(
         args, train.argparse.Namespace(stem="cifar"), torch.device("cpu")
@@ -403,9 +407,9 @@ def test_fp16_loss_scaling_skips_an_overflowing_step():
     # A scale this large makes the scaled float16 gradients overflow: the step must be skipped
     # and the scale halved, as torch.amp's loss scaling does.
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**100)
-    images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+    images = torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8)  # float16 is slow on a CPU
     train.training_step(
-        encoder, head, optimizer, NaturalViews("cifar10", 32), images, images,
+        encoder, head, optimizer, NaturalViews("cifar10", 16), images, images,
         temperature=0.5, penalty_weight=0.0, gp_upper_limit=1.0, gp_normalization=True,
         generator=torch.Generator().manual_seed(2), amp_dtype=torch.float16, scaler=scaler,
     )  # fmt: skip
@@ -414,15 +418,18 @@ def test_fp16_loss_scaling_skips_an_overflowing_step():
 
 
 def test_fp16_run_saves_and_resumes_its_loss_scale(workdir):
-    # 5 images at batch 4: one step an epoch (float16 is slow on a CPU).
-    first = load(run("--dataset", "spirograph", "--proportion", "0.00005", "--batch-size", "4",
-                     "--num-epochs", "2", "--cut-off", "1", "--test-freq", "0",
-                     "--amp", "fp16"))  # fmt: skip
-    assert first["scaler"]["scale"] > 0
-    assert first["args"]["amp"] == "fp16"
-    final = load(run("--resume", "output.pth", "--cut-off", "2"))
-    assert final["epoch"] == 1
-    assert final["scaler"] is not None and final["args"]["amp"] == "fp16"
+    # 5 images at batch 4: one step an epoch (float16 is slow on a CPU), and only one step in all.
+    path = run("--dataset", "spirograph", "--proportion", "0.00005", "--batch-size", "4",
+               "--num-epochs", "2", "--cut-off", "1", "--test-freq", "0",
+               "--amp", "fp16")  # fmt: skip
+    first = load(path)
+    assert first["scaler"]["scale"] > 0 and first["args"]["amp"] == "fp16"
+    # A scale no fresh scaler starts at: the resumed run must carry it, not start over. Resumed
+    # under another name with nothing left to run, it loads the state and writes it back.
+    first["scaler"]["scale"] = 1234.0
+    save_checkpoint(first, path)
+    final = load(run("--resume", "output.pth", "--filename", "again"))
+    assert final["scaler"]["scale"] == 1234.0 and final["args"]["amp"] == "fp16"
 
 
 class RecordingCompile:
