@@ -79,6 +79,10 @@ def test_parameter_ranges_follow_strength(strength):
     assert torch.all(params >= bounds[:, 0]) and torch.all(params <= bounds[:, 1])
     assert torch.allclose(params.min(0).values, bounds[:, 0], atol=1e-3 * strength)
     assert torch.allclose(params.max(0).values, bounds[:, 1], atol=1e-3 * strength)
+    # Uniform on each range: the quartiles sit at a quarter, half and three quarters of it.
+    lo, width = bounds[:, 0], bounds[:, 1] - bounds[:, 0]
+    for q in (0.25, 0.5, 0.75):
+        assert torch.allclose(params.quantile(q, dim=0), lo + q * width, atol=0.01 * strength)
     # Spec section 3: brightness, contrast, saturation on 1 ± 0.8s, hue on ±0.2s.
     spec = [(1 - 0.8 * strength, 1 + 0.8 * strength)] * 3 + [(-0.2 * strength, 0.2 * strength)]
     assert bounds.tolist() == [pytest.approx(list(row)) for row in spec]

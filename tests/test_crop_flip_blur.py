@@ -85,6 +85,8 @@ def test_blur_matches_torchvision_per_image_sigma():
     )
     sig, on = sample_blur(50_000, generator=torch.Generator().manual_seed(0))
     assert sig.min() >= 0.1 and sig.max() <= 2.0
+    quartiles = sig.quantile(torch.tensor([0.25, 0.5, 0.75])).tolist()  # uniform on [0.1, 2]
+    assert quartiles == pytest.approx([0.1 + q * 1.9 for q in (0.25, 0.5, 0.75)], abs=0.02)
     assert on.float().mean().item() == pytest.approx(0.5, abs=0.01)
 
 
