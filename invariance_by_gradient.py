@@ -17,6 +17,7 @@ writes and prints.
 from __future__ import annotations
 
 import argparse
+import math
 import signal
 import subprocess
 import time
@@ -119,6 +120,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--arch", default="resnet50", choices=sorted(ARCHITECTURES), help="encoder architecture"
+    )
+    p.add_argument(
+        "--width",
+        type=positive,
+        default=1.0,
+        help="multiplier of every stage's channel count (1 is the paper's network; 0.25 keeps a "
+        "quarter of the channels, a compute reduction for small-budget runs)",
     )
     p.add_argument(
         "--base-lr",
@@ -353,7 +361,7 @@ def build_model(
 ) -> tuple[nn.Module, nn.Module, LARS, CosineAnnealingWithLinearRampLR | None]:
     """Encoder, projection head, LARS(SGD) at base × batch / 256, and the optional schedule
     (attached to the wrapped SGD). ``sync_bn`` swaps every batch norm for `SyncBatchNorm`."""
-    encoder = ResNetEncoder(args.arch, data.stem)
+    encoder = ResNetEncoder(args.arch, data.stem, args.width)
     head = ProjectionHead(encoder.representation_dim)
     if sync_bn:
         encoder, head = convert_sync_batchnorm(encoder), convert_sync_batchnorm(head)
@@ -431,8 +439,9 @@ def training_step(
 ) -> Tensor:
     """One optimisation step on a batch (spec section 5); ``penalty_weight`` 0 skips the penalty.
 
-    Returns the detached (contrastive loss, penalty, total loss) as one device tensor, so that the
-    step never waits for the device: the caller reads it when it chooses to.
+    Returns the detached (contrastive loss, penalty, total loss, 1 if the penalty was at its clamp
+    else 0) as one device tensor, so that the step never waits for the device: the caller reads it
+    when it chooses to.
 
     ``compiled_encoder`` (``torch.compile`` of ``encoder``, sharing its weights) encodes every view
     whose graph is differentiated once; the penalised view stays eager, because the penalty's
@@ -499,8 +508,10 @@ def training_step(
             signs=signs,
             combine=mean_over_processes,
         )
+        # At the clamp the penalty passes no gradient: training counts how often that happens.
+        clamped = (penalty >= gp_upper_limit).float()
     else:
-        penalty = torch.zeros((), device=device)
+        penalty = clamped = torch.zeros((), device=device)
     loss = contrastive + penalty_weight * penalty
     optimizer.zero_grad(set_to_none=True)
     parameters = [*encoder.parameters(), *head.parameters()]
@@ -513,18 +524,24 @@ def training_step(
         average_gradients(parameters)
         scaler.step(optimizer)  # unscales first; skips the step if a gradient is not finite
         scaler.update()
-    return torch.stack([contrastive, penalty, loss]).detach()
+    return torch.stack([contrastive, penalty, loss, clamped]).detach()
 
 
 @dataclass
 class Position:
     """Where a run stands: ``step`` steps of ``epoch`` done, with that epoch's running sums so
-    far (contrastive loss, penalty, total loss), penalised steps and seconds. Stored in
-    checkpoints as plain types (``"next"``), so a run resumes mid-epoch where it stopped."""
+    far (contrastive loss, penalty, total loss, penalised steps at the clamp), penalised steps and
+    seconds. Stored in checkpoints as plain types (``"next"``), so a run resumes mid-epoch where
+    it stopped. Checkpoints written before the clamp was counted hold three sums: that epoch's
+    count is then unknown (NaN, reported as null)."""
 
     epoch: int
     step: int = 0
-    totals: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    totals: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0])
+
+    def __post_init__(self) -> None:
+        if len(self.totals) == 3:
+            self.totals = [*self.totals, math.nan]
     penalty_steps: int = 0
     seconds: float = 0.0
 
@@ -628,7 +645,7 @@ def train_one_epoch(
             continue
         if (bad := int(first_bad)) >= 0:
             raise NonFiniteLoss(bad)
-        c, g, t = totals.tolist()
+        c, g, t, clamped = totals.tolist()
         elapsed = time.perf_counter() - start
         rate = (done - position.step) * args.batch_size / max(elapsed - position.seconds, 1e-9)
         bar.set_postfix_str(
@@ -636,14 +653,14 @@ def train_one_epoch(
             f"loss {t / done:.3f} {rate:.0f} img/s"
         )
         if save_now and save is not None:
-            save(Position(epoch, done, [c, g, t], penalty_steps, elapsed))
+            save(Position(epoch, done, [c, g, t, clamped], penalty_steps, elapsed))
         if stop_now:
             bar.close()
             raise Stopped
     bar.close()
     elapsed = time.perf_counter() - start
-    c, g, t = totals.tolist()
-    return {
+    c, g, t, clamped = totals.tolist()
+    row = {
         "contrastive_loss": c / max(num_steps, 1),
         "penalty": g / max(penalty_steps, 1),
         "loss": t / max(num_steps, 1),
@@ -652,6 +669,13 @@ def train_one_epoch(
         / max(elapsed - position.seconds, 1e-9),
         "time_s": elapsed,
     }
+    if penalty_steps:
+        # The share of penalised steps at which the clamp passed no gradient (NaN: unknown, an
+        # epoch resumed from a checkpoint written before it was counted).
+        fraction = clamped / penalty_steps
+        row["clamp_fraction"] = None if math.isnan(fraction) else fraction
+        row["gp_upper_limit"] = args.gp_upper_limit
+    return row
 
 
 def run_probe(
@@ -681,6 +705,8 @@ def format_epoch(epoch: int, args: argparse.Namespace, row: dict[str, Any]) -> s
         f"c-loss {row['contrastive_loss']:.4f}  penalty {row['penalty']:.4g}  "
         f"loss {row['loss']:.4f}  {row['images_per_s']:.0f} img/s  {row['time_s']:.1f} s"
     )
+    if row.get("clamp_fraction") is not None:
+        line += f"  clamped {row['clamp_fraction']:.0%}"
     if "test_accuracy" in row:
         line += f"  probe acc {row['test_accuracy']:.2f}% loss {row['test_loss']:.4f}"
     if "test_mse" in row:
@@ -905,6 +931,14 @@ def train(args: argparse.Namespace, shard: Shard) -> Path:
             row["wall_s"] = (results[-1].get("wall_s", 0.0) if results else 0.0) + row["time_s"]
             results.append(row)
             say(format_epoch(epoch, args, row), flush=True)
+            if (row.get("clamp_fraction") or 0) > 0.5:
+                say(
+                    f"warning: the penalty was at its clamp (--gp-upper-limit "
+                    f"{args.gp_upper_limit:g}) on {row['clamp_fraction']:.0%} of this epoch's "
+                    "penalised steps, where it passes no gradient: the run is close to SimCLR. "
+                    "Raise --gp-upper-limit (or lower --lambda-gp) for the penalty to act",
+                    flush=True,
+                )
             if lead:
                 append_metrics(metrics, row)
             if tensorboard is not None:

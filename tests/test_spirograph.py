@@ -83,3 +83,26 @@ def test_splits_are_seeded_disjoint_and_scaled():
     assert not (test[:, None, :] == train[None, :, :]).all(-1).any()
     with pytest.raises(ValueError, match="proportion"):
         spirograph_splits(proportion=0.0)
+
+
+def test_no_test_image_is_a_training_image_at_any_proportion():
+    """An encoder trained on the full set and evaluated at a smaller proportion (as the authors'
+    README does) must not be tested on images it trained on."""
+    full_train, full_test = spirograph_splits(proportion=1.0)
+    assert full_train.shape == (100_000, 4) and full_test.shape == (20_000, 4)
+    # Rows are continuous draws, so a shared image is a shared row; compare by exact value.
+    seen = {tuple(row) for row in full_train.tolist()}
+    for proportion in (0.0005, 0.01, 0.1, 0.5, 1.0):
+        train, test = spirograph_splits(proportion=proportion)
+        assert len(test) == int(20_000 * proportion)
+        assert not any(tuple(row) in seen for row in test.tolist()), proportion
+        # Training rows are the stream's first rows at every proportion (and were so before the
+        # test rows moved): training at a fixed seed is unchanged.
+        assert torch.equal(train, full_train[: len(train)])
+        stream = sample_data_params(
+            len(train) + len(test), generator=torch.Generator().manual_seed(0)
+        )
+        assert torch.equal(train, stream[: len(train)])
+    # At the full size the split is the authors': 100,000 rows, then the next 20,000.
+    stream = sample_data_params(120_000, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(full_test, stream[100_000:])

@@ -2,8 +2,10 @@
 
     python3 -m utils.plot checkpoint/plain.metrics.jsonl checkpoint/gp.metrics.jsonl -o curves.png
 
-One panel per quantity: contrastive loss, penalty, total loss, learning rate, and the in-training
-probe's accuracy / cross-entropy or MSE where the runs have them (`--test-freq`). Each run is
+One panel per quantity: contrastive loss, penalty (with its `--gp-upper-limit` as a dashed line),
+the share of penalised steps at which the penalty sat at that clamp, total loss, learning rate,
+and the in-training probe's accuracy / cross-entropy or MSE where the runs have them
+(`--test-freq`). Each run is
 labelled with its file name, without `.metrics.jsonl`, unless `--labels` names them.
 """
 
@@ -19,7 +21,8 @@ from utils.metrics import read_metrics
 
 PANELS = (
     ("contrastive_loss", "NT-Xent loss"),
-    ("penalty", "gradient penalty"),
+    ("penalty", "gradient penalty (dashed: its clamp)"),
+    ("clamp_fraction", "share of penalised steps at the clamp"),
     ("loss", "total loss"),
     ("lr", "learning rate"),
     ("test_accuracy", "probe accuracy (%)"),
@@ -44,7 +47,14 @@ def plot_runs(runs: dict[str, list[dict]], out: Path) -> list[str]:
             points = [(row["epoch"], row[key]) for row in rows if row.get(key) is not None]
             if points:
                 epochs, values = zip(*points, strict=True)
-                ax.plot(epochs, values, marker="o" if len(points) < 30 else None, label=label)
+                (line,) = ax.plot(
+                    epochs, values, marker="o" if len(points) < 30 else None, label=label
+                )
+                limits = {row["gp_upper_limit"] for row in rows if "gp_upper_limit" in row}
+                if key == "penalty" and len(limits) == 1:
+                    ax.axhline(limits.pop(), color=line.get_color(), linestyle="--", linewidth=1)
+                if key == "clamp_fraction":
+                    ax.set_ylim(-0.05, 1.05)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)

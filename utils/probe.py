@@ -1,15 +1,24 @@
-"""The full-batch L-BFGS linear probe (spec section 7), shared by training and evaluation.
+"""The linear probe (spec section 7), shared by training and evaluation: fitted to its optimum.
 
 The encoder is frozen and its representations are computed once; a linear model is then fitted
-on the whole training set with L-BFGS (strong-Wolfe line search) until the gradient or the change
-in loss falls below a tolerance. Classification minimises cross-entropy + reg·‖W‖², regression
-(Spirograph) MSE + reg·‖W‖²; the bias is never penalised. Weights start at zero: the problem is
-convex, so the result does not depend on a random initialisation.
+on the whole training set, in float64, to the minimum of its objective, so that a reported number
+depends on the representation and the regularisation weight, never on where an optimiser stopped:
+
+- regression (Spirograph): MSE averaged over all N×T entries + reg·‖W‖², solved in closed form
+  (ridge regression through an SVD of the centred features: exact however ill-conditioned they
+  are; with reg = 0 and rank-deficient features, the minimum-norm solution);
+- classification: cross-entropy + reg·‖W‖², by L-BFGS (strong-Wolfe line search, 100 stored
+  pairs) until the gradient's norm is at most ``tolerance``; ``converged`` says whether it got
+  there within ``max_iter`` iterations.
+
+The bias is never penalised. Weights start at zero: the problems are convex, so the result does
+not depend on a random initialisation.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+import math
 from dataclasses import dataclass
 
 import torch
@@ -35,15 +44,22 @@ def encode(
     return torch.cat(chunks)
 
 
+TOLERANCE = 1e-6  # gradient norm of the mean objective at which a fit counts as converged
+MAX_ITERATIONS = 10_000  # L-BFGS iterations before a classification fit gives up
+CHUNK = 20  # L-BFGS iterations between two checks of the gradient norm
+
+
 @dataclass
 class LinearFit:
-    """A fitted linear model and how the optimisation ended."""
+    """A fitted linear model (float64) and how the fit ended: the training objective, the norm
+    of its gradient at the solution, the optimiser's iterations (0 for the closed form) and
+    whether the gradient norm met the tolerance."""
 
     model: nn.Linear
     train_loss: float
     grad_norm: float
     iterations: int
-    converged: bool = True  # False when L-BFGS stopped at its iteration cap, not on a tolerance
+    converged: bool
 
 
 def objective_value(
@@ -65,48 +81,129 @@ def fit_linear(
     *,
     task: str,
     reg_weight: float,
-    max_iter: int = 1000,
-    tolerance: float = 1e-6,
+    max_iter: int = MAX_ITERATIONS,
+    tolerance: float = TOLERANCE,
 ) -> LinearFit:
-    """Fit y ≈ W·x + b on the full batch with L-BFGS.
+    """Fit y ≈ W·x + b on the full batch, to the optimum of the probe's objective.
 
     Args:
-        features: (N, d) representations.
+        features: (N, d) representations (any float dtype; the fit runs in float64).
         targets: (N,) class indices for ``task="classification"``, (N, num_outputs) for regression.
         reg_weight: weight of ‖W‖² in the objective.
-        max_iter: a safety cap on L-BFGS iterations; it normally stops on ``tolerance`` first.
+        max_iter: cap on L-BFGS iterations (classification); a fit stopped by it is reported as
+            not converged.
+        tolerance: gradient norm of the objective below which the fit is converged.
     """
     if task not in ("classification", "regression"):
         raise ValueError(f"task must be classification or regression, got {task!r}")
-    model = nn.Linear(features.shape[1], num_outputs, device=features.device, dtype=features.dtype)
-    nn.init.zeros_(model.weight)
-    nn.init.zeros_(model.bias)
+    x = features.double()
+    model = nn.Linear(x.shape[1], num_outputs, device=x.device, dtype=torch.float64)
+    if task == "regression":
+        targets = targets.double()
+        weight, bias = ridge_solution(x, targets, reg_weight)
+        with torch.no_grad():
+            model.weight.copy_(weight)
+            model.bias.copy_(bias)
+        iterations = 0
+    else:
+        iterations = _minimise_lbfgs(model, x, targets, reg_weight, max_iter, tolerance)
+    model.zero_grad()
+    loss = objective_value(model, x, targets, task, reg_weight)
+    loss.backward()
+    grad_norm = torch.cat([p.grad.flatten() for p in model.parameters()]).norm().item()
+    model.zero_grad()
+    return LinearFit(model.eval(), loss.item(), grad_norm, iterations, grad_norm <= tolerance)
+
+
+def ridge_solution(x: Tensor, y: Tensor, reg_weight: float) -> tuple[Tensor, Tensor]:
+    """The minimiser (W, b) of (1/(N·T))·‖XWᵀ + b − Y‖² + reg·‖W‖², b unpenalised.
+
+    With centred X = USVᵀ, the normal equations (XᵀX + N·T·reg·I)Wᵀ = XᵀY give
+    Wᵀ = V·diag(s / (s² + N·T·reg))·UᵀY; the SVD keeps this exact for ill-conditioned X (forming
+    XᵀX would square its condition number). With reg = 0, singular values below the usual
+    rank cut-off (max(N, d)·eps·s_max) count as zero: the minimum-norm least-squares solution.
+    x: (N, d), y: (N, T), both float64. Returns W (T, d) and b (T,).
+    """
+    n, t = y.shape
+    x_mean, y_mean = x.mean(dim=0), y.mean(dim=0)
+    u, s, vh = torch.linalg.svd(x - x_mean, full_matrices=False)
+    if reg_weight > 0:
+        filtered = s / (s**2 + n * t * reg_weight)
+    else:
+        cutoff = max(x.shape) * torch.finfo(s.dtype).eps * s.max()
+        filtered = torch.where(s > cutoff, 1 / s.clamp_min(cutoff), torch.zeros_like(s))
+    weight_t = vh.T @ (filtered[:, None] * (u.T @ (y - y_mean)))
+    return weight_t.T, y_mean - x_mean @ weight_t
+
+
+def _minimise_lbfgs(
+    model: nn.Linear,
+    x: Tensor,
+    targets: Tensor,
+    reg_weight: float,
+    max_iter: int,
+    tolerance: float,
+) -> int:
+    """Cross-entropy + reg·‖W‖² by L-BFGS until the gradient norm (with respect to W and b) is
+    at most ``tolerance`` or ``max_iter`` iterations have run; sets ``model`` to the result and
+    returns the iterations used.
+
+    Representations are strongly correlated and uncentred, which leaves plain L-BFGS thousands of
+    iterations from the optimum. It therefore runs in preconditioned coordinates: W = V·Tᵀ and
+    b = c − W·μ with T = U·diag((λ + δ)^-1/2) from the eigendecomposition UλUᵀ of the features'
+    covariance and μ their mean, so that every direction of (V, c) has a similar curvature (δ
+    keeps the directions the data leave flat from blowing up; the ridge term curves them). The
+    objective is evaluated on (W, b) itself, so this is only a change of variables: the optimum
+    is the same whatever T is. L-BFGS runs in chunks so that the norm test, on the gradient with
+    respect to (W, b), is checked as it goes; the curvature pairs carry over between chunks.
+    """
+    mean = x.mean(dim=0)
+    eigenvalues, eigenvectors = torch.linalg.eigh(torch.cov((x - mean).T, correction=0).reshape(
+        x.shape[1], x.shape[1]
+    ))
+    damping = max(10 * reg_weight, 1e-8 * eigenvalues.max().clamp_min(1e-300).item())
+    transform = eigenvectors * (eigenvalues.clamp_min(0) + damping).rsqrt()
+    v = torch.zeros(model.out_features, x.shape[1], dtype=x.dtype, device=x.device)
+    c = torch.zeros(model.out_features, dtype=x.dtype, device=x.device)
+    v.requires_grad_(True)
+    c.requires_grad_(True)
     optimizer = torch.optim.LBFGS(
-        model.parameters(),
+        [v, c],
         lr=1,
-        max_iter=max_iter,
-        max_eval=2 * max_iter,
-        tolerance_grad=tolerance,
-        tolerance_change=tolerance * 1e-3,
-        history_size=20,
+        max_iter=CHUNK,
+        tolerance_grad=0.0,
+        tolerance_change=0.0,
+        history_size=100,
         line_search_fn="strong_wolfe",
     )
 
+    def set_model() -> None:
+        with torch.no_grad():
+            model.weight.copy_(v @ transform.T)
+            model.bias.copy_(c - model.weight @ mean)
+
     def closure() -> Tensor:
         optimizer.zero_grad()
-        loss = objective_value(model, features, targets, task, reg_weight)
+        weight = v @ transform.T
+        logits = x @ weight.T + (c - weight @ mean)
+        loss = F.cross_entropy(logits, targets) + reg_weight * weight.pow(2).sum()
         loss.backward()
         return loss
 
-    optimizer.step(closure)
-    loss = closure()
-    grad_norm = torch.cat([p.grad.flatten() for p in model.parameters()]).norm()
-    # LBFGS keeps its state on the first parameter.
-    iterations = optimizer.state[model.weight]["n_iter"]
-    iterations = int(iterations)
-    return LinearFit(
-        model.eval(), loss.item(), grad_norm.item(), iterations, converged=iterations < max_iter
-    )
+    iterations, best = 0, math.inf
+    while iterations < max_iter:
+        optimizer.param_groups[0]["max_iter"] = min(CHUNK, max_iter - iterations)
+        loss = optimizer.step(closure)
+        iterations = int(optimizer.state[v]["n_iter"])  # LBFGS keeps its state on the first tensor
+        set_model()
+        model.zero_grad()
+        objective_value(model, x, targets, "classification", reg_weight).backward()
+        grad_norm = torch.cat([p.grad.flatten() for p in model.parameters()]).norm()
+        # A chunk that cannot lower the loss has met float64's resolution: stop there.
+        if grad_norm <= tolerance or loss.item() >= best:
+            break
+        best = loss.item()
+    return iterations
 
 
 @torch.no_grad()
@@ -114,7 +211,7 @@ def evaluate_linear(
     fit: LinearFit, features: Tensor, targets: Tensor, task: str
 ) -> dict[str, float]:
     """Classification: accuracy (%) and cross-entropy; regression: MSE over all targets."""
-    outputs = fit.model(features)
+    outputs = fit.model(features.to(fit.model.weight.dtype))
     if task == "classification":
         accuracy = (outputs.argmax(dim=1) == targets).float().mean().item() * 100
         return {"accuracy": accuracy, "loss": F.cross_entropy(outputs, targets).item()}
