@@ -2,8 +2,9 @@
 
     python3 lbfgs_linear_clf_spirograph.py --load-from output.pth --num-passes 30 --componentwise
 
-Full-batch L-BFGS; the test MSE is averaged over (m, b, sigma, rfore), or given for each with
-``--componentwise``. The last line printed is one JSON object with the results.
+The regression is solved exactly (closed-form ridge in float64; the script keeps the authors'
+name, whose code used L-BFGS); the test MSE is averaged over (m, b, sigma, rfore), or given for
+each with ``--componentwise``. The last line printed is one JSON object with the results.
 """
 
 from __future__ import annotations

@@ -275,6 +275,13 @@ def test_strict_loading_rejects_missing_and_unexpected_keys(tmp_path):
     assert run["arch"] == "resnet18" and epochs == 0 and not encoder.training
 
 
+def test_checkpoints_from_before_width_load_at_full_width(tmp_path):
+    path = write_checkpoint(tmp_path / "old.pth", "spirograph", 1.0)
+    assert "width" not in torch.load(path, weights_only=True)["args"]
+    encoder, _, _ = load_encoder(path, torch.device("cpu"))
+    assert encoder.width == 1.0 and encoder.representation_dim == 512
+
+
 def script(name: str, cwd: Path, *flags: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(REPO / name), "--device", "cpu", "--num-workers", "0", *flags],
@@ -293,8 +300,9 @@ def test_spirograph_script_matches_the_in_training_probe(tmp_path, monkeypatch, 
     monkeypatch.chdir(tmp_path)
     flags = ["--dataset", "spirograph", "--proportion", "0.0003", "--batch-size", "8"]
     flags += ["--arch", "resnet18", "--num-epochs", "1", "--test-freq", "1", "--device", "cpu"]
-    flags += ["--seed", "3"]
+    flags += ["--seed", "3", "--width", "0.25"]  # the script must build the quarter width to load
     state = torch.load(train.main(train.get_args_parser().parse_args(flags)), weights_only=True)
+    assert state["args"]["width"] == 0.25
     parser = lbfgs_linear_clf_spirograph.get_args_parser()
     capsys.readouterr()
     result = lbfgs_linear_clf_spirograph.main(
@@ -400,15 +408,13 @@ def test_demo_steps_are_valid_commands(tmp_path):
     import demo
     import invariance_by_gradient
 
-    args = demo.get_args_parser().parse_args(["--checkpoint-dir", str(tmp_path)])
+    argv = ["--checkpoint-dir", str(tmp_path), "--seed", "2"]
+    args = demo.get_args_parser().parse_args(argv)
     train = invariance_by_gradient.get_args_parser().parse_args(demo.training_argv(args))
-    assert (train.dataset, train.arch, train.base_lr, train.lambda_gp) == (
-        "spirograph",
-        "resnet18",
-        6.0,
-        1e-2,
-    )
-    assert train.checkpoint_dir == str(tmp_path)
+    settings = (train.dataset, train.arch, train.width, train.proportion, train.num_epochs)
+    assert settings == ("spirograph", "resnet18", 0.25, 0.05, 3)
+    assert (train.base_lr, train.lambda_gp, train.gp_upper_limit) == (1.5, 1e-2, 1000)
+    assert train.checkpoint_dir == str(tmp_path) and train.seed == 2
 
 
 def test_lbfgs_benchmark_compares_at_the_same_loss():

@@ -78,3 +78,41 @@ def test_projection_head_layout(dim):
     assert z.shape == (6, 128)
     # Train-mode output of the last, affine-free BN is standardised per feature.
     torch.testing.assert_close(z.mean(0), torch.zeros(128), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("stem", ["cifar", "stl", "imagenet"])
+def test_full_width_builds_the_same_weights_as_before_width_existed(stem):
+    """At width 1 the seeded weights are those of the construction before `--width` (torchvision's
+    ResNet, then the small stem's convolution re-made and initialised): old runs repeat."""
+    from torchvision.models.resnet import BasicBlock, ResNet
+
+    torch.manual_seed(3)
+    reference = ResNet(BasicBlock, [2, 2, 2, 2])
+    if stem != "imagenet":
+        reference.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        nn.init.kaiming_normal_(reference.conv1.weight, mode="fan_out", nonlinearity="relu")
+    torch.manual_seed(3)
+    ours = ResNetEncoder("resnet18", stem).state_dict()
+    expected = {k: v for k, v in reference.state_dict().items() if not k.startswith("fc.")}
+    assert ours.keys() == expected.keys()
+    assert all(torch.equal(ours[k], expected[k]) for k in ours)
+
+
+@pytest.mark.parametrize(("arch", "stem"), [("resnet18", "cifar"), ("resnet50", "imagenet")])
+def test_width_scales_every_stage(arch, stem):
+    encoder = ResNetEncoder(arch, stem, width=0.25).eval()
+    expansion = 4 if arch == "resnet50" else 1
+    assert encoder.representation_dim == 128 * expansion
+    assert encoder.conv1.out_channels == encoder.bn1.num_features == 16
+    stages = [encoder.layer1, encoder.layer2, encoder.layer3, encoder.layer4]
+    assert [stage[-1].conv1.in_channels for stage in stages] == [
+        c * expansion for c in (16, 32, 64, 128)
+    ]
+    side = 224 if stem == "imagenet" else 32
+    with torch.no_grad():
+        assert encoder(torch.rand(2, 3, side, side)).shape == (2, 128 * expansion)
+    # A quarter of the channels: about a sixteenth of the weights.
+    full = sum(p.numel() for p in ResNetEncoder(arch, stem).parameters())
+    assert 1 / 20 < sum(p.numel() for p in encoder.parameters()) / full < 1 / 12
+    with pytest.raises(ValueError, match="width"):
+        ResNetEncoder(arch, stem, width=0.001)

@@ -178,6 +178,49 @@ def test_resume_continues_epochs_rate_and_weights(workdir):
         assert torch.equal(value, resumed["encoder"][key]), key
 
 
+@pytest.mark.parametrize(("limit", "fraction"), [("1e-9", 1.0), ("1e9", 0.0)])
+def test_clamp_fraction_is_recorded_and_a_clamped_epoch_warned(workdir, capsys, limit, fraction):
+    """The share of penalised steps at which the penalty sat at --gp-upper-limit (and so passed
+    no gradient) goes into the results, the metrics file and the epoch line; more than half of
+    an epoch's is a warning."""
+    path = run(*SPIRO, "--num-epochs", "2", "--test-freq", "0", "--lambda-gp", "0.01",
+               "--gp-upper-limit", limit, "--gp-every", "2")  # fmt: skip
+    rows = load(path)["results"]
+    assert [r["clamp_fraction"] for r in rows] == [fraction, fraction]
+    assert all(r["gp_upper_limit"] == float(limit) for r in rows)
+    lines = (workdir / "checkpoint" / "output.metrics.jsonl").read_text().splitlines()
+    assert all(f'"clamp_fraction": {fraction}' in line for line in lines)
+    out = capsys.readouterr().out
+    assert f"clamped {fraction:.0%}" in out
+    assert out.count("warning: the penalty was at its clamp") == (2 if fraction else 0)
+
+
+def test_no_clamp_fraction_without_the_penalty(workdir, capsys):
+    rows = load(run(*SPIRO, "--num-epochs", "1", "--test-freq", "0"))["results"]
+    assert "clamp_fraction" not in rows[0] and "clamped" not in capsys.readouterr().out
+
+
+def test_mid_epoch_checkpoints_from_before_the_clamp_count_still_resume(workdir, monkeypatch):
+    """A checkpoint saved mid-epoch with three running sums (before the clamp was counted)
+    resumes; that epoch's clamp fraction is unknown (null), the next one's is counted."""
+    saved = []
+
+    def save_and_keep(state, path):
+        real_save(state, path)
+        saved.append(load(path))  # as written: the live state changes as training goes on
+
+    real_save = train.save_checkpoint
+    monkeypatch.setattr(train, "save_checkpoint", save_and_keep)
+    common = [*SPIRO, "--num-epochs", "2", "--test-freq", "0", "--lambda-gp", "0.01"]
+    run(*common, "--gp-upper-limit", "1e-9", "--save-every-steps", "1")
+    mid = next(s for s in saved if s["next"]["step"] > 0 and s["next"]["epoch"] == 0)
+    old = {**mid, "next": {**mid["next"], "totals": mid["next"]["totals"][:3]}}
+    save_checkpoint(old, workdir / "checkpoint" / "old.pth")
+    rows = load(run("--resume", "old.pth", "--filename", "old"))["results"]
+    assert [r["epoch"] for r in rows] == [0, 1]
+    assert rows[0]["clamp_fraction"] is None and rows[1]["clamp_fraction"] == 1.0
+
+
 def test_resume_on_another_kind_of_device_reseeds_reproducibly(workdir, capsys):
     """A GPU run's augmentation generator cannot continue on the CPU (nor the reverse); the
     resumed run says so and draws from a seed taken from the checkpoint."""
