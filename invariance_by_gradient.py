@@ -542,6 +542,7 @@ class Position:
     def __post_init__(self) -> None:
         if len(self.totals) == 3:
             self.totals = [*self.totals, math.nan]
+
     penalty_steps: int = 0
     seconds: float = 0.0
 

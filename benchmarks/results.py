@@ -191,7 +191,8 @@ def read_records(record: Path) -> dict[tuple[str, str], dict[int, dict[str, Any]
 def clamp_fraction(record: dict[str, Any]) -> float | None:
     """Penalised steps at the clamp over all penalised steps of the run (epochs weigh alike:
     each has the same number of steps)."""
-    fractions = [row["clamp_fraction"] for row in record.get("epochs", []) if "clamp_fraction" in row]
+    rows = record.get("epochs", [])
+    fractions = [row["clamp_fraction"] for row in rows if row.get("clamp_fraction") is not None]
     return statistics.fmean(fractions) if fractions else None
 
 
@@ -223,6 +224,50 @@ def verdict(mean: float, half_width: float, better_when_lower: bool) -> str:
     return "supports the paper's claim" if better else "contradicts the paper's claim"
 
 
+def caption(rows: dict[str, dict[int, dict[str, Any]]], spec: dict[str, Any]) -> str:
+    """The protocol in words, from the training flags and what the records say was measured."""
+    flags = dict(zip(spec["train"][::2], spec["train"][1::2], strict=True))
+    first = next(iter(next(iter(rows.values())).values()))
+    images = (
+        "plain images"
+        if first.get("untransformed")
+        else (
+            f"{first['num_passes']} augmented pass{'es' if first['num_passes'] > 1 else ''} per image"
+        )
+    )
+    weights = sorted({r["reg_weight"] for records in rows.values() for r in records.values()})
+    return (
+        f"{flags['--arch']} at width {flags['--width']}, {flags['--num-epochs']} epochs on "
+        f"{first['n_train']:,} training images (batch {flags['--batch-size']}, base-lr "
+        f"{flags['--base-lr']}, constant rate); probe fitted on the {first['n_train']:,} labelled "
+        f"training images and scored on {first['n_test']:,} test images, {images}, reg-weight "
+        f"auto (chose {', '.join(f'{w:g}' for w in weights)}); invariance over "
+        f"{first['invariance_draws']} draws on {first['invariance_images']:,} test images."
+    )
+
+
+def against_random(rows: dict[str, dict[int, dict[str, Any]]], metric: str) -> list[str]:
+    """Each trained encoder against the random-initialisation one of the same seed: the MSE
+    ratio, or the accuracy difference in points."""
+    if "random" not in rows:
+        return []
+    lines = []
+    for method in ("simclr", "invclr"):
+        seeds = sorted(set(rows.get(method, {})) & set(rows["random"]))
+        if not seeds:
+            continue
+        if metric == "mse":
+            values = [rows[method][s]["mse"] / rows["random"][s]["mse"] for s in seeds]
+            text = ", ".join(f"×{v:.2f}" for v in values)
+            what = "test MSE over the random-initialisation encoder's"
+        else:
+            values = [rows[method][s]["accuracy"] - rows["random"][s]["accuracy"] for s in seeds]
+            text = ", ".join(f"{v:+.1f}" for v in values)
+            what = "accuracy minus the random-initialisation encoder's, in points"
+        lines.append(f"- {LABELS[method].split(' (')[0]}: {what}, seeds {seeds}: {text}.")
+    return [*lines, ""] if lines else []
+
+
 def table(groups: dict[tuple[str, str], dict[int, dict[str, Any]]]) -> str:
     lines = []
     for dataset, spec in PROTOCOL.items():
@@ -232,7 +277,7 @@ def table(groups: dict[tuple[str, str], dict[int, dict[str, Any]]]) -> str:
         metric = spec["metric"]
         unit, digits = ("test MSE ↓", ".4f") if metric == "mse" else ("test accuracy (%) ↑", ".2f")
         lines += [
-            f"**{dataset}**",
+            f"**{dataset}**: {caption(rows, spec)}",
             "",
             f"| encoder | {unit} | per seed | invariance ↓ (across draws / across images) "
             "| clamped | training time |",
@@ -258,6 +303,7 @@ def table(groups: dict[tuple[str, str], dict[int, dict[str, Any]]]) -> str:
                 + f" | {spread(walls, '.1f') + ' min' if walls else '–'} |"
             )
         lines.append("")
+        lines += against_random(rows, metric)
         if "simclr" in rows and "invclr" in rows:
             for key, name, lower in (
                 (metric, unit.split(" ")[1] if metric == "mse" else "accuracy", metric == "mse"),
@@ -318,7 +364,10 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--out", type=Path, default=REPO / "results", help="checkpoints and logs (results/)"
     )
     p.add_argument(
-        "--record", type=Path, default=REPO / "docs" / "results", help="JSON records (docs/results/)"
+        "--record",
+        type=Path,
+        default=REPO / "docs" / "results",
+        help="JSON records (docs/results/)",
     )
     p.add_argument("--docs", type=Path, default=REPO / "docs", help="where the PNGs go (docs/)")
     p.add_argument(

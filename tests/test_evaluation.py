@@ -78,8 +78,9 @@ def test_regression_probe_is_the_exact_minimiser_on_ill_conditioned_features(reg
     b = np.vstack([yc, np.zeros((10, t))]) if reg else yc
     w, *_ = np.linalg.lstsq(a, b, rcond=None)
     bias = ys.mean(0) - xs.mean(0) @ w
-    np.testing.assert_allclose(fit.model.weight.numpy(force=True), w.T, atol=1e-6 * np.abs(w).max())
-    np.testing.assert_allclose(fit.model.bias.numpy(force=True), bias, atol=1e-6 * np.abs(bias).max())
+    fitted_w, fitted_b = fit.model.weight.numpy(force=True), fit.model.bias.numpy(force=True)
+    np.testing.assert_allclose(fitted_w, w.T, atol=1e-6 * np.abs(w).max())
+    np.testing.assert_allclose(fitted_b, bias, atol=1e-6 * np.abs(bias).max())
     objective = ((xs @ w + bias - ys) ** 2).mean() + reg * (w**2).sum()
     assert fit.train_loss == pytest.approx(objective, rel=1e-9)
     assert fit.converged and fit.iterations == 0

@@ -326,7 +326,7 @@ def linear_probe(
                 ""
                 if fit.converged
                 else f" -- above the tolerance {TOLERANCE:g}: NOT CONVERGED, so the numbers below "
-                "are not the objective's optimum (a larger --reg-weight makes it better conditioned)"
+                "are not the objective's optimum (a larger --reg-weight conditions it better)"
             )
         )
     return fit, {**evaluate_linear(fit, test_x, test_y, data.task), **search}, reg_weight

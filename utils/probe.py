@@ -17,8 +17,8 @@ not depend on a random initialisation.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
@@ -158,9 +158,9 @@ def _minimise_lbfgs(
     respect to (W, b), is checked as it goes; the curvature pairs carry over between chunks.
     """
     mean = x.mean(dim=0)
-    eigenvalues, eigenvectors = torch.linalg.eigh(torch.cov((x - mean).T, correction=0).reshape(
-        x.shape[1], x.shape[1]
-    ))
+    eigenvalues, eigenvectors = torch.linalg.eigh(
+        torch.cov((x - mean).T, correction=0).reshape(x.shape[1], x.shape[1])
+    )
     damping = max(10 * reg_weight, 1e-8 * eigenvalues.max().clamp_min(1e-300).item())
     transform = eigenvectors * (eigenvalues.clamp_min(0) + damping).rsqrt()
     v = torch.zeros(model.out_features, x.shape[1], dtype=x.dtype, device=x.device)
@@ -193,11 +193,12 @@ def _minimise_lbfgs(
     iterations, best = 0, math.inf
     while iterations < max_iter:
         optimizer.param_groups[0]["max_iter"] = min(CHUNK, max_iter - iterations)
-        loss = optimizer.step(closure)
+        optimizer.step(closure)
         iterations = int(optimizer.state[v]["n_iter"])  # LBFGS keeps its state on the first tensor
         set_model()
         model.zero_grad()
-        objective_value(model, x, targets, "classification", reg_weight).backward()
+        loss = objective_value(model, x, targets, "classification", reg_weight)
+        loss.backward()
         grad_norm = torch.cat([p.grad.flatten() for p in model.parameters()]).norm()
         # A chunk that cannot lower the loss has met float64's resolution: stop there.
         if grad_norm <= tolerance or loss.item() >= best:
