@@ -104,6 +104,14 @@ def machine() -> dict[str, Any]:
     }
 
 
+def shown(path: Path) -> str:
+    """A path as a command written into a record shows it: relative to the repository."""
+    try:
+        return str(path.resolve().relative_to(REPO))
+    except ValueError:
+        return str(path)
+
+
 def run(command: list[str], log: Path) -> float:
     """Run a project script to completion, its output into ``log``; returns the seconds taken.
     A failure is a `UsageError` naming the log."""
@@ -129,12 +137,12 @@ def train_and_evaluate(
     name = f"{dataset}-{method}-seed{seed}"
     checkpoint = out / f"{name}.pth"
     train = ["invariance_by_gradient.py", *spec["train"], *spec["methods"][method]]
-    train += ["--seed", str(seed), "--device", "cpu", "--checkpoint-dir", str(out)]
+    train += ["--seed", str(seed), "--device", "cpu", "--checkpoint-dir", shown(out)]
     train += ["--filename", name]
-    resume = ["--resume", str(checkpoint)] if checkpoint.is_file() else []
+    resume = ["--resume", shown(checkpoint)] if checkpoint.is_file() else []
     print(f"== {name}: training" + (" (resuming its checkpoint)" if resume else ""), flush=True)
     run([*train, *resume], out / f"{name}.train.log")
-    evaluate = [spec["script"], "--load-from", str(checkpoint), "--device", "cpu"]
+    evaluate = [spec["script"], "--load-from", shown(checkpoint), "--device", "cpu"]
     evaluate += [*spec["evaluate"], "--seed", str(seed)]
     print(f"== {name}: evaluation", flush=True)
     seconds = run(evaluate, out / f"{name}.eval.log")
@@ -155,7 +163,7 @@ def evaluate_random(dataset: str, seed: int, out: Path, record: Path) -> dict[st
     spec = PROTOCOL[dataset]
     name = f"{dataset}-random-seed{seed}"
     checkpoint = out / f"{dataset}-simclr-seed{seed}.pth"  # read for its architecture only
-    evaluate = [spec["script"], "--load-from", str(checkpoint), "--device", "cpu"]
+    evaluate = [spec["script"], "--load-from", shown(checkpoint), "--device", "cpu"]
     evaluate += [*spec["evaluate"], "--seed", str(seed), "--random-init"]
     print(f"== {name}: evaluation", flush=True)
     seconds = run(evaluate, out / f"{name}.eval.log")
@@ -398,7 +406,7 @@ def main(args: argparse.Namespace) -> str:
                 if args.redo or not (args.record / f"{dataset}-random-seed{seed}.json").is_file():
                     evaluate_random(dataset, seed, args.out, args.record)
             preview = ["invariance_by_gradient.py", *PROTOCOL[dataset]["train"], "--preview", "4"]
-            preview += ["--checkpoint-dir", str(args.docs), "--filename", dataset]
+            preview += ["--checkpoint-dir", shown(args.docs), "--filename", dataset]
             run(preview, args.out / f"{dataset}.preview.log")
             print(f"{dataset}: {(time.perf_counter() - start) / 60:.1f} min", flush=True)
     groups = read_records(args.record)
