@@ -19,6 +19,10 @@ representation and θ the parameters of one reference draw:
   between images, which a uniform shrinking of every representation towards one direction does
   not change.
 
+``--pixels`` adds the same quantities for the images themselves, rendered as training renders them
+(each row divided by its maximum) and with the image's maximum instead: how far the renderer alone
+is from its first-order expansion.
+
 A table is printed and, as the last line, one JSON object.
 """
 
@@ -39,30 +43,38 @@ from utils.cli import UsageError, int_at_least, run_cli, seed_value
 from utils.evaluation import load_encoder
 
 
-def normalised(encoder: nn.Module, data_params: Tensor, theta: Tensor) -> Tensor:
-    return F.normalize(encoder(render_spirograph(data_params, theta)), dim=1)
+def normalised(
+    encoder: nn.Module, data_params: Tensor, theta: Tensor, global_max: bool = False
+) -> Tensor:
+    images = render_spirograph(data_params, theta, global_max=global_max)
+    return F.normalize(encoder(images), dim=1)
 
 
 def study(
-    encoder: nn.Module, data_params: Tensor, draws: int, generator: torch.Generator
+    encoder: nn.Module,
+    data_params: Tensor,
+    draws: int,
+    generator: torch.Generator,
+    global_max: bool = False,
 ) -> dict[str, float]:
-    """The quantities of the module docstring for one encoder, in float64 sums."""
+    """The quantities of the module docstring for one encoder, in float64 sums; ``global_max``
+    renders with the image's maximum instead of each row's (spec section 2)."""
     views = SpirographViews()
     n = data_params.shape[0]
     theta = views.sample_nuisance(n, device="cpu", generator=generator)
     first_order = actual = 0.0
     reps = []
     with torch.no_grad():
-        reference = normalised(encoder, data_params, theta)
+        reference = normalised(encoder, data_params, theta, global_max)
     for _ in range(draws):
         fresh = views.sample_nuisance(n, device="cpu", generator=generator)
         # J(θ)(θ′ − θ) for every image at once: the renderer and an eval-mode encoder treat the
         # images independently, so one Jacobian-vector product along the stacked steps suffices.
         _, directional = torch.func.jvp(
-            lambda t: normalised(encoder, data_params, t), (theta,), (fresh - theta,)
+            lambda t: normalised(encoder, data_params, t, global_max), (theta,), (fresh - theta,)
         )
         with torch.no_grad():
-            moved = normalised(encoder, data_params, fresh)
+            moved = normalised(encoder, data_params, fresh, global_max)
         first_order += directional.double().pow(2).sum(1).mean().item() / draws
         actual += (moved - reference).double().pow(2).sum(1).mean().item() / draws
         reps.append(moved.double())
@@ -95,6 +107,12 @@ def get_args_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also study the first checkpoint's network at random initialisation",
     )
+    p.add_argument(
+        "--pixels",
+        action="store_true",
+        help="also study the images themselves (flattened pixels as the representation), as "
+        "rendered (each row divided by its maximum) and with the image's maximum instead",
+    )
     return p
 
 
@@ -113,6 +131,11 @@ def main(args: argparse.Namespace) -> dict[str, dict[str, float]]:
         label = "random init" if random_init else f"{path.stem} ({epochs} epochs)"
         generator = torch.Generator().manual_seed(args.seed)
         rows[label] = study(encoder, params, args.draws, generator)
+    if args.pixels:
+        for global_max in (False, True):
+            label = "pixels, " + ("global maximum" if global_max else "row-wise maximum")
+            generator = torch.Generator().manual_seed(args.seed)
+            rows[label] = study(nn.Flatten(), params, args.draws, generator, global_max)
     keys = list(next(iter(rows.values())))
     width = max(len(label) for label in rows)
     print(f"{'':{width}}" + "".join(f"{key[:22]:>24}" for key in keys))
