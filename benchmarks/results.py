@@ -238,13 +238,11 @@ def caption(rows: dict[str, dict[int, dict[str, Any]]], spec: dict[str, Any]) ->
     """The protocol in words, from the training flags and what the records say was measured."""
     flags = dict(zip(spec["train"][::2], spec["train"][1::2], strict=True))
     first = next(iter(next(iter(rows.values())).values()))
-    images = (
-        "plain images"
-        if first.get("untransformed")
-        else (
-            f"{first['num_passes']} augmented pass{'es' if first['num_passes'] > 1 else ''} per image"
-        )
-    )
+    passes = first["num_passes"]
+    plural = "es" if passes > 1 else ""
+    images = f"{passes} augmented pass{plural} per image"
+    if first.get("untransformed"):
+        images = "plain images"
     weights = sorted({r["reg_weight"] for records in rows.values() for r in records.values()})
     return (
         f"{flags['--arch']} at width {flags['--width']}, {flags['--num-epochs']} epochs on "
