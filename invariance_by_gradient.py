@@ -55,6 +55,7 @@ from utils.cli import (
     resolve_device,
     run_cli,
     seed_value,
+    width_multiplier,
 )
 from utils.distributed import (
     ONE_PROCESS,
@@ -123,7 +124,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--width",
-        type=positive,
+        type=width_multiplier,
         default=1.0,
         help="multiplier of every stage's channel count (1 is the paper's network; 0.25 keeps a "
         "quarter of the channels, a compute reduction for small-budget runs)",
@@ -332,6 +333,7 @@ def git_info(with_diff: bool) -> dict[str, str | None]:
 def merge_resumed_args(args: argparse.Namespace, saved: dict[str, Any]) -> argparse.Namespace:
     """The checkpoint's run arguments, with the command line's overridable flags on top."""
     defaults = vars(get_args_parser().parse_args([]))
+    saved = {"width": 1.0, **saved}  # checkpoints from before --width hold the full network
     merged = dict(saved)
     for key, value in vars(args).items():
         explicit = value != defaults.get(key)
@@ -533,15 +535,15 @@ class Position:
     far (contrastive loss, penalty, total loss, penalised steps at the clamp), penalised steps and
     seconds. Stored in checkpoints as plain types (``"next"``), so a run resumes mid-epoch where
     it stopped. Checkpoints written before the clamp was counted hold three sums: that epoch's
-    count is then unknown (NaN, reported as null)."""
+    count is then unknown (NaN, reported as null) if they were saved mid-epoch."""
 
     epoch: int
     step: int = 0
     totals: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0])
 
     def __post_init__(self) -> None:
-        if len(self.totals) == 3:
-            self.totals = [*self.totals, math.nan]
+        if len(self.totals) == 3:  # unknown mid-epoch; nothing to count yet at an epoch's start
+            self.totals = [*self.totals, math.nan if self.step else 0.0]
 
     penalty_steps: int = 0
     seconds: float = 0.0

@@ -14,6 +14,7 @@ import argparse
 from utils.cli import float_at_least, int_at_least, run_cli
 from utils.evaluation import (
     DEFAULT_REG_WEIGHT,
+    MAX_ITERATIONS,
     SGD_EPOCHS,
     SGD_LR,
     eval_args_parser,
@@ -32,6 +33,14 @@ def get_args_parser() -> argparse.ArgumentParser:
         default=None,
         help="lbfgs: full batch (default; not for ImageNet); sgd: the paper's ImageNet "
         "protocol (default for ImageNet)",
+    )
+    p.add_argument(
+        "--max-iter",
+        type=int_at_least(1),
+        default=None,
+        help=f"L-BFGS solver only: iterations before a fit gives up and is reported as not "
+        f"converged (default: {MAX_ITERATIONS}; well-conditioned probes stop at their tolerance "
+        "long before)",
     )
     p.add_argument(
         "--epochs",

@@ -12,7 +12,8 @@ representation and θ the parameters of one reference draw:
   differentiation along each θ′ − θ;
 - ``actual``: E‖ĥ(θ′) − ĥ(θ)‖², the change the first-order term stands for;
 - ``within`` and ``across``: the invariance measure's numerator (variance across draws) and
-  denominator (variance across images), and their ratio ``invariance``;
+  denominator (variance across images), and their ratio ``invariance`` (`utils.invariance`, over
+  the same draws θ′);
 - ``concentration``: ‖mean over images of ĥ‖², which for unit vectors is 1 − ``across`` (up to
   the unbiased correction): how tightly the representations sit around one direction;
 - ``first_order / across`` and ``actual / across``: the same sensitivities in units of the spread
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +43,7 @@ from datasets.spirograph import render_spirograph
 from utils.checkpoint import resolve_checkpoint
 from utils.cli import UsageError, int_at_least, run_cli, seed_value
 from utils.evaluation import load_encoder
+from utils.invariance import invariance_measure
 
 
 def normalised(
@@ -57,40 +60,46 @@ def study(
     generator: torch.Generator,
     global_max: bool = False,
 ) -> dict[str, float]:
-    """The quantities of the module docstring for one encoder, in float64 sums; ``global_max``
-    renders with the image's maximum instead of each row's (spec section 2)."""
+    """The quantities of the module docstring for one encoder; ``global_max`` renders with the
+    image's maximum instead of each row's (spec section 2)."""
     views = SpirographViews()
     n = data_params.shape[0]
     theta = views.sample_nuisance(n, device="cpu", generator=generator)
-    first_order = actual = 0.0
-    reps = []
+    fresh = [views.sample_nuisance(n, device="cpu", generator=generator) for _ in range(draws)]
+
+    def represent(t: Tensor) -> Tensor:
+        return normalised(encoder, data_params, t, global_max)
+
     with torch.no_grad():
-        reference = normalised(encoder, data_params, theta, global_max)
-    for _ in range(draws):
-        fresh = views.sample_nuisance(n, device="cpu", generator=generator)
+        reference = represent(theta)
+    first_order = actual = 0.0
+    for drawn in fresh:
         # J(θ)(θ′ − θ) for every image at once: the renderer and an eval-mode encoder treat the
         # images independently, so one Jacobian-vector product along the stacked steps suffices.
-        _, directional = torch.func.jvp(
-            lambda t: normalised(encoder, data_params, t, global_max), (theta,), (fresh - theta,)
-        )
+        _, directional = torch.func.jvp(represent, (theta,), (drawn - theta,))
         with torch.no_grad():
-            moved = normalised(encoder, data_params, fresh, global_max)
+            moved = represent(drawn)
         first_order += directional.double().pow(2).sum(1).mean().item() / draws
         actual += (moved - reference).double().pow(2).sum(1).mean().item() / draws
-        reps.append(moved.double())
-    z = torch.stack(reps)  # (draws, n, d)
-    within = z.var(dim=0).sum(1).mean().item()
-    across = z.var(dim=1).sum(1).mean().item()
+    measured = invariance_measure(
+        encoder,
+        [data_params],
+        lambda p: [render_spirograph(p, drawn, global_max=global_max) for drawn in fresh],
+        torch.device("cpu"),
+    )
+    across = measured["across"]
     return {
         "first_order": first_order,
         "actual": actual,
-        "first_order_over_actual": first_order / actual,
-        "within": within,
+        "first_order_over_actual": first_order / actual if actual else math.inf,
+        "within": measured["within"],
         "across": across,
-        "invariance": within / across,
-        "concentration": z.mean(dim=1).pow(2).sum(1).mean().item(),
-        "first_order_over_across": first_order / across,
-        "actual_over_across": actual / across,
+        "invariance": measured["invariance"],
+        # For unit vectors the unbiased variance across n images is n/(n − 1)·(1 − ‖mean‖²).
+        "concentration": 1 - across * (n - 1) / n,
+        # A constant encoder has no spread at all: everything is infinitely large against it.
+        "first_order_over_across": first_order / across if across else math.inf,
+        "actual_over_across": actual / across if across else math.inf,
     }
 
 
@@ -110,8 +119,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--pixels",
         action="store_true",
-        help="also study the images themselves (flattened pixels as the representation), as "
-        "rendered (each row divided by its maximum) and with the image's maximum instead",
+        help="also study the images themselves (flattened pixels as the representation) of the "
+        "last checkpoint's test images, as rendered (each row divided by its maximum) and with "
+        "the image's maximum instead",
     )
     return p
 

@@ -1,10 +1,11 @@
-"""Time the linear probe's L-BFGS against a fixed loop of default `torch.optim.LBFGS` calls.
+"""Time the linear probe's fit against a fixed loop of default `torch.optim.LBFGS` calls.
 
 The baseline is the usual way to write a full-batch L-BFGS probe: `torch.optim.LBFGS` with its
 defaults (lr 1, 20 iterations per call, no line search) stepped a fixed number of times. The
-probe in `utils/probe.py` instead runs one call with a strong-Wolfe line search until a tolerance.
-Both minimise the same objective (cross-entropy + reg·‖W‖², bias unpenalised) on the same random
-features, measured in the same process, so the ratios do not depend on the machine's speed:
+probe in `utils/probe.py` instead runs preconditioned L-BFGS with a strong-Wolfe line search until
+the gradient norm meets its tolerance. Both minimise the same objective (cross-entropy +
+reg·‖W‖², bias unpenalised) on the same random features, in float64 (the probe's precision),
+measured in the same process, so the ratios do not depend on the machine's speed:
 
     python3 -m benchmarks.lbfgs              # 10,000 × 512 and 50,000 × 2,048, 10 classes
     python3 -m benchmarks.lbfgs --sizes 2000x64 --calls 50
@@ -68,9 +69,9 @@ def random_problem(
     """Gaussian features with labels from a noisy random linear rule, so that the optimum is
     neither trivially separable nor chance."""
     gen = torch.Generator().manual_seed(seed)
-    features = torch.randn(n, d, generator=gen)
-    logits = features @ torch.randn(d, classes, generator=gen) / d**0.5
-    labels = (logits + torch.randn(n, classes, generator=gen)).argmax(dim=1)
+    features = torch.randn(n, d, generator=gen, dtype=torch.float64)
+    logits = features @ torch.randn(d, classes, generator=gen, dtype=torch.float64) / d**0.5
+    labels = (logits + torch.randn(n, classes, generator=gen, dtype=torch.float64)).argmax(dim=1)
     return features.to(device), labels.to(device)
 
 
@@ -89,7 +90,9 @@ def baseline(
 ) -> dict[str, float | None]:
     """A fixed number of default `torch.optim.LBFGS` steps; the loss is read after each call
     (outside the timed span) to find when it first reaches ``target``."""
-    model = torch.nn.Linear(features.shape[1], classes, device=features.device)
+    model = torch.nn.Linear(
+        features.shape[1], classes, device=features.device, dtype=features.dtype
+    )
     torch.nn.init.zeros_(model.weight)
     torch.nn.init.zeros_(model.bias)
     optimizer = torch.optim.LBFGS(model.parameters())

@@ -62,8 +62,8 @@ PROTOCOL: dict[str, dict[str, Any]] = {
         ],
         "methods": {
             "simclr": ["--lambda-gp", "0"],
-            # The paper's CIFAR setting. At this scale the limit binds on about a quarter of the
-            # first epoch's steps and on none after (README): the penalty acts.
+            # The paper's CIFAR setting. At this scale the limit binds on a quarter to a half of
+            # the first epoch's steps and on none after (README): the penalty acts.
             "invclr": ["--lambda-gp", "0.1", "--gp-upper-limit", "1"],
         },
         "script": "lbfgs_linear_clf.py",
@@ -126,8 +126,39 @@ def run(command: list[str], log: Path) -> float:
 
 
 def last_json(log: Path) -> dict[str, Any]:
-    lines = log.read_text().strip().splitlines()
-    return json.loads(lines[-1])
+    """The evaluation script's JSON line: the last line of its log that is a JSON object."""
+    for line in reversed(log.read_text().splitlines()):
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(value, dict):
+            return value
+    raise UsageError(f"{log} holds no JSON result line; see the log, then rerun")
+
+
+def defining_flags(dataset: str, method: str, seed: int) -> dict[str, str]:
+    """What a record's commands must contain to belong to the current protocol."""
+    spec = PROTOCOL[dataset]
+    evaluate = [*spec["evaluate"], "--seed", str(seed)]
+    if method == "random":
+        return {"eval_command": shlex.join([*evaluate, "--random-init"])}
+    train = [*spec["train"], *spec["methods"][method], "--seed", str(seed)]
+    return {"train_command": shlex.join(train), "eval_command": shlex.join(evaluate)}
+
+
+def check_record(path: Path, record: dict[str, Any]) -> None:
+    """Refuse a record made with other settings than the current `PROTOCOL`'s: the table's
+    caption describes the protocol, so it must describe every number under it."""
+    dataset, method, seed = path.stem.rsplit("-", 2)
+    if dataset not in PROTOCOL or method not in LABELS:
+        raise UsageError(f"{path} names no dataset and method of the protocol; delete it")
+    for key, flags in defining_flags(dataset, method, int(seed[4:])).items():
+        if flags not in record.get(key, ""):
+            raise UsageError(
+                f"{path} was made with other settings than the protocol's ({key} lacks "
+                f"`{flags}`); rerun it with --redo, or delete it"
+            )
 
 
 def train_and_evaluate(
@@ -165,6 +196,11 @@ def evaluate_random(dataset: str, seed: int, out: Path, record: Path) -> dict[st
     spec = PROTOCOL[dataset]
     name = f"{dataset}-random-seed{seed}"
     checkpoint = out / f"{dataset}-simclr-seed{seed}.pth"  # read for its architecture only
+    if not checkpoint.exists():
+        raise UsageError(
+            f"{checkpoint} is missing: the random-initialisation row reads its architecture; "
+            f"rerun with --redo to train {dataset}'s SimCLR seed {seed} again"
+        )
     evaluate = [spec["script"], "--load-from", shown(checkpoint), "--device", "cpu"]
     evaluate += [*spec["evaluate"], "--seed", str(seed), "--random-init"]
     print(f"== {name}: evaluation", flush=True)
@@ -184,16 +220,23 @@ def write_record(path: Path, evaluation: dict[str, Any], **fields: Any) -> dict[
     return record
 
 
-def read_records(record: Path) -> dict[tuple[str, str], dict[int, dict[str, Any]]]:
-    """(dataset, method) -> seed -> record, from the JSON files of `record`."""
+def read_records(
+    record: Path, required: bool = True
+) -> dict[tuple[str, str], dict[int, dict[str, Any]]]:
+    """(dataset, method) -> seed -> record, from the JSON files of `record`, each checked
+    against the protocol."""
     groups: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
     for path in sorted(record.glob("*-seed*.json")):
-        dataset, method, seed = path.stem.rsplit("-", 2)
         try:
-            groups.setdefault((dataset, method), {})[int(seed[4:])] = json.loads(path.read_text())
+            dataset, method, seed = path.stem.rsplit("-", 2)
+            content = json.loads(path.read_text())
+            if not isinstance(content, dict):
+                raise ValueError("not an object")
+            check_record(path, content)
+            groups.setdefault((dataset, method), {})[int(seed[4:])] = content
         except (json.JSONDecodeError, ValueError):
             raise UsageError(f"{path} is not a results record; delete it and rerun") from None
-    if not groups:
+    if not groups and required:
         raise UsageError(f"no results records in {record}; run python3 -m benchmarks.results")
     return groups
 
@@ -219,7 +262,8 @@ def paired(
     seeds = sorted(set(invclr) & set(simclr))
     differences = [invclr[s][key] - simclr[s][key] for s in seeds]
     if len(differences) < 2:
-        return (differences[0] if differences else float("nan")), float("nan"), float("nan"), 1
+        mean = differences[0] if differences else float("nan")
+        return mean, float("nan"), float("nan"), len(differences)
     se = statistics.stdev(differences) / len(differences) ** 0.5
     t = T_95[len(differences) - 2] if len(differences) - 1 <= len(T_95) else 1.96
     return statistics.fmean(differences), se, t * se, len(differences)
@@ -300,10 +344,7 @@ def table(groups: dict[tuple[str, str], dict[int, dict[str, Any]]]) -> str:
             across = statistics.fmean(r["invariance_across"] for r in ordered)
             clamped = [c for r in ordered if (c := clamp_fraction(r)) is not None]
             walls = [r["train_time_s"] / 60 for r in ordered if "train_time_s" in r]
-            label = LABELS[method]
-            if method == "invclr":
-                flags = spec["methods"]["invclr"]
-                label += f" (λ = {flags[1]}, limit {flags[3]})"
+            label = method_label(dataset, method)
             lines.append(
                 f"| {label} | {spread(scores, digits)} | {per_seed} | {invariance} "
                 f"({within:.3g} / {across:.3g}) | "
@@ -335,9 +376,16 @@ def table(groups: dict[tuple[str, str], dict[int, dict[str, Any]]]) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def method_label(dataset: str, method: str) -> str:
+    if method != "invclr":
+        return LABELS[method]
+    flags = dict(zip(*[iter(PROTOCOL[dataset]["methods"]["invclr"])] * 2, strict=True))
+    return f"InvCLR (λ = {flags['--lambda-gp']}, limit {flags['--gp-upper-limit']})"
+
+
 def plot_curves(groups, dataset: str, seed: int, path: Path) -> None:
     runs = {
-        LABELS[m]: groups[(dataset, m)][seed]["epochs"]
+        method_label(dataset, m): groups[(dataset, m)][seed]["epochs"]
         for m in ("simclr", "invclr")
         if seed in groups.get((dataset, m), {})
     }
@@ -362,7 +410,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--datasets",
         nargs="+",
         choices=list(PROTOCOL),
-        default=list(PROTOCOL),
+        default=None,
         help="halves to run (default: both)",
     )
     p.add_argument(
@@ -391,10 +439,14 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> str:
-    args.out.mkdir(parents=True, exist_ok=True)
-    args.record.mkdir(parents=True, exist_ok=True)
+    if args.table_only and (args.redo or args.datasets):
+        raise UsageError("--table-only runs nothing; drop --redo and --datasets (it tabulates all)")
     if not args.table_only:
-        for dataset in args.datasets:
+        args.out.mkdir(parents=True, exist_ok=True)
+        args.record.mkdir(parents=True, exist_ok=True)
+        if not args.redo:
+            read_records(args.record, required=False)  # refuse stale records before any run
+        for dataset in args.datasets or list(PROTOCOL):
             start = time.perf_counter()
             for seed in args.seeds:
                 for method in PROTOCOL[dataset]["methods"]:

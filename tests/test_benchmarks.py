@@ -67,3 +67,50 @@ def test_device_crops_of_a_padded_batch_equal_crops_of_each_image():
     for i, image in enumerate(images):
         alone = resized_crop(to_unit_float(image)[None], boxes[i : i + 1], 16)
         torch.testing.assert_close(views[0][i : i + 1], alone, rtol=0, atol=1e-5)
+
+
+def test_invariance_study_first_order_term_is_the_small_step_limit(monkeypatch):
+    """For draws θ′ a tiny step from θ the first-order term equals the actual change; the
+    concentration is the squared norm of the mean normalised representation."""
+    from augmentation.views import SpirographViews
+    from benchmarks import invariance_study
+    from datasets.spirograph import render_spirograph, sample_data_params, sample_transform_params
+    from models import ResNetEncoder
+
+    gen = torch.Generator().manual_seed(0)
+    data, theta = sample_data_params(16, generator=gen), sample_transform_params(16, generator=gen)
+    steps = [theta + 1e-3 * torch.randn(16, 6, generator=gen) for _ in range(3)]
+    draws = iter([theta, *steps])
+    monkeypatch.setattr(SpirographViews, "sample_nuisance", lambda self, n, **_: next(draws))
+    torch.manual_seed(0)
+    encoder = ResNetEncoder("resnet18", "cifar", width=0.125).eval()
+    row = invariance_study.study(encoder, data, 3, gen)
+    assert row["first_order_over_actual"] == pytest.approx(1, rel=0.05)
+    with torch.no_grad():
+        h = encoder(render_spirograph(data, steps[0])).double()
+    z = torch.nn.functional.normalize(h, dim=1)
+    assert row["concentration"] == pytest.approx(z.mean(0).pow(2).sum().item(), rel=1e-3)
+
+
+def test_old_probe_benchmark_compares_against_the_exact_minimiser(tmp_path):
+    """The old probe comes from the git history (float32, stopped at its cap); the exact fit it
+    is compared with must have the lower objective, at a gradient norm within the tolerance."""
+    from test_evaluation import write_checkpoint
+
+    from benchmarks import old_probe
+
+    try:
+        old = old_probe.old_probe_module()
+    except old_probe.UsageError:
+        pytest.skip("this clone has no git history to read the old probe from")
+    x = torch.randn(50, 5, generator=torch.Generator().manual_seed(0))
+    assert old.fit_linear(x, x[:, :2], 2, task="regression", reg_weight=0.0).model.weight.dtype == (
+        torch.float32
+    )
+    path = write_checkpoint(tmp_path / "s.pth", "spirograph", 0.002)
+    args = old_probe.get_args_parser().parse_args([str(path), "--random-init"])
+    rows = old_probe.main(args)
+    assert set(rows) == {"s", "s at random initialisation"}
+    for row in rows.values():
+        assert row["exact"]["grad_norm"] <= 1e-6 and row["exact"]["iterations"] == 0
+        assert row["exact"]["objective"] <= row["old"]["objective"] * (1 + 1e-12)

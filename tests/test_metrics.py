@@ -78,7 +78,7 @@ def test_plot_overlays_runs_and_refuses_bad_files(workdir, capsys, monkeypatch):
     metrics = workdir / "checkpoint" / "p.metrics.jsonl"
     runs = {"one": read_metrics(metrics), "two": read_metrics(metrics)}
     drawn = plot.plot_runs(runs, workdir / "curves.png")
-    assert drawn == ["contrastive_loss", "penalty", "loss", "lr", "test_mse"]
+    assert drawn == ["contrastive_loss", "penalty", "clamp_fraction", "loss", "lr", "test_mse"]
     assert Image.open(workdir / "curves.png").size[0] > 100
 
     (workdir / "bad.jsonl").write_text('{"epoch": 1}\nnot json\n')
@@ -87,6 +87,22 @@ def test_plot_overlays_runs_and_refuses_bad_files(workdir, capsys, monkeypatch):
     assert "bad.jsonl, line 2: not a metrics line" in line
     line = one_line(script_error(plot, [str(metrics), "--labels", "a", "b"], capsys, monkeypatch))
     assert "--labels gives 2 names for 1 files" in line
+
+
+def test_plot_leaves_out_the_penalty_panels_when_no_run_is_penalised(tmp_path):
+    def rows(penalty, clamped):
+        return [
+            {"epoch": e, "contrastive_loss": 4.0 - e, "penalty": penalty * e, "loss": 4.0,
+             "lr": 0.1, "clamp_fraction": clamped}
+            for e in (1, 2)
+        ]  # fmt: skip
+
+    simclr = rows(0.0, None)
+    assert plot.plot_runs({"simclr": simclr}, tmp_path / "a.png") == [
+        "contrastive_loss", "loss", "lr"
+    ]  # fmt: skip
+    both = plot.plot_runs({"simclr": simclr, "invclr": rows(5.0, 0.0)}, tmp_path / "b.png")
+    assert both == ["contrastive_loss", "penalty", "clamp_fraction", "loss", "lr"]
 
 
 @pytest.mark.parametrize("dataset", ["spirograph", "cifar10"])

@@ -88,3 +88,37 @@ def test_table_pairs_seeds_and_says_what_the_difference_shows():
 )  # fmt: skip
 def test_verdicts(mean, half, lower, says):
     assert results.verdict(mean, half, lower).startswith(says)
+
+
+def test_a_record_made_with_other_settings_is_refused(tmp_path):
+    flags = results.defining_flags("spirograph", "invclr", 0)
+    good = {**record(0.02, 0.2), **flags}
+    (tmp_path / "spirograph-invclr-seed0.json").write_text(json.dumps(good))
+    assert results.read_records(tmp_path)[("spirograph", "invclr")][0]["mse"] == 0.02
+    other = {**good, "train_command": good["train_command"].replace("1e-2", "1e-3")}
+    (tmp_path / "spirograph-invclr-seed0.json").write_text(json.dumps(other))
+    with pytest.raises(results.UsageError, match="other settings than the protocol's"):
+        results.read_records(tmp_path)
+
+
+def test_the_evaluation_line_is_found_past_later_output(tmp_path):
+    log = tmp_path / "x.log"
+    log.write_text('encoded\n{"mse": 0.5}\nsome warning printed after it\n')
+    assert results.last_json(log) == {"mse": 0.5}
+    log.write_text("no result\n")
+    with pytest.raises(results.UsageError, match="no JSON result line"):
+        results.last_json(log)
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("spirograph-invclr-seed0.json", "[1, 2]"),
+        ("x-seed0.json", "{}"),
+        ("spirograph-invclr-seedX.json", "{}"),
+    ],
+)
+def test_a_file_that_is_not_a_record_is_one_line(tmp_path, name, content):
+    (tmp_path / name).write_text(content)
+    with pytest.raises(results.UsageError, match="is not a results record"):
+        results.read_records(tmp_path)

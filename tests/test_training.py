@@ -252,6 +252,23 @@ def test_resume_refuses_a_conflicting_run_flag(workdir):
         )
 
 
+def test_an_epoch_end_checkpoint_from_before_width_and_clamps_resumes(workdir):
+    """Written before --width and the clamp count: it resumes at full width only, and the next
+    epoch, which starts from it at step 0, counts its clamps in full."""
+    run(*SPIRO, "--num-epochs", "2", "--cut-off", "1", "--test-freq", "0", "--filename", "a",
+        "--lambda-gp", "0.01", "--gp-upper-limit", "1e-9")  # fmt: skip
+    path = workdir / "checkpoint" / "a.pth"
+    state = load(path)
+    del state["args"]["width"]
+    state["next"]["totals"] = state["next"]["totals"][:3]
+    save_checkpoint(state, path)
+    with pytest.raises(train.UsageError, match="--width 0.25 conflicts with the resumed run's 1.0"):
+        run("--resume", "checkpoint/a.pth", "--width", "0.25")
+    resumed = load(run("--resume", "checkpoint/a.pth", "--filename", "b", "--cut-off", "2"))
+    assert resumed["args"]["width"] == 1.0
+    assert [r["clamp_fraction"] for r in resumed["results"]] == [1.0, 1.0]
+
+
 def cli(workdir: Path, *flags: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(REPO / "invariance_by_gradient.py"), *flags],
@@ -292,6 +309,9 @@ def test_missing_paths_file_and_wrong_layout(workdir):
         ["--proportion", "1.5"],
         ["--lambda-gp", "-0.1"],
         ["--temperature", "0"],
+        ["--width", "0.005"],
+        ["--width", "inf"],
+        ["--width", "nan"],
     ],
 )
 def test_impossible_flag_values_are_argparse_errors(flags, capsys):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -67,6 +68,20 @@ def float_at_least(minimum: float, *, strict: bool = False) -> Callable[[str], f
 
     parse.__name__ = "number"
     return parse
+
+
+def width_multiplier(text: str) -> float:
+    """A finite channel multiplier that leaves the first stage (64 channels at 1) one or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(value) and round(64 * value) >= 1):
+        raise argparse.ArgumentTypeError(
+            f"must be finite and keep a channel in the first stage (64 × width rounding to 1 or "
+            f"more), got {text}"
+        )
+    return value
 
 
 def proportion(text: str) -> float:

@@ -36,7 +36,15 @@ from utils.cli import (
     seed_value,
 )
 from utils.invariance import invariance_measure
-from utils.probe import TOLERANCE, LinearFit, encode, evaluate_linear, fit_linear
+from utils.probe import (
+    MAX_ITERATIONS,
+    TOLERANCE,
+    LinearFit,
+    encode,
+    evaluate_linear,
+    fit_linear,
+    gradient_norm,
+)
 
 REG_GRID = [10.0**k for k in range(-9, 0)]
 # Spec section 7 gives 1e-5; the paper's Spirograph results used 1e-8, which the regression
@@ -244,7 +252,12 @@ def held_out_split(n: int, seed: int) -> tuple[Tensor, Tensor]:
 
 
 def choose_reg_weight(
-    features: Tensor, targets: Tensor, num_outputs: int, task: str, seed: int
+    features: Tensor,
+    targets: Tensor,
+    num_outputs: int,
+    task: str,
+    seed: int,
+    max_iter: int = MAX_ITERATIONS,
 ) -> tuple[float, bool]:
     """The grid weight with the best held-out accuracy (ties: lower loss) or lowest MSE, and
     whether every fit of the search reached its tolerance."""
@@ -253,7 +266,12 @@ def choose_reg_weight(
     print("reg-weight search on a held-out 10% of the labelled training set:")
     for weight in REG_GRID:
         fit = fit_linear(
-            features[fit_idx], targets[fit_idx], num_outputs, task=task, reg_weight=weight
+            features[fit_idx],
+            targets[fit_idx],
+            num_outputs,
+            task=task,
+            reg_weight=weight,
+            max_iter=max_iter,
         )
         all_converged &= fit.converged
         result = evaluate_linear(fit, features[val_idx], targets[val_idx], task)
@@ -285,6 +303,7 @@ def linear_probe(
     device: torch.device,
     generator: torch.Generator,
     seed: int = 0,
+    max_iter: int = MAX_ITERATIONS,
     verbose: bool = False,
 ) -> tuple[LinearFit, dict[str, Any], float]:
     """Spec section 7 with L-BFGS: encode the labelled training and test sets, fit on the first,
@@ -314,9 +333,11 @@ def linear_probe(
     search = {}
     if reg_weight == "auto":
         reg_weight, search["reg_search_converged"] = choose_reg_weight(
-            train_x, train_y, data.num_outputs, data.task, seed
+            train_x, train_y, data.num_outputs, data.task, seed, max_iter
         )
-    fit = fit_linear(train_x, train_y, data.num_outputs, task=data.task, reg_weight=reg_weight)
+    fit = fit_linear(
+        train_x, train_y, data.num_outputs, task=data.task, reg_weight=reg_weight, max_iter=max_iter
+    )
     if verbose:
         how = "closed form" if data.task == "regression" else f"L-BFGS, {fit.iterations} iterations"
         print(
@@ -374,7 +395,7 @@ def fit_sgd(
             optimizer.step()
             schedule.step()
         print(f"SGD epoch {epoch + 1}/{epochs}: last batch loss {loss.item():.4f}")
-    grad_norm = torch.cat([p.grad.flatten() for p in linear.parameters()]).norm().item()
+    grad_norm = gradient_norm(linear)
     # SGD runs its fixed schedule (the paper's protocol) rather than to a tolerance.
     return LinearFit(linear.eval(), loss.item(), grad_norm, epochs * steps_per_epoch, False)
 
@@ -407,6 +428,9 @@ def evaluate_checkpoint(args: argparse.Namespace, task: str) -> dict[str, Any]:
             "--untransformed and --num-passes choose the representations L-BFGS is fitted on; "
             "SGD trains on a fresh crop and flip at every step, so drop them"
         )
+    max_iter = getattr(args, "max_iter", None)
+    if solver == "sgd" and max_iter is not None:
+        raise UsageError("--max-iter caps the L-BFGS solver; SGD runs --epochs, so drop it")
     sgd_flags = [f"--{name}" for name in ("epochs", "lr") if getattr(args, name, None) is not None]
     if solver == "lbfgs" and sgd_flags:
         raise UsageError(
@@ -436,7 +460,14 @@ def evaluate_checkpoint(args: argparse.Namespace, task: str) -> dict[str, Any]:
     )
     if solver == "lbfgs":
         fit, result, weight = linear_probe(
-            encoder, data, views, reg_weight=args.reg_weight, seed=seed, verbose=True, **common
+            encoder,
+            data,
+            views,
+            reg_weight=args.reg_weight,
+            seed=seed,
+            max_iter=max_iter or MAX_ITERATIONS,
+            verbose=True,
+            **common,
         )
     else:
         weight = args.reg_weight
@@ -449,6 +480,7 @@ def evaluate_checkpoint(args: argparse.Namespace, task: str) -> dict[str, Any]:
     summary = {
         "dataset": dataset,
         "arch": run["arch"],
+        "width": run.get("width", 1.0),
         "checkpoint": str(path),
         "random_init": args.random_init,
         "raw_pixels": args.raw_pixels,

@@ -37,22 +37,33 @@ def run_label(path: Path) -> str:
 
 def plot_runs(runs: dict[str, list[dict]], out: Path) -> list[str]:
     """Draw every panel some run has values for; returns the panels drawn."""
-    keys = [(k, t) for k, t in PANELS if any(k in row for rows in runs.values() for row in rows)]
+
+    def drawn(key: str) -> bool:
+        values = [row.get(key) for rows in runs.values() for row in rows]
+        if key == "penalty":  # runs without the penalty record it as 0
+            return any(values)
+        return any(value is not None for value in values)
+
+    keys = [(k, t) for k, t in PANELS if drawn(k)]
     columns = min(3, len(keys))
     rows_of_panels = -(-len(keys) // columns)
     fig = Figure(figsize=(4.2 * columns, 3.2 * rows_of_panels))
     axes = fig.subplots(rows_of_panels, columns, squeeze=False).ravel()
     for ax, (key, title) in zip(axes, keys, strict=False):
-        for label, rows in runs.items():
+        for index, (label, rows) in enumerate(runs.items()):
             points = [(row["epoch"], row[key]) for row in rows if row.get(key) is not None]
+            if key == "penalty" and not any(value for _, value in points):
+                continue  # a run without the penalty records it as 0
             if points:
                 epochs, values = zip(*points, strict=True)
-                (line,) = ax.plot(
-                    epochs, values, marker="o" if len(points) < 30 else None, label=label
-                )
+                colour = f"C{index}"  # a run keeps its colour in every panel
+                marker = "o" if len(points) < 30 else None
+                ax.plot(epochs, values, marker=marker, label=label, color=colour)
                 limits = {row["gp_upper_limit"] for row in rows if "gp_upper_limit" in row}
                 if key == "penalty" and len(limits) == 1:
-                    ax.axhline(limits.pop(), color=line.get_color(), linestyle="--", linewidth=1)
+                    ax.axhline(limits.pop(), color=colour, linestyle="--", linewidth=1)
+                if key == "penalty" and min(values) > 0:
+                    ax.set_yscale("log")  # it falls by orders of magnitude as training goes
                 if key == "clamp_fraction":
                     ax.set_ylim(-0.05, 1.05)
         ax.set_title(title, fontsize=10)

@@ -46,7 +46,9 @@ def encode(
 
 TOLERANCE = 1e-6  # gradient norm of the mean objective at which a fit counts as converged
 MAX_ITERATIONS = 10_000  # L-BFGS iterations before a classification fit gives up
-CHUNK = 20  # L-BFGS iterations between two checks of the gradient norm
+# L-BFGS runs in chunks of at most 20 iterations (and torch's default 25 evaluations of the
+# objective) between two checks of the gradient norm.
+CHUNK = 20
 
 
 @dataclass
@@ -110,9 +112,14 @@ def fit_linear(
     model.zero_grad()
     loss = objective_value(model, x, targets, task, reg_weight)
     loss.backward()
-    grad_norm = torch.cat([p.grad.flatten() for p in model.parameters()]).norm().item()
+    grad_norm = gradient_norm(model)
     model.zero_grad()
     return LinearFit(model.eval(), loss.item(), grad_norm, iterations, grad_norm <= tolerance)
+
+
+def gradient_norm(model: nn.Module) -> float:
+    """The norm of the gradient of every parameter of ``model``, taken as one vector."""
+    return torch.cat([p.grad.flatten() for p in model.parameters()]).norm().item()
 
 
 def ridge_solution(x: Tensor, y: Tensor, reg_weight: float) -> tuple[Tensor, Tensor]:
@@ -199,7 +206,7 @@ def _minimise_lbfgs(
         model.zero_grad()
         loss = objective_value(model, x, targets, "classification", reg_weight)
         loss.backward()
-        grad_norm = torch.cat([p.grad.flatten() for p in model.parameters()]).norm()
+        grad_norm = gradient_norm(model)
         # A chunk that cannot lower the loss has met float64's resolution: stop there.
         if grad_norm <= tolerance or loss.item() >= best:
             break
