@@ -16,6 +16,7 @@ git history.
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib.util
 import json
 import subprocess
@@ -24,7 +25,6 @@ import tempfile
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from datasets.sources import load_dataset
 from utils.checkpoint import resolve_checkpoint
@@ -36,7 +36,7 @@ from utils.evaluation import (
     representations,
     split_targets,
 )
-from utils.probe import evaluate_linear, fit_linear
+from utils.probe import evaluate_linear, fit_linear, gradient_norm, objective_value
 
 OLD_COMMIT = "5e1b0c8"
 REPO = Path(__file__).resolve().parent.parent
@@ -68,16 +68,11 @@ def old_probe_module():
 
 def objective_and_gradient(fit, x, y, task: str, reg: float) -> tuple[float, float]:
     """The probe's objective and its gradient norm at the fit's (W, b), in float64."""
-    weight = fit.model.weight.detach().double().clone().requires_grad_()
-    bias = fit.model.bias.detach().double().clone().requires_grad_()
-    outputs = x.double() @ weight.T + bias
-    if task == "classification":
-        data_term = F.cross_entropy(outputs, y)
-    else:
-        data_term = F.mse_loss(outputs, y.double())
-    objective = data_term + reg * weight.pow(2).sum()
+    model = copy.deepcopy(fit.model).double()
+    targets = y if task == "classification" else y.double()
+    objective = objective_value(model, x.double(), targets, task, reg)
     objective.backward()
-    return objective.item(), torch.cat([weight.grad.flatten(), bias.grad]).norm().item()
+    return objective.item(), gradient_norm(model)
 
 
 def compare(path: Path, random_init: bool, seed: int, old) -> dict[str, dict]:

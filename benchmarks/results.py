@@ -147,13 +147,12 @@ def defining_flags(dataset: str, method: str, seed: int) -> dict[str, str]:
     return {"train_command": shlex.join(train), "eval_command": shlex.join(evaluate)}
 
 
-def check_record(path: Path, record: dict[str, Any]) -> None:
+def check_record(path: Path, record: dict[str, Any], dataset: str, method: str, seed: int) -> None:
     """Refuse a record made with other settings than the current `PROTOCOL`'s: the table's
     caption describes the protocol, so it must describe every number under it."""
-    dataset, method, seed = path.stem.rsplit("-", 2)
     if dataset not in PROTOCOL or method not in LABELS:
         raise UsageError(f"{path} names no dataset and method of the protocol; delete it")
-    for key, flags in defining_flags(dataset, method, int(seed[4:])).items():
+    for key, flags in defining_flags(dataset, method, seed).items():
         if flags not in record.get(key, ""):
             raise UsageError(
                 f"{path} was made with other settings than the protocol's ({key} lacks "
@@ -228,12 +227,13 @@ def read_records(
     groups: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
     for path in sorted(record.glob("*-seed*.json")):
         try:
-            dataset, method, seed = path.stem.rsplit("-", 2)
+            dataset, method, seed_name = path.stem.rsplit("-", 2)
+            seed = int(seed_name.removeprefix("seed"))
             content = json.loads(path.read_text())
             if not isinstance(content, dict):
                 raise ValueError("not an object")
-            check_record(path, content)
-            groups.setdefault((dataset, method), {})[int(seed[4:])] = content
+            check_record(path, content, dataset, method, seed)
+            groups.setdefault((dataset, method), {})[seed] = content
         except (json.JSONDecodeError, ValueError):
             raise UsageError(f"{path} is not a results record; delete it and rerun") from None
     if not groups and required:
