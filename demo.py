@@ -20,7 +20,7 @@ import time
 
 import invariance_by_gradient
 import lbfgs_linear_clf_spirograph
-from datasets.spirograph import DATA_PARAMS
+from augmentation.spirograph import DATA_PARAMS
 from utils.cli import DefaultsHelpFormatter, float_at_least, int_at_least, run_cli, seed_value
 
 

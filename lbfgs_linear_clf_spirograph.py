@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import argparse
 
-from utils.cli import run_cli
-from utils.evaluation import DEFAULT_REG_WEIGHT, eval_args_parser, evaluate_checkpoint
+from augmentation.spirograph import DATA_PARAMS
+from lbfgs_linear_clf import Evaluation
+from utils.cli import DefaultsHelpFormatter, add_evaluation_args, run_cli
+from utils.probe import DEFAULT_REG_WEIGHT, probe_encoder
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = eval_args_parser(
-        "Linear regression of Spirograph parameters from representations.",
-        DEFAULT_REG_WEIGHT["regression"],
+    p = argparse.ArgumentParser(
+        description="Linear regression of Spirograph parameters from representations.",
+        formatter_class=DefaultsHelpFormatter,
     )
+    add_evaluation_args(p, DEFAULT_REG_WEIGHT["regression"])
     p.add_argument(
         "--componentwise",
         action="store_true",
@@ -29,7 +32,39 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> dict:
-    return evaluate_checkpoint(args, task="regression")
+    evaluation = Evaluation(args, "regression")
+    data, views = evaluation.load()
+    fit, result, weight = probe_encoder(
+        evaluation.encoder,
+        data,
+        views,
+        reg_weight=args.reg_weight,
+        untransformed=args.untransformed,
+        num_passes=args.num_passes,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        device=evaluation.device,
+        seed=evaluation.seed,
+        verbose=True,
+    )
+    per_target = dict(zip(DATA_PARAMS, result["mse_per_target"], strict=True))
+    line, fields = f"test MSE {result['mse']:.6f}", {"mse": result["mse"]}
+    if args.componentwise:
+        line += "  (" + ", ".join(f"{k} {v:.6f}" for k, v in per_target.items()) + ")"
+        fields.update({f"mse_{k}": v for k, v in per_target.items()})
+    print(line)
+    summary = evaluation.summary(data, views, fit, **fields)
+    summary.update(
+        num_passes=1 if args.untransformed else args.num_passes,
+        untransformed=args.untransformed,
+        reg_weight=weight,
+        solver="closed form",
+        train_objective=fit.train_loss,
+        grad_norm=fit.grad_norm,
+        converged=fit.converged,
+        **{k: v for k, v in result.items() if k == "reg_search_converged"},
+    )
+    return evaluation.finish(summary)
 
 
 if __name__ == "__main__":

@@ -3,14 +3,18 @@
 A view maker turns a batch of inputs into (views, θ): normalised images ready for the encoder and
 the (B, P) nuisance parameters they were made from. θ is the tensor the gradient penalty
 differentiates with respect to (colour jitter parameters, or Spirograph's six transformation
-parameters), and `sample_nuisance` draws fresh rows from its distribution for the penalty's θ'.
-Every other random choice (crop, flip, blur, apply masks) is drawn here from ``generator``, which
-must live on the inputs' device. Under `torchrun` each process passes its ``shard`` of the global
-batch: every draw is made for the whole global batch and cut to the process's rows, so the views
-do not depend on the number of processes.
+parameters), and `fresh_nuisance` draws new rows from its distribution for the penalty's θ'.
+
+A view maker owns its randomness: every random choice (crop, flip, jitter, blur, apply masks, the
+penalty's draws) comes from its ``generator``, which must live on the inputs' device. Under
+`torchrun` it is built with the process's ``shard`` of the global batch: every draw is made for
+the whole global batch and cut to the process's rows, so the views do not depend on the number
+of processes, and the code that calls it never mentions them.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -19,7 +23,7 @@ from augmentation.blur import blur_kernel_size, gaussian_blur, sample_blur
 from augmentation.colour import colour_distortion, sample_apply_masks, sample_jitter_params
 from augmentation.crop import horizontal_flip, resized_crop, sample_crop_boxes, sample_flip_mask
 from augmentation.normalize import normalize
-from datasets.spirograph import TRANSFORM_BOUNDS, render_spirograph, sample_transform_params
+from augmentation.spirograph import TRANSFORM_BOUNDS, render_spirograph, sample_transform_params
 from utils.distributed import ONE_PROCESS, Shard
 
 
@@ -28,7 +32,41 @@ def to_unit_float(images: Tensor) -> Tensor:
     return images.float().div_(255) if images.dtype == torch.uint8 else images
 
 
-class NaturalViews:
+class _Views:
+    """The draws shared by both view makers: each for the global batch, cut to the shard."""
+
+    def __init__(self, generator: torch.Generator | None, shard: Shard) -> None:
+        self.generator = generator
+        self.shard = shard
+
+    def draw(self, sampler: Callable, rows: int, *args, device: torch.device, **kwargs):
+        """``sampler(rows · world, *args, device=, generator=, **kwargs)`` cut to this process's
+        ``rows`` (a tensor or a tuple of tensors, rows first)."""
+        return self.shard.draw(
+            lambda n: sampler(n, *args, device=device, generator=self.generator, **kwargs), rows
+        )
+
+    def fresh_nuisance(self, num_samples: int, rows: int, device: torch.device) -> Tensor:
+        """(K, b, P) fresh nuisance parameters for the penalty: K draws for each of this
+        process's ``rows`` images, cut from the (K, B, P) draw of the global batch."""
+        world = self.shard.world
+        drawn = self.sample_nuisance(
+            num_samples * rows * world, device=device, generator=self.generator
+        )
+        return self.shard.rows(drawn.view(num_samples, rows * world, -1), dim=1)
+
+    def signs(self, like: Tensor, sampler: Callable) -> Tensor:
+        """The penalty's (b, d) random signs for this process's rows of ``like`` (b, d):
+        ``sampler((B, d), device=, dtype=, generator=)`` of the global batch, cut."""
+        return self.shard.draw(
+            lambda n: sampler(
+                (n, like.shape[1]), device=like.device, dtype=like.dtype, generator=self.generator
+            ),
+            like.shape[0],
+        )
+
+
+class NaturalViews(_Views):
     """Crop, flip, colour distortion, optional blur, normalisation (spec section 3, in order).
 
     ``crop=False`` skips the random resized crop for inputs already cropped in data-loader
@@ -42,7 +80,11 @@ class NaturalViews:
         colour_strength: float = 0.5,
         blur: bool = False,
         crop: bool = True,
+        *,
+        generator: torch.Generator | None = None,
+        shard: Shard = ONE_PROCESS,
     ) -> None:
+        super().__init__(generator, shard)
         self.dataset = dataset
         self.image_size = image_size
         self.colour_strength = colour_strength
@@ -55,68 +97,54 @@ class NaturalViews:
         """(n, 4) fresh colour-jitter parameters."""
         return sample_jitter_params(n, self.colour_strength, device=device, generator=generator)
 
-    def crop_flip(
-        self,
-        images: Tensor,
-        *,
-        generator: torch.Generator | None = None,
-        shard: Shard = ONE_PROCESS,
-    ) -> Tensor:
+    def crop_flip(self, images: Tensor) -> Tensor:
         """Random resized crop (unless ``crop=False``) and flip; floats in [0, 1], unnormalised."""
         x = to_unit_float(images)
         b, device = x.shape[0], x.device
         if self.crop:
             h, w = x.shape[-2:]
-            boxes = shard.draw(
-                lambda n: sample_crop_boxes(n, h, w, device=device, generator=generator), b
+            x = resized_crop(
+                x, self.draw(sample_crop_boxes, b, h, w, device=device), self.image_size
             )
-            x = resized_crop(x, boxes, self.image_size)
-        flips = shard.draw(lambda n: sample_flip_mask(n, device=device, generator=generator), b)
-        return horizontal_flip(x, flips)
+        return horizontal_flip(x, self.draw(sample_flip_mask, b, device=device))
 
-    def augment(
-        self,
-        images: Tensor,
-        *,
-        generator: torch.Generator | None = None,
-        requires_grad: bool = False,
-        shard: Shard = ONE_PROCESS,
-    ) -> tuple[Tensor, Tensor]:
+    def augment(self, images: Tensor, *, requires_grad: bool = False) -> tuple[Tensor, Tensor]:
         """(B, 3, H, W) uint8 or [0, 1] images -> ((B, 3, S, S) views, (B, 4) jitter parameters)."""
-        x = self.crop_flip(images, generator=generator, shard=shard)
-        return self.distort(x, generator=generator, requires_grad=requires_grad, shard=shard)
+        return self.distort(self.crop_flip(images), requires_grad=requires_grad)
 
-    def distort(
-        self,
-        x: Tensor,
-        *,
-        generator: torch.Generator | None = None,
-        requires_grad: bool = False,
-        shard: Shard = ONE_PROCESS,
-    ) -> tuple[Tensor, Tensor]:
+    def distort(self, x: Tensor, *, requires_grad: bool = False) -> tuple[Tensor, Tensor]:
         """Colour distortion, optional blur and normalisation of cropped [0, 1] images: the part
         of ``augment`` after the crop, with fresh draws of its parameters."""
         b, device = x.shape[0], x.device
-        theta = shard.draw(lambda n: self.sample_nuisance(n, device=device, generator=generator), b)
+        theta = self.draw(self.sample_nuisance, b, device=device)
         theta.requires_grad_(requires_grad)
-        jitter_mask, gray_mask = shard.draw(
-            lambda n: sample_apply_masks(n, device=device, generator=generator), b
-        )
+        jitter_mask, gray_mask = self.draw(sample_apply_masks, b, device=device)
         x = colour_distortion(x, theta, jitter_mask, gray_mask)
         if self.blur:
-            sigmas, blur_mask = shard.draw(
-                lambda n: sample_blur(n, device=device, generator=generator), b
-            )
+            sigmas, blur_mask = self.draw(sample_blur, b, device=device)
             x = gaussian_blur(x, sigmas, blur_mask, blur_kernel_size(self.image_size))
         return normalize(x, self.dataset), theta
+
+    def nuisance_draws(self, images: Tensor, k: int) -> list[Tensor]:
+        """``k`` views of each image that differ only in the nuisance the penalty targets: one
+        crop and flip, then ``k`` colour distortions (the invariance measure)."""
+        cropped = self.crop_flip(images)
+        return [self.distort(cropped)[0] for _ in range(k)]
 
     def plain(self, images: Tensor) -> Tensor:
         """Evaluation images: normalisation only."""
         return normalize(to_unit_float(images), self.dataset)
 
 
-class SpirographViews:
+class SpirographViews(_Views):
     """Each view renders the image's data parameters with a fresh transformation draw."""
+
+    dataset = "spirograph"
+
+    def __init__(
+        self, *, generator: torch.Generator | None = None, shard: Shard = ONE_PROCESS
+    ) -> None:
+        super().__init__(generator, shard)
 
     def sample_nuisance(
         self, n: int, *, device: torch.device | str, generator: torch.Generator | None = None
@@ -124,21 +152,15 @@ class SpirographViews:
         """(n, 6) fresh transformation parameters."""
         return sample_transform_params(n, device=device, generator=generator)
 
-    def augment(
-        self,
-        params: Tensor,
-        *,
-        generator: torch.Generator | None = None,
-        requires_grad: bool = False,
-        shard: Shard = ONE_PROCESS,
-    ) -> tuple[Tensor, Tensor]:
+    def augment(self, params: Tensor, *, requires_grad: bool = False) -> tuple[Tensor, Tensor]:
         """(B, 4) data parameters -> ((B, 3, 32, 32) images, (B, 6) transformation parameters)."""
-        theta = shard.draw(
-            lambda n: self.sample_nuisance(n, device=params.device, generator=generator),
-            params.shape[0],
-        )
+        theta = self.draw(self.sample_nuisance, params.shape[0], device=params.device)
         theta.requires_grad_(requires_grad)
         return render_spirograph(params, theta), theta
+
+    def nuisance_draws(self, params: Tensor, k: int) -> list[Tensor]:
+        """``k`` renderings of each image with fresh transformation parameters."""
+        return [self.augment(params)[0] for _ in range(k)]
 
     def plain(self, params: Tensor) -> Tensor:
         """Images with every transformation parameter at the middle of its range."""

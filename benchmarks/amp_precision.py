@@ -11,7 +11,7 @@ It prints, for each precision, the relative error of each value and each gradien
 ‖g64‖), and for scale the relative difference between two float64 penalty gradients that differ
 only in their Rademacher signs and fresh parameter draws (the estimator's own noise). The last
 line is one JSON object. `--amp` in the training script keeps the penalised view in float32
-because of what this measures (see the README).
+because of what this measures (see docs/mixed-precision.md).
 """
 
 from __future__ import annotations
@@ -22,10 +22,9 @@ import json
 import torch
 
 from augmentation.views import NaturalViews
-from models import ARCHITECTURES, ProjectionHead, ResNetEncoder
+from models import ARCHITECTURES, PENALTY_SAMPLES, ProjectionHead, ResNetEncoder
+from models.invclr import gradient_penalty, nt_xent, rademacher
 from utils.cli import int_at_least, resolve_device, run_cli
-from utils.gradient_penalty import gradient_penalty, rademacher
-from utils.ntxent import nt_xent
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -50,34 +49,39 @@ def main(args: argparse.Namespace) -> dict:
     torch.manual_seed(args.seed)
     encoder = ResNetEncoder(args.arch, "cifar").to(device)
     head = ProjectionHead(encoder.representation_dim).to(device)
-    views = NaturalViews("cifar10", 32)
     images = torch.randint(
         0, 256, (args.batch_size, 3, 32, 32), dtype=torch.uint8,
         generator=torch.Generator().manual_seed(args.seed),
     ).to(device)  # fmt: skip
 
+    def seeded_views() -> NaturalViews:
+        """The view maker with its generator at ``args.seed``: every call, the same views."""
+        return NaturalViews("cifar10", 32, generator=torch.Generator(device).manual_seed(args.seed))
+
     def penalty(dtype: torch.dtype, amp: torch.dtype | None, draw_seed: int = 1):
         encoder.to(dtype).zero_grad(set_to_none=True)
-        gen = torch.Generator(device).manual_seed(args.seed)
-        view, theta = views.augment(images, generator=gen, requires_grad=True)
+        views = seeded_views()
+        view, theta = views.augment(images, requires_grad=True)
         with torch.autocast(device.type, amp, enabled=amp is not None):
             h = encoder(view.to(dtype))
         h = h.to(dtype)
+        # The signs first, then the K fresh draws per image, both from one generator.
         draws = torch.Generator(device).manual_seed(draw_seed)
+        signs = rademacher(h.shape, device=device, dtype=dtype, generator=draws)
+        b, p = theta.shape
+        fresh = views.sample_nuisance(PENALTY_SAMPLES * b, device=device, generator=draws)
         value = gradient_penalty(
-            h, theta, lambda n: views.sample_nuisance(n, device=device, generator=draws),
-            upper_limit=float("inf"), signs=rademacher(h.shape, device=device, dtype=dtype,
-                                                       generator=draws),
-        )  # fmt: skip
+            h, theta, fresh.reshape(PENALTY_SAMPLES, b, p), signs, upper_limit=float("inf")
+        )
         value.backward()
         return value.item(), _flat_grad([encoder])
 
     def contrastive(dtype: torch.dtype, amp: torch.dtype | None):
         for m in (encoder, head):
             m.to(dtype).zero_grad(set_to_none=True)
-        gen = torch.Generator(device).manual_seed(args.seed)
-        v1, _ = views.augment(images, generator=gen)
-        v2, _ = views.augment(images, generator=gen)
+        views = seeded_views()
+        v1, _ = views.augment(images)
+        v2, _ = views.augment(images)
         with torch.autocast(device.type, amp, enabled=amp is not None):
             loss = nt_xent(head(encoder(v1.to(dtype))), head(encoder(v2.to(dtype))), 0.5)
         loss.to(dtype).backward()

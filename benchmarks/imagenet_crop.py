@@ -94,7 +94,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 # (cells across the width, weight, channels): colour at coarse scales, texture in luminance only,
 # as in photographs, whose chroma JPEG subsamples. With the noise below, 512 files at the default
 # sizes (mean 436 high × 484 wide) average 130.5 KiB at quality 90, a little above ImageNet's
-# 110 KB (the README's run).
+# 110 KB (the run in docs/imagenet.md).
 _LAYERS = ((3, 0.7, 3), (12, 0.4, 3), (48, 0.5, 1), (250, 0.7, 1))
 _NOISE = 10.0
 

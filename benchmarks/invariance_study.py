@@ -37,12 +37,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from augmentation.spirograph import render_spirograph
 from augmentation.views import SpirographViews
 from datasets.sources import load_dataset
-from datasets.spirograph import render_spirograph
+from models.pretrained import load_encoder
 from utils.checkpoint import resolve_checkpoint
 from utils.cli import UsageError, int_at_least, run_cli, seed_value
-from utils.evaluation import load_encoder
 from utils.invariance import invariance_measure
 
 

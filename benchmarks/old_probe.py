@@ -27,16 +27,17 @@ from pathlib import Path
 import torch
 
 from datasets.sources import load_dataset
+from models.pretrained import load_encoder
 from utils.checkpoint import resolve_checkpoint
 from utils.cli import UsageError, run_cli, seed_value
-from utils.evaluation import (
+from utils.probe import (
     DEFAULT_REG_WEIGHT,
-    eval_views,
-    load_encoder,
+    evaluate_linear,
+    fit_linear,
+    gradient_norm,
+    objective_value,
     representations,
-    split_targets,
 )
-from utils.probe import evaluate_linear, fit_linear, gradient_norm, objective_value
 
 OLD_COMMIT = "5e1b0c8"
 REPO = Path(__file__).resolve().parent.parent
@@ -79,25 +80,28 @@ def compare(path: Path, random_init: bool, seed: int, old) -> dict[str, dict]:
     device = torch.device("cpu")
     encoder, run, _ = load_encoder(path, device, random_init=random_init, seed=seed)
     data = load_dataset(run["dataset"], proportion=run.get("proportion", 1.0), seed=seed)
-    views = eval_views(data, run)
+    task = data.info.task
+    # The evaluation's views (no blur), drawing from one generator for both splits in turn.
+    views = data.info.views(
+        run.get("colour_strength", 0.5), blur=False, generator=torch.Generator().manual_seed(seed)
+    )
     common = dict(
-        untransformed=data.task == "classification",
+        untransformed=task == "classification",
         num_passes=1,
         batch_size=256,
         num_workers=0,
         device=device,
-        generator=torch.Generator().manual_seed(seed),
     )
     train_x = representations(encoder, data.probe_train, views, **common)
-    train_y = split_targets(data.probe_train)
+    train_y = torch.as_tensor(data.probe_train.targets)
     test_x = representations(encoder, data.probe_test, views, **common)
-    test_y = split_targets(data.probe_test)
-    reg = DEFAULT_REG_WEIGHT[data.task]
+    test_y = torch.as_tensor(data.probe_test.targets)
+    reg = DEFAULT_REG_WEIGHT[task]
     row = {}
     for label, fit_fn in (("old", old.fit_linear), ("exact", fit_linear)):
-        fit = fit_fn(train_x, train_y, data.num_outputs, task=data.task, reg_weight=reg)
-        result = evaluate_linear(fit, test_x, test_y, data.task)
-        objective, grad_norm = objective_and_gradient(fit, train_x, train_y, data.task, reg)
+        fit = fit_fn(train_x, train_y, data.info.num_outputs, task=task, reg_weight=reg)
+        result = evaluate_linear(fit, test_x, test_y, task)
+        objective, grad_norm = objective_and_gradient(fit, train_x, train_y, task, reg)
         row[label] = {
             "test": result.get("accuracy", result.get("mse")),
             "iterations": fit.iterations,

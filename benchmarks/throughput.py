@@ -45,11 +45,12 @@ from torchvision import transforms
 
 import invariance_by_gradient as training
 from augmentation.normalize import DATASET_STATS
-from augmentation.views import NaturalViews, SpirographViews
+from augmentation.views import NaturalViews
 from datasets.natural import load_cifar
 from datasets.sources import DATASETS, DatasetBundle, load_dataset
+from models.invclr import Networks, nt_xent
 from utils.cli import UsageError, int_at_least, resolve_device, run_cli
-from utils.ntxent import nt_xent
+from utils.run import Position
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -153,26 +154,36 @@ def make_scaler(targs: argparse.Namespace, device: torch.device):
     return torch.amp.GradScaler(device.type) if targs.amp == "fp16" else None
 
 
+def networks(targs: argparse.Namespace, encoder, head, compiled) -> Networks:
+    """The encoder and head as the training script's step runs them under ``targs``."""
+    return Networks(
+        encoder,
+        head,
+        compiled=compiled,
+        amp_dtype=training.AMP_DTYPES[targs.amp],
+        channels_last=targs.channels_last,
+    )
+
+
 def step_timings(args, device, images: torch.Tensor) -> dict[str, float]:
     """Seconds per step for the bound, the plain step and the penalty steps, on one batch of
     ``images`` (uint8 CIFAR-10)."""
     targs = training_args(args, "cifar10")
-    data = DatasetBundle("cifar10", "cifar", 32, 10, None, None, None)
-    encoder, head, optimizer, _ = training.build_model(targs, data, device)
+    encoder, head, optimizer, _ = training.build_model(targs, DATASETS["cifar10"].stem, device)
     encoder.train()
     head.train()
-    views = NaturalViews("cifar10", 32, targs.colour_strength)
     gen = torch.Generator(device).manual_seed(0)
+    views = NaturalViews("cifar10", 32, targs.colour_strength, generator=gen)
     x = images[: args.batch_size].to(device)
-    view1, _ = views.augment(x, generator=gen)
-    view2, _ = views.augment(x, generator=gen)
+    view1, _ = views.augment(x)
+    view2, _ = views.augment(x)
     if targs.channels_last:
         view1 = view1.contiguous(memory_format=torch.channels_last)
         view2 = view2.contiguous(memory_format=torch.channels_last)
     params = [*encoder.parameters()]
     compiled = torch.compile(encoder) if targs.compile else None
     fast = compiled if compiled is not None else encoder
-
+    nets = networks(targs, encoder, head, compiled)
     scaler = make_scaler(targs, device)
 
     def bound() -> None:
@@ -184,11 +195,9 @@ def step_timings(args, device, images: torch.Tensor) -> dict[str, float]:
 
     def step(weight: float) -> None:
         training.training_step(
-            encoder, head, optimizer, views, x, x,
+            nets, views, optimizer, x, x,
             temperature=targs.temperature, penalty_weight=weight,
-            gp_upper_limit=targs.gp_upper_limit, gp_normalization=True, generator=gen,
-            channels_last=targs.channels_last, compiled_encoder=compiled,
-            amp_dtype=training.AMP_DTYPES[targs.amp], scaler=scaler,
+            gp_upper_limit=targs.gp_upper_limit, gp_normalization=True, scaler=scaler,
         )  # fmt: skip
 
     times = {
@@ -205,19 +214,21 @@ def step_timings(args, device, images: torch.Tensor) -> dict[str, float]:
 def epoch_seconds(args, device, dataset: str, pretrain: torch.Tensor) -> float:
     """`train_one_epoch` over ``pretrain`` (the data path included), without the penalty."""
     targs = training_args(args, dataset)
-    stem, size, _ = DATASETS[dataset]
-    data = DatasetBundle(dataset, stem, size, None, pretrain, None, None)
-    encoder, head, optimizer, _ = training.build_model(targs, data, device)
-    views = SpirographViews() if dataset == "spirograph" else NaturalViews(dataset, size)
-    gen = torch.Generator(device).manual_seed(0)
+    info = DATASETS[dataset]
+    data = DatasetBundle(info, pretrain, None, None)
+    encoder, head, optimizer, _ = training.build_model(targs, info.stem, device)
+    # The views of the training script's defaults (no blur for either dataset), one generator
+    # for the warm-up and the timed epoch.
+    views = info.views(generator=torch.Generator(device).manual_seed(0))
     compiled = torch.compile(encoder) if targs.compile else None
-    warm = DatasetBundle(dataset, stem, size, None, pretrain[: args.batch_size], None, None)
+    nets = networks(targs, encoder, head, compiled)
+    warm = DatasetBundle(info, pretrain[: args.batch_size], None, None)
     scaler = make_scaler(targs, device)
     epoch = training.train_one_epoch
-    epoch(encoder, head, optimizer, views, warm, targs, 0, device, gen, compiled, scaler)
+    epoch(nets, views, optimizer, warm, targs, Position(0), device, scaler=scaler)
     sync(device)
     start = time.perf_counter()
-    epoch(encoder, head, optimizer, views, data, targs, 0, device, gen, compiled, scaler)
+    epoch(nets, views, optimizer, data, targs, Position(0), device, scaler=scaler)
     sync(device)
     return time.perf_counter() - start
 
@@ -264,8 +275,7 @@ def pairwise_nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> 
 
 def naive_epoch_seconds(args, device, pretrain: torch.Tensor) -> float:
     targs = training_args(args, "cifar10")
-    data = DatasetBundle("cifar10", "cifar", 32, 10, None, None, None)
-    encoder, head, optimizer, _ = training.build_model(targs, data, device)
+    encoder, head, optimizer, _ = training.build_model(targs, DATASETS["cifar10"].stem, device)
     encoder.train()
     head.train()
     # The same encoder as the other epochs (compiled with --compile): only data and loss differ.

@@ -14,6 +14,7 @@ loads the image, and a run resumed in the middle of an epoch sees the crops it w
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import InterpolationMode
 
 from augmentation.crop import sample_crop_boxes
@@ -58,6 +59,15 @@ class ImageFolderCrops(Dataset):
         subset.files = [self.files[i] for i in indices]
         subset.targets = self.targets[torch.as_tensor(indices, dtype=torch.long)]
         return subset
+
+    def subset(self, indices: Tensor) -> ImageFolderCrops:
+        return self.select(indices.tolist())
+
+    def batches(self, batch_size: int, num_workers: int = 0) -> Iterator[Tensor]:
+        """The crops in order, ``batch_size`` at a time, decoded in ``num_workers`` workers."""
+        loader = DataLoader(self, batch_size=batch_size, num_workers=num_workers)
+        for inputs, *_ in loader:
+            yield inputs
 
     def __len__(self) -> int:
         return len(self.files)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import pickle
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +45,11 @@ class Labelled:
 
     def subset(self, indices: Tensor) -> Labelled:
         return Labelled(self.inputs[indices], self.targets[indices])
+
+    def batches(self, batch_size: int, num_workers: int = 0) -> Iterator[Tensor]:
+        """The inputs in order, ``batch_size`` at a time (the probe's encoding pass)."""
+        del num_workers  # in memory: nothing to load
+        yield from self.inputs.split(batch_size)
 
 
 class _ArraysOnly(pickle.Unpickler):

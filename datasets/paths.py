@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from utils.cli import InputError
+
 PATHS_FILE = "dataset-paths.json"
 
 
-class DatasetError(Exception):
+class DatasetError(InputError):
     """A dataset cannot be read; the message says what is wrong and what to do."""
 
 

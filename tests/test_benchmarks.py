@@ -72,9 +72,13 @@ def test_device_crops_of_a_padded_batch_equal_crops_of_each_image():
 def test_invariance_study_first_order_term_is_the_small_step_limit(monkeypatch):
     """For draws θ′ a tiny step from θ the first-order term equals the actual change; the
     concentration is the squared norm of the mean normalised representation."""
+    from augmentation.spirograph import (
+        render_spirograph,
+        sample_data_params,
+        sample_transform_params,
+    )
     from augmentation.views import SpirographViews
     from benchmarks import invariance_study
-    from datasets.spirograph import render_spirograph, sample_data_params, sample_transform_params
     from models import ResNetEncoder
 
     gen = torch.Generator().manual_seed(0)
@@ -114,3 +118,21 @@ def test_old_probe_benchmark_compares_against_the_exact_minimiser(tmp_path):
     for row in rows.values():
         assert row["exact"]["grad_norm"] <= 1e-6 and row["exact"]["iterations"] == 0
         assert row["exact"]["objective"] <= row["old"]["objective"] * (1 + 1e-12)
+
+
+def test_compare_checkpoints_finds_one_changed_bit():
+    from benchmarks.compare_checkpoints import compare
+
+    def state(weight, loss=1.0, seconds=3.0):
+        return {
+            "encoder": {"w": weight},
+            "head": {"v": torch.ones(2)},
+            "results": [{"epoch": 0, "loss": loss, "time_s": seconds}],
+        }
+
+    weight = torch.rand(5)
+    nudged = weight.clone()
+    nudged[2] = torch.nextafter(nudged[2], torch.tensor(2.0))
+    assert compare(state(weight), state(weight.clone(), seconds=9.0)) == (2, 2, True)
+    assert compare(state(weight), state(nudged)) == (1, 2, True)
+    assert compare(state(weight), state(weight, loss=1.5)) == (2, 2, False)

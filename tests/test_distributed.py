@@ -16,9 +16,11 @@ import torch
 import torch.multiprocessing as mp
 
 import invariance_by_gradient as train
+from augmentation.spirograph import sample_data_params
 from augmentation.views import NaturalViews, SpirographViews
-from datasets.spirograph import sample_data_params
+from datasets.sources import pretrain_batches
 from models import ProjectionHead, ResNetEncoder
+from models.invclr import Networks, rademacher
 from models.sync_batchnorm import SyncBatchNorm, convert_sync_batchnorm
 from utils.distributed import (
     ONE_PROCESS,
@@ -47,14 +49,14 @@ def one_step(shard: Shard, sync_bn: bool) -> dict[str, torch.Tensor]:
     )
     torch.manual_seed(0)
     encoder, head, optimizer, _ = train.build_model(
-        args, SimpleNamespace(stem="cifar"), torch.device("cpu"), sync_bn=sync_bn
+        args, "cifar", torch.device("cpu"), sync_bn=sync_bn
     )
     batch = sample_data_params(GLOBAL_BATCH, generator=torch.Generator().manual_seed(1))
     mine = shard.rows(batch)
+    views = SpirographViews(generator=torch.Generator().manual_seed(2), shard=shard)
     values = train.training_step(
-        encoder, head, optimizer, SpirographViews(), mine, mine,
+        Networks(encoder, head), views, optimizer, mine, mine,
         temperature=0.5, penalty_weight=0.1, gp_upper_limit=1000.0, gp_normalization=True,
-        generator=torch.Generator().manual_seed(2), shard=shard,
     )  # fmt: skip
     out = {"values": values}
     for prefix, module in (("encoder", encoder), ("head", head)):
@@ -138,35 +140,49 @@ def test_without_sync_bn_the_step_differs(two_processes, one_process):
 def test_sharded_views_are_rows_of_the_global_views(kind):
     """Each process draws for the whole global batch and keeps its rows, so the union of the
     shards' views is one process's views, whatever the number of processes."""
+
+    def make(shard):
+        generator = torch.Generator().manual_seed(3)
+        if kind == "natural":
+            return NaturalViews("cifar10", 16, blur=True, generator=generator, shard=shard)
+        return SpirographViews(generator=generator, shard=shard)
+
     if kind == "natural":
-        views = NaturalViews("cifar10", 16, blur=True)
         inputs = torch.randint(0, 256, (6, 3, 20, 20), dtype=torch.uint8)
     else:
-        views = SpirographViews()
         inputs = sample_data_params(6)
-    whole, theta = views.augment(inputs, generator=torch.Generator().manual_seed(3))
+    views = make(ONE_PROCESS)
+    whole, theta = views.augment(inputs)
+    h = torch.randn(6, 5)
+    signs, fresh = views.signs(h, rademacher), views.fresh_nuisance(4, 6, h.device)
     for world in (2, 3):
         for rank in range(world):
             shard = Shard(rank, world)
-            part, part_theta = views.augment(
-                shard.rows(inputs), generator=torch.Generator().manual_seed(3), shard=shard
-            )
+            views = make(shard)
+            part, part_theta = views.augment(shard.rows(inputs))
             torch.testing.assert_close(part, shard.rows(whole), rtol=0, atol=1e-6)
             torch.testing.assert_close(part_theta, shard.rows(theta), rtol=0, atol=0)
+            # The penalty's draws too: signs (B, d) by rows, fresh (K, B, P) along B.
+            b = 6 // world
+            assert torch.equal(views.signs(shard.rows(h), rademacher), shard.rows(signs))
+            assert torch.equal(views.fresh_nuisance(4, b, h.device), shard.rows(fresh, dim=1))
 
 
 def test_processes_see_disjoint_shares_of_each_global_batch():
     data = SimpleNamespace(pretrain=torch.arange(40))
-    args = SimpleNamespace(seed=5, batch_size=6)
-    whole = list(train.pretrain_batches(data, args, epoch=1))
-    parts = [list(train.pretrain_batches(data, args, 1, shard=Shard(r, 3))) for r in range(3)]
+
+    def batches(epoch, **kwargs):
+        return list(pretrain_batches(data, 6, seed=5, epoch=epoch, **kwargs))
+
+    whole = batches(1)
+    parts = [batches(1, shard=Shard(r, 3)) for r in range(3)]
     assert len(whole) == 6 and all(len(p) == 6 for p in parts)
     for step, (x, _) in enumerate(whole):
         assert torch.equal(torch.cat([p[step][0] for p in parts]), x)
     # A resumed epoch continues the same shares.
-    later = list(train.pretrain_batches(data, args, 1, start_step=4, shard=Shard(2, 3)))
+    later = batches(1, start_step=4, shard=Shard(2, 3))
     assert all(torch.equal(a[0], b[0]) for a, b in zip(later, parts[2][4:], strict=True))
-    assert not torch.equal(whole[0][0], next(train.pretrain_batches(data, args, 2))[0])
+    assert not torch.equal(whole[0][0], batches(2)[0][0])
 
 
 def test_sync_batchnorm_keeps_batchnorm_keys_and_eval_behaviour():

@@ -17,9 +17,16 @@ import lbfgs_linear_clf_spirograph
 from datasets.natural import Labelled
 from datasets.spirograph import spirograph_splits
 from models import ResNetEncoder
+from models.pretrained import load_encoder
 from utils.checkpoint import CheckpointError, save_checkpoint
-from utils.evaluation import REG_GRID, choose_reg_weight, load_encoder, representations
-from utils.probe import TOLERANCE, evaluate_linear, fit_linear
+from utils.probe import (
+    REG_GRID,
+    TOLERANCE,
+    choose_reg_weight,
+    evaluate_linear,
+    fit_linear,
+    representations,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -208,8 +215,11 @@ class NoisyViews:
     """Views whose every augmented copy adds fresh N(0, 1) noise: with an identity encoder, a
     representation averaged over M passes has variance exactly 1/M per entry."""
 
-    def augment(self, x, generator):
-        return (x + torch.randn(x.shape, generator=generator),)
+    def __init__(self):
+        self.generator = torch.Generator().manual_seed(0)
+
+    def augment(self, x):
+        return (x + torch.randn(x.shape, generator=self.generator),)
 
     def plain(self, x):
         return x
@@ -227,7 +237,6 @@ def test_feature_averaging_averages_independent_draws(num_passes):
         batch_size=1000,
         num_workers=0,
         device=torch.device("cpu"),
-        generator=torch.Generator().manual_seed(0),
     )
     assert features.shape == (4000, 4)
     assert features.var().item() == pytest.approx(1 / num_passes, rel=0.08)
@@ -244,7 +253,6 @@ def test_untransformed_encodes_plain_images():
         batch_size=1,
         num_workers=0,
         device=torch.device("cpu"),
-        generator=torch.Generator().manual_seed(0),
     )
     assert torch.equal(features, torch.arange(8.0).reshape(2, 4))
 

@@ -5,11 +5,10 @@ import torch
 from test_evaluation import last_json, script, write_checkpoint
 from tiny_data import write_cifar_pickles, write_paths
 
+from augmentation.spirograph import sample_data_params
 from augmentation.views import NaturalViews, SpirographViews
 from datasets.natural import Labelled
-from datasets.spirograph import sample_data_params
-from utils.evaluation import measure_invariance
-from utils.invariance import invariance_measure
+from utils.invariance import invariance_measure, measure_invariance
 
 CPU = torch.device("cpu")
 
@@ -49,11 +48,10 @@ def test_streamed_batches_equal_the_definition():
 
 def test_zero_for_an_encoder_that_ignores_the_transformation_positive_otherwise():
     params = sample_data_params(24, generator=torch.Generator().manual_seed(0))
-    views = SpirographViews()
-    g = torch.Generator().manual_seed(0)
+    views = SpirographViews(generator=torch.Generator().manual_seed(0))
 
     def draws(p):
-        return [views.augment(p, generator=g)[0] for _ in range(4)]
+        return views.nuisance_draws(p, 4)
 
     class IgnoresTheDraw(torch.nn.Module):
         """Encodes the image's content (its data parameters, rendered with the transformation
@@ -88,7 +86,7 @@ def test_natural_images_keep_one_crop_and_redraw_the_colour():
     """Crop and flip are drawn once per image: with the colour distortion replaced by the
     identity, every draw gives the same view."""
     images = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
-    views = NaturalViews("cifar10", 32, colour_strength=0.0)
+    views = NaturalViews("cifar10", 32, 0.0, generator=torch.Generator().manual_seed(0))
     seen = []
 
     class Records(torch.nn.Module):
@@ -96,12 +94,11 @@ def test_natural_images_keep_one_crop_and_redraw_the_colour():
             seen.append(x)
             return x.flatten(1)
 
-    views.distort = lambda x, generator=None: (x, None)  # colour off: only the crop is left
+    views.distort = lambda x: (x, None)  # colour off: only the crop is left
     split = Labelled(images, torch.zeros(6, dtype=torch.long))
     result = measure_invariance(
-        Records(), split, views, 3, batch_size=6, num_workers=0, device=CPU,
-        generator=torch.Generator().manual_seed(0),
-    )  # fmt: skip
+        Records(), split, views, 3, max_images=6, seed=0, batch_size=6, num_workers=0, device=CPU
+    )
     assert torch.equal(seen[0], seen[1]) and torch.equal(seen[1], seen[2])
     assert result["invariance"] == 0.0
 

@@ -1,5 +1,5 @@
 """What a run leaves to look at: the metrics file (utils/metrics.py), TensorBoard events, the
-curves (utils/plot.py) and `--preview` (utils/preview.py)."""
+curves (utils/plot.py) and `--preview` (augmentation/preview.py)."""
 
 import json
 import sys

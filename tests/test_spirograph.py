@@ -2,14 +2,14 @@ import pytest
 import torch
 from conftest import as_tensor, assert_close_rel
 
-from datasets.spirograph import (
+from augmentation.spirograph import (
     DATA_BOUNDS,
     TRANSFORM_BOUNDS,
     render_spirograph,
     sample_data_params,
     sample_transform_params,
-    spirograph_splits,
 )
+from datasets.spirograph import spirograph_splits
 
 
 def test_images_match_authors_reference(ref):

@@ -9,6 +9,9 @@ import torch
 from tiny_data import write_cifar_pickles, write_image_folder, write_paths, write_stl10
 
 import invariance_by_gradient as train
+import utils.run
+from augmentation.views import NaturalViews
+from models.invclr import Networks
 from utils.checkpoint import save_checkpoint
 from utils.schedule import ramp_cosine_lr
 
@@ -209,8 +212,8 @@ def test_mid_epoch_checkpoints_from_before_the_clamp_count_still_resume(workdir,
         real_save(state, path)
         saved.append(load(path))  # as written: the live state changes as training goes on
 
-    real_save = train.save_checkpoint
-    monkeypatch.setattr(train, "save_checkpoint", save_and_keep)
+    real_save = utils.run.save_checkpoint
+    monkeypatch.setattr(utils.run, "save_checkpoint", save_and_keep)
     common = [*SPIRO, "--num-epochs", "2", "--test-freq", "0", "--lambda-gp", "0.01"]
     run(*common, "--gp-upper-limit", "1e-9", "--save-every-steps", "1")
     mid = next(s for s in saved if s["next"]["step"] > 0 and s["next"]["epoch"] == 0)
@@ -344,30 +347,28 @@ def test_gp_every_penalises_every_kth_step_with_k_times_the_weight(workdir, monk
         )
 
 
+def natural_views(side: int) -> NaturalViews:
+    return NaturalViews("cifar10", side, generator=torch.Generator().manual_seed(2))
+
+
 def one_step(
     flags: list[str], penalty_weight: float, side: int = 32
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(contrastive, penalty, loss) and the first convolution's LARS-adapted gradient after one
     training step of a fresh seeded ResNet-18 on fixed ``side``-pixel images, with the given
     training flags."""
-    from types import SimpleNamespace
-
-    from augmentation.views import NaturalViews
-
     args = train.get_args_parser().parse_args(["--arch", "resnet18", "--batch-size", "8", *flags])
     torch.manual_seed(0)
-    encoder, head, optimizer, _ = train.build_model(
-        args, SimpleNamespace(stem="cifar"), torch.device("cpu")
-    )
+    encoder, head, optimizer, _ = train.build_model(args, "cifar", torch.device("cpu"))
     images = torch.randint(0, 256, (8, 3, side, side), dtype=torch.uint8,
                            generator=torch.Generator().manual_seed(1))  # fmt: skip
+    nets = Networks(
+        encoder, head, compiled=torch.compile(encoder) if args.compile else None,
+        amp_dtype=train.AMP_DTYPES[args.amp], channels_last=args.channels_last,
+    )  # fmt: skip
     values = train.training_step(
-        encoder, head, optimizer, NaturalViews("cifar10", side), images, images,
+        nets, natural_views(side), optimizer, images, images,
         temperature=0.5, penalty_weight=penalty_weight, gp_upper_limit=1000.0,
-        gp_normalization=True, generator=torch.Generator().manual_seed(2),
-        channels_last=args.channels_last,
-        compiled_encoder=torch.compile(encoder) if args.compile else None,
-        amp_dtype=train.AMP_DTYPES[args.amp],
         scaler=torch.amp.GradScaler("cpu") if args.amp == "fp16" else None,
     )  # fmt: skip
     return values, encoder.conv1.weight.grad.contiguous()
@@ -378,17 +379,14 @@ def test_the_step_descends_nt_xent_plus_lambda_times_the_spec_penalty(monkeypatc
     colour parameters θ (the ones that made the view), with K = 100 fresh draws from the same
     jitter distribution, the configured clamp and normalisation; and the gradient handed to
     LARS is that of NT-Xent + λ·penalty, i.e. linear in λ with a non-zero penalty part."""
-    from types import SimpleNamespace
-
     from augmentation.colour import jitter_bounds
-    from augmentation.views import NaturalViews
 
     calls = []
     real_penalty = train.gradient_penalty
 
-    def spy(representation, params, sample_params, **options):
-        calls.append((params, sample_params, options))
-        return real_penalty(representation, params, sample_params, **options)
+    def spy(representation, params, fresh, signs, **options):
+        calls.append((params, fresh, signs, options))
+        return real_penalty(representation, params, fresh, signs, **options)
 
     monkeypatch.setattr(train, "gradient_penalty", spy)
     images = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8,
@@ -397,9 +395,7 @@ def test_the_step_descends_nt_xent_plus_lambda_times_the_spec_penalty(monkeypatc
     def raw_gradients(penalty_weight: float) -> tuple[list[float], list[torch.Tensor]]:
         args = train.get_args_parser().parse_args(["--arch", "resnet18", "--batch-size", "6"])
         torch.manual_seed(0)
-        encoder, head, optimizer, _ = train.build_model(
-            args, SimpleNamespace(stem="cifar"), torch.device("cpu")
-        )
+        encoder, head, optimizer, _ = train.build_model(args, "cifar", torch.device("cpu"))
         params = [*encoder.parameters(), *head.parameters()]
         seen = []
         # LARS rescales .grad in place: keep the gradient as backward left it.
@@ -407,19 +403,18 @@ def test_the_step_descends_nt_xent_plus_lambda_times_the_spec_penalty(monkeypatc
             optimizer, "step", lambda: seen.extend(p.grad.double().clone() for p in params)
         )
         values = train.training_step(
-            encoder, head, optimizer, NaturalViews("cifar10", 32), images, images,
+            Networks(encoder, head), natural_views(32), optimizer, images, images,
             temperature=0.5, penalty_weight=penalty_weight, gp_upper_limit=1000.0,
-            gp_normalization=True, generator=torch.Generator().manual_seed(2),
         )  # fmt: skip
         return values.tolist(), seen
 
     (v0, g0), (v1, g1), (v2, g2) = (raw_gradients(w) for w in (0.0, 0.5, 1.0))
     assert len(calls) == 2  # λ = 0 computes no penalty
-    theta, sample, options = calls[0]
+    theta, draws, signs, options = calls[0]
     assert theta.shape == (6, 4) and theta.requires_grad
-    assert options["num_samples"] == 100 and options["upper_limit"] == 1000.0
+    assert draws.shape == (100, 6, 4) and options["upper_limit"] == 1000.0  # K = 100 per image
     assert options["normalize"] is True
-    draws = sample(6 * 3000)  # the sampler lays out K·B draws as (K, B, P)
+    assert signs.shape == (6, 512) and set(signs.unique().tolist()) == {-1.0, 1.0}
     bounds = torch.tensor(jitter_bounds(0.5))
     assert torch.all(draws >= bounds[:, 0]) and torch.all(draws <= bounds[:, 1])
     assert torch.all(theta >= bounds[:, 0]) and torch.all(theta <= bounds[:, 1])
@@ -459,22 +454,17 @@ def test_amp_keeps_the_penalty_exact_and_lowers_the_rest(amp):
 
 
 def test_fp16_loss_scaling_skips_an_overflowing_step():
-    from augmentation.views import NaturalViews
-
     args = train.get_args_parser().parse_args(["--arch", "resnet18", "--batch-size", "4"])
     torch.manual_seed(0)
-    encoder, head, optimizer, _ = train.build_model(
-        args, train.argparse.Namespace(stem="cifar"), torch.device("cpu")
-    )
+    encoder, head, optimizer, _ = train.build_model(args, "cifar", torch.device("cpu"))
     before = [p.detach().clone() for p in encoder.parameters()]
     # A scale this large makes the scaled float16 gradients overflow: the step must be skipped
     # and the scale halved, as torch.amp's loss scaling does.
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**100)
     images = torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8)  # float16 is slow on a CPU
     train.training_step(
-        encoder, head, optimizer, NaturalViews("cifar10", 16), images, images,
-        temperature=0.5, penalty_weight=0.0, gp_upper_limit=1.0, gp_normalization=True,
-        generator=torch.Generator().manual_seed(2), amp_dtype=torch.float16, scaler=scaler,
+        Networks(encoder, head, amp_dtype=torch.float16), natural_views(16), optimizer,
+        images, images, temperature=0.5, penalty_weight=0.0, gp_upper_limit=1.0, scaler=scaler,
     )  # fmt: skip
     assert scaler.get_scale() == 2.0**99
     assert all(torch.equal(a, b) for a, b in zip(before, encoder.parameters(), strict=True))
@@ -544,7 +534,9 @@ def test_build_model_uses_the_spec_optimiser():
         ["--dataset", "spirograph", "--arch", "resnet18", "--batch-size", "64", "--base-lr", "2"]
     )
     data = load_dataset("spirograph", proportion=0.001)
-    encoder, head, optimizer, scheduler = train.build_model(args, data, torch.device("cpu"))
+    encoder, head, optimizer, scheduler = train.build_model(
+        args, data.info.stem, torch.device("cpu")
+    )
     assert scheduler is None
     (group,) = optimizer.optim.param_groups
     assert group["lr"] == 2 * 64 / 256 and group["momentum"] == 0.9

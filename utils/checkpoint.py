@@ -17,11 +17,13 @@ from typing import Any
 
 import torch
 
+from utils.cli import InputError
+
 FORMAT = "invclr-checkpoint"
 VERSION = 2  # 2 adds the mid-epoch position ("next"), all RNG states and the loss scaler
 
 
-class CheckpointError(Exception):
+class CheckpointError(InputError):
     """A checkpoint cannot be written or read; the message says what is wrong and what to do."""
 
 

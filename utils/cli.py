@@ -11,11 +11,14 @@ from typing import Any
 
 import torch
 
-from datasets.paths import DatasetError
-from utils.checkpoint import CheckpointError
+
+class InputError(Exception):
+    """Bad input the user can fix (a flag, a dataset folder, a checkpoint): `run_cli` prints
+    the message, which says what is wrong and what to do, as one line and exits with status 2.
+    Each package raises its own subclass."""
 
 
-class UsageError(Exception):
+class UsageError(InputError):
     """Bad input found after parsing; the message says what is wrong and what to do."""
 
 
@@ -159,13 +162,7 @@ def run_cli(main: Callable[[argparse.Namespace], Any], parser: argparse.Argument
     debug = vars(args).pop("debug")
     try:
         main(args)
-    except (
-        DatasetError,
-        CheckpointError,
-        UsageError,
-        TrainingError,
-        torch.OutOfMemoryError,
-    ) as error:
+    except (InputError, TrainingError, torch.OutOfMemoryError) as error:
         if debug:
             raise
         message = error_line(error)
@@ -184,3 +181,85 @@ def run_cli(main: Callable[[argparse.Namespace], Any], parser: argparse.Argument
             raise
         print(f"{parser.prog}: interrupted", file=sys.stderr)
         sys.exit(130)
+
+
+def reg_weight(text: str) -> float | str:
+    """A non-negative number, or ``auto`` for a held-out search over a log grid."""
+    return text if text == "auto" else float_at_least(0.0)(text)
+
+
+def add_evaluation_args(p: argparse.ArgumentParser, default_reg: float) -> None:
+    """The flags both evaluation scripts take: which checkpoint, which probe, which baseline."""
+    p.add_argument(
+        "--load-from",
+        required=True,
+        metavar="FILE",
+        help="checkpoint: a path, or a name looked up in --checkpoint-dir",
+    )
+    p.add_argument("--checkpoint-dir", default="checkpoint", help="folder for bare names")
+    p.add_argument(
+        "--reg-weight",
+        type=reg_weight,
+        default=default_reg,
+        help="weight of ||W||^2 in the objective; 'auto' picks it from a log grid by "
+        "the score on a held-out 10%% of the labelled training set, then refits",
+    )
+    p.add_argument(
+        "--proportion",
+        type=proportion,
+        default=None,
+        help="fraction of the labelled training set used, stratified by class; "
+        "Spirograph: of both its splits (default: the training run's --proportion, so "
+        "the numbers match its in-training probe)",
+    )
+    p.add_argument(
+        "--untransformed",
+        action="store_true",
+        help="encode plain images, one pass (default: one augmented pass, as the "
+        "authors' evaluation)",
+    )
+    p.add_argument(
+        "--num-passes",
+        type=int_at_least(1),
+        default=1,
+        help="feature averaging: each representation is the mean over this many "
+        "independently augmented copies",
+    )
+    p.add_argument(
+        "--random-init",
+        action="store_true",
+        help="evaluate the checkpoint's architecture at random initialisation (seeded "
+        "by --seed) instead of its weights: a baseline",
+    )
+    p.add_argument(
+        "--raw-pixels",
+        action="store_true",
+        help="fit the probe on the flattened, normalised pixels instead of "
+        "representations (a baseline; the checkpoint only says which dataset)",
+    )
+    p.add_argument(
+        "--invariance",
+        nargs="?",
+        type=int_at_least(2),
+        const=10,
+        default=None,
+        metavar="K",
+        help="also measure invariance on the test set: the variance of the normalised "
+        "representation across K fresh draws of the transformation the penalty "
+        "targets, over its variance across images; 0 is fully invariant (K = 10 when "
+        "given without a value)",
+    )
+    p.add_argument(
+        "--invariance-images",
+        type=int_at_least(2),
+        default=1000,
+        metavar="N",
+        help="test images the invariance measure uses (a seeded random subset; all when fewer)",
+    )
+    p.add_argument(
+        "--batch-size", type=int_at_least(1), default=256, help="images per encoding batch"
+    )
+    add_runtime_args(p)
+    p.add_argument("--seed", type=seed_value, default=None,
+                   help="seed of the augmentation draws, the labelled subset and --random-init "
+                   "(default: the training run's --seed, as its in-training probe)")  # fmt: skip

@@ -59,3 +59,31 @@ def invariance_measure(
         "within": within.item(),
         "across": across.item(),
     }
+
+
+def measure_invariance(
+    encoder: nn.Module,
+    split,
+    views,
+    num_draws: int,
+    *,
+    max_images: int,
+    seed: int,
+    batch_size: int,
+    num_workers: int,
+    device: torch.device,
+) -> dict[str, float]:
+    """`invariance_measure` on at most ``max_images`` images of ``split`` (a ``seed``-ed random
+    subset; anything with ``subset`` and ``batches``), with ``views.nuisance_draws``: the draws
+    of the nuisance the penalty differentiates (colour distortion after one crop and flip, or
+    Spirograph's transformation parameters). Adds the draws and images used."""
+    if len(split) > max_images:
+        order = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))
+        split = split.subset(order[:max_images].sort().values)
+    measured = invariance_measure(
+        encoder,
+        split.batches(batch_size, num_workers),
+        lambda batch: views.nuisance_draws(batch, num_draws),
+        device,
+    )
+    return {**measured, "draws": num_draws, "images": len(split)}

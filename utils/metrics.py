@@ -87,3 +87,58 @@ class TensorBoardLog:
 
     def close(self) -> None:
         self.writer.close()
+
+
+class RunLog:
+    """Where a run's per-epoch rows go: ``results`` (the list the checkpoint saves), the metrics
+    file (rewritten from ``results`` at the start, so it matches the state training continues
+    from) and, with ``tensorboard``, TensorBoard events. Only ``lead`` (rank 0) writes files."""
+
+    def __init__(
+        self,
+        checkpoint_dir: Path,
+        filename: str,
+        results: list[dict[str, Any]],
+        *,
+        lead: bool = True,
+        tensorboard: bool = False,
+    ) -> None:
+        self.path = metrics_path(checkpoint_dir, filename)
+        self.results = results
+        self.lead = lead
+        if lead:
+            rewrite_metrics(self.path, results)
+        board = checkpoint_dir / f"{filename}.tensorboard"
+        self.tensorboard = TensorBoardLog(board) if tensorboard and lead else None
+
+    def add(self, row: dict[str, Any]) -> dict[str, Any]:
+        """Record a completed epoch's row, with the run's cumulative ``wall_s``."""
+        row["wall_s"] = (self.results[-1].get("wall_s", 0.0) if self.results else 0.0) + row[
+            "time_s"
+        ]
+        self.results.append(row)
+        if self.lead:
+            append_metrics(self.path, row)
+        if self.tensorboard is not None:
+            self.tensorboard.write(row)
+        return row
+
+    def close(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+
+
+def format_epoch(row: dict[str, Any], num_epochs: int) -> str:
+    """The line printed after each epoch."""
+    line = (
+        f"epoch {row['epoch'] + 1:>4}/{num_epochs}  lr {row['lr']:.4g}  "
+        f"c-loss {row['contrastive_loss']:.4f}  penalty {row['penalty']:.4g}  "
+        f"loss {row['loss']:.4f}  {row['images_per_s']:.0f} img/s  {row['time_s']:.1f} s"
+    )
+    if row.get("clamp_fraction") is not None:
+        line += f"  clamped {row['clamp_fraction']:.0%}"
+    if "test_accuracy" in row:
+        line += f"  probe acc {row['test_accuracy']:.2f}% loss {row['test_loss']:.4f}"
+    if "test_mse" in row:
+        line += f"  probe mse {row['test_mse']:.5f}"
+    return line

@@ -1,12 +1,18 @@
+"""models/invclr.py: NT-Xent and the gradient penalty against the authors' numbers and slow
+references."""
+
+import math
+
 import pytest
 import torch
+from conftest import as_tensor
 from torch import nn
 from torch.func import functional_call
 
 from augmentation.colour import colour_distortion, sample_jitter_params
-from datasets.spirograph import render_spirograph, sample_data_params, sample_transform_params
+from augmentation.spirograph import render_spirograph, sample_data_params, sample_transform_params
 from models import ResNetEncoder
-from utils.gradient_penalty import gradient_penalty, rademacher
+from models.invclr import gradient_penalty, nt_xent, rademacher
 
 
 def tiny_encoder() -> nn.Module:
@@ -79,13 +85,7 @@ def test_penalty_equals_per_image_jacobian_reference(case, normalize):
     fresh = sampler(k * 3).reshape(k, 3, -1)
     signs = rademacher((3, 5), dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     penalty = gradient_penalty(
-        encoder(view(theta)),
-        theta,
-        lambda n: fresh.reshape(n, -1),
-        num_samples=k,
-        upper_limit=1e9,
-        normalize=normalize,
-        signs=signs,
+        encoder(view(theta)), theta, fresh, signs, upper_limit=1e9, normalize=normalize
     )
     expected = slow_penalty(encoder, view, theta, signs, fresh, normalize)
     assert penalty.item() > 0
@@ -96,14 +96,14 @@ def test_penalty_equals_per_image_jacobian_reference(case, normalize):
 def test_penalty_gradient_matches_finite_differences(case):
     _, view, theta, sampler = case
     encoder = tiny_encoder()
-    fresh = sampler(2 * 3)
+    fresh = sampler(2 * 3).reshape(2, 3, -1)
     signs = rademacher((3, 5), dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     names = [name for name, _ in encoder.named_parameters()]
 
     def penalty_of(*weights):
         th = theta.clone().requires_grad_()
         h = functional_call(encoder, dict(zip(names, weights, strict=False)), (view(th),))
-        return gradient_penalty(h, th, lambda n: fresh, num_samples=2, upper_limit=1e9, signs=signs)
+        return gradient_penalty(h, th, fresh, signs, upper_limit=1e9)
 
     weights = tuple(p.detach().clone().requires_grad_() for p in encoder.parameters())
     assert torch.autograd.gradcheck(penalty_of, weights, eps=1e-6, atol=1e-8, rtol=1e-5)
@@ -113,14 +113,10 @@ def test_upper_limit_clamps_value_and_stops_gradient():
     encoder = tiny_encoder()
     _, view, theta, sampler = cases()[1]
     theta = theta.clone().requires_grad_()
-    fresh = sampler(10 * 3)
-    free = gradient_penalty(
-        encoder(view(theta)), theta, lambda n: fresh, num_samples=10, upper_limit=1e9
-    )
+    fresh, signs = sampler(10 * 3).reshape(10, 3, -1), rademacher((3, 5), dtype=torch.float64)
+    free = gradient_penalty(encoder(view(theta)), theta, fresh, signs, upper_limit=1e9)
     limit = free.item() / 2
-    clamped = gradient_penalty(
-        encoder(view(theta)), theta, lambda n: fresh, num_samples=10, upper_limit=limit
-    )
+    clamped = gradient_penalty(encoder(view(theta)), theta, fresh, signs, upper_limit=limit)
     assert clamped.item() == pytest.approx(limit)
     clamped.backward()
     assert all(p.grad is None or torch.all(p.grad == 0) for p in encoder.parameters())
@@ -133,7 +129,7 @@ def test_combine_acts_on_the_mean_before_the_clamp():
     encoder = tiny_encoder()
     _, view, theta, sampler = cases()[1]
     theta = theta.clone().requires_grad_()
-    fresh = sampler(10 * 3)
+    fresh, signs = sampler(10 * 3).reshape(10, 3, -1), rademacher((3, 5), dtype=torch.float64)
     seen = []
 
     def triple(mean):
@@ -141,11 +137,9 @@ def test_combine_acts_on_the_mean_before_the_clamp():
         return 3 * mean
 
     def penalty(limit, combine=None):
-        torch.manual_seed(0)  # the same Rademacher signs every call
         return gradient_penalty(
-            encoder(view(theta)), theta, lambda n: fresh, num_samples=10, upper_limit=limit,
-            combine=combine,
-        )  # fmt: skip
+            encoder(view(theta)), theta, fresh, signs, upper_limit=limit, combine=combine
+        )
 
     free = penalty(1e9).item()
     assert penalty(1e9, triple).item() == pytest.approx(3 * free)
@@ -158,7 +152,8 @@ def test_invariant_encoder_has_zero_penalty():
     _, view, theta, sampler = cases()[0]
     theta = theta.clone().requires_grad_()
     h = view(theta).sum() * 0 + torch.ones(3, 5, dtype=torch.float64)
-    penalty = gradient_penalty(h, theta, sampler, num_samples=5)
+    signs = rademacher((3, 5), dtype=torch.float64)
+    penalty = gradient_penalty(h, theta, sampler(5 * 3).reshape(5, 3, -1), signs)
     assert penalty.item() == 0
 
 
@@ -171,9 +166,9 @@ def test_resnet_double_backward_reaches_every_weight():
     view = colour_distortion(
         images, theta, torch.ones(4, dtype=torch.bool), torch.zeros(4, dtype=torch.bool)
     )
-    penalty = gradient_penalty(
-        encoder(view), theta, lambda n: sample_jitter_params(n, 0.5), upper_limit=1e6
-    )
+    h = encoder(view)
+    fresh = sample_jitter_params(100 * 4, 0.5).reshape(100, 4, -1)
+    penalty = gradient_penalty(h, theta, fresh, rademacher(h.shape), upper_limit=1e6)
     penalty.backward()
     assert penalty.item() > 0
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in encoder.parameters())
@@ -181,10 +176,84 @@ def test_resnet_double_backward_reaches_every_weight():
 
 def test_rejects_parameters_without_grad():
     with pytest.raises(ValueError, match="require grad"):
-        gradient_penalty(torch.randn(2, 3), torch.randn(2, 4), lambda n: torch.randn(n, 4))
+        gradient_penalty(
+            torch.randn(2, 3), torch.randn(2, 4), torch.randn(5, 2, 4), rademacher((2, 3))
+        )
+
+
+def test_rejects_fresh_draws_of_the_wrong_shape():
+    theta = torch.randn(2, 4, requires_grad=True)
+    with pytest.raises(ValueError, match=r"expected \(K, 2, 4\)"):
+        gradient_penalty(theta @ torch.ones(4, 3), theta, torch.randn(10, 4), rademacher((2, 3)))
 
 
 def test_rademacher_signs():
     signs = rademacher((10_000,), generator=torch.Generator().manual_seed(0))
     assert set(signs.unique().tolist()) == {-1.0, 1.0}
     assert abs(signs.mean().item()) < 0.05
+
+
+# NT-Xent
+
+
+def slow_nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Spec section 5 written out one row at a time."""
+    z = torch.cat([z1, z2]).double()
+    n = z1.shape[0]
+    total = 0.0
+    for i in range(2 * n):
+        positive = (i + n) % (2 * n)
+        logits = [
+            torch.nn.functional.cosine_similarity(z[i], z[k], dim=0) / temperature
+            for k in range(2 * n)
+            if k != i
+        ]
+        others = [k for k in range(2 * n) if k != i]
+        log_norm = torch.logsumexp(torch.stack(logits), dim=0)
+        total += log_norm - logits[others.index(positive)]
+    return total / (2 * n)
+
+
+@pytest.mark.parametrize("temperature", [0.5, 0.1])
+def test_matches_authors_reference(ref, temperature):
+    loss = nt_xent(as_tensor(ref["ntxent_z1"]), as_tensor(ref["ntxent_z2"]), temperature)
+    assert loss.item() == pytest.approx(float(ref[f"ntxent_loss_T{temperature}"]), rel=1e-5)
+
+
+@pytest.mark.parametrize(("n", "d", "temperature"), [(2, 3, 1.0), (5, 16, 0.5), (9, 8, 0.2)])
+def test_matches_slow_reference(n, d, temperature):
+    gen = torch.Generator().manual_seed(n)
+    z1, z2 = torch.randn(n, d, generator=gen), torch.randn(n, d, generator=gen)
+    expected = slow_nt_xent(z1, z2, temperature)
+    assert nt_xent(z1, z2, temperature).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_limits():
+    z = torch.randn(6, 4)
+    # Identical views far from all others: the loss tends to zero as the temperature falls.
+    basis = torch.eye(6)
+    assert nt_xent(basis, basis, 0.01).item() < 1e-6
+    # All projections equal: every class equally likely, loss log(2N - 1).
+    same = torch.ones(6, 4)
+    assert nt_xent(same, same, 0.5).item() == pytest.approx(math.log(11), rel=1e-6)
+    # Scale of the projections does not matter (cosine similarity).
+    assert nt_xent(z, 3 * z, 0.5).item() == pytest.approx(nt_xent(z, z, 0.5).item(), rel=1e-6)
+
+
+def test_gradient_matches_slow_reference():
+    gen = torch.Generator().manual_seed(0)
+    z1 = torch.randn(4, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+    z2 = torch.randn(4, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+    fast = torch.autograd.grad(nt_xent(z1, z2, 0.5), (z1, z2))
+    slow = torch.autograd.grad(slow_nt_xent(z1, z2, 0.5), (z1, z2))
+    for a, b in zip(fast, slow, strict=False):
+        torch.testing.assert_close(a, b)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="must both be"):
+        nt_xent(torch.randn(4, 3), torch.randn(5, 3))
+    with pytest.raises(ValueError, match="at least 2"):
+        nt_xent(torch.randn(1, 3), torch.randn(1, 3))
+    with pytest.raises(ValueError, match="temperature"):
+        nt_xent(torch.randn(4, 3), torch.randn(4, 3), 0.0)

@@ -8,6 +8,7 @@ labelled with the data parameters, and each view with its transformation draw.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +17,8 @@ from matplotlib.figure import Figure  # not pyplot: no global figure state, no d
 from torch import Tensor
 
 from augmentation.normalize import denormalize
-from augmentation.views import SpirographViews, to_unit_float
-from datasets.spirograph import DATA_PARAMS, TRANSFORM_PARAMS
+from augmentation.spirograph import DATA_PARAMS, TRANSFORM_PARAMS
+from augmentation.views import NaturalViews, SpirographViews, to_unit_float
 
 
 def _picture(image: Tensor) -> np.ndarray:
@@ -26,19 +27,25 @@ def _picture(image: Tensor) -> np.ndarray:
 
 def write_preview(
     path: Path,
-    dataset: str,
-    views,
-    inputs: tuple[Tensor, Tensor],
-    generator: torch.Generator,
+    views: NaturalViews | SpirographViews,
+    batches: Iterable[tuple[Tensor, Tensor]],
+    num_images: int,
+    device: torch.device,
 ) -> Path:
-    """Draw the rows for ``inputs`` (the two views' inputs, identical except for ImageNet's
-    worker crops) and save them as a PNG at ``path``."""
-    x1, x2 = inputs
+    """Draw the rows for the first ``num_images`` of ``batches`` (pairs of the two views'
+    inputs, identical except for ImageNet's worker crops), as the first training step makes its
+    views, and save them as a PNG at ``path``."""
+    firsts: list[tuple[Tensor, Tensor]] = []
+    for pair in batches:
+        firsts.append(pair)
+        if sum(len(a) for a, _ in firsts) >= num_images:
+            break
+    x1, x2 = (torch.cat(part)[:num_images].to(device) for part in zip(*firsts, strict=True))
     spirograph = isinstance(views, SpirographViews)
-    v1, theta1 = views.augment(x1, generator=generator)
-    v2, theta2 = views.augment(x2, generator=generator)
+    v1, theta1 = views.augment(x1)
+    v2, theta2 = views.augment(x2)
     shown = views.plain(x1) if spirograph else to_unit_float(x1)
-    v1, v2 = denormalize(v1, dataset), denormalize(v2, dataset)
+    v1, v2 = denormalize(v1, views.dataset), denormalize(v2, views.dataset)
     n = x1.shape[0]
     fig = Figure(figsize=(6.6, 2.3 * n))
     axes = fig.subplots(n, 3, squeeze=False)
@@ -64,4 +71,5 @@ def write_preview(
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=80)
+    print(f"wrote {path}")
     return path

@@ -1,0 +1,60 @@
+"""The shape of the code (STYLE.md points 1 and 14): packages import one way, files stay short."""
+
+import ast
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PACKAGES = ("augmentation", "datasets", "models", "utils")
+
+
+def package_imports() -> dict[str, set[str]]:
+    """For each package, the other packages its modules import (at any depth of the file)."""
+    graph: dict[str, set[str]] = {name: set() for name in PACKAGES}
+    for package in PACKAGES:
+        for path in (REPO / package).glob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = []
+                if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                    names = [node.module]
+                elif isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                for name in names:
+                    top = name.split(".")[0]
+                    if top in PACKAGES and top != package:
+                        graph[package].add(top)
+    return graph
+
+
+def test_no_package_imports_one_that_imports_it_back():
+    graph = package_imports()
+    # Depth-first search for a cycle of any length.
+    state: dict[str, str] = {}
+
+    def visit(node: str, trail: list[str]) -> None:
+        state[node] = "open"
+        for nxt in sorted(graph[node]):
+            assert state.get(nxt) != "open", f"import cycle: {' -> '.join([*trail, node, nxt])}"
+            if nxt not in state:
+                visit(nxt, [*trail, node])
+        state[node] = "done"
+
+    for package in PACKAGES:
+        if package not in state:
+            visit(package, [])
+    assert graph["utils"] == set()  # the bottom layer
+
+
+def test_files_stay_short():
+    limits = {"invariance_by_gradient.py": 500}
+    too_long = []
+    for path in REPO.glob("**/*.py"):
+        relative = path.relative_to(REPO)
+        if relative.parts[0] in ("tests", "benchmarks", ".venv") or relative.parts[0].startswith(
+            "."
+        ):
+            continue
+        lines = len(path.read_text().splitlines())
+        if lines > limits.get(str(relative), 400):
+            too_long.append(f"{relative}: {lines}")
+    assert not too_long
+    assert len((REPO / "README.md").read_text().splitlines()) <= 300
