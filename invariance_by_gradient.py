@@ -14,23 +14,21 @@ global `--batch-size` (utils/distributed.py); only rank 0 writes and prints.
 from __future__ import annotations
 
 import argparse
-import signal
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from augmentation.preview import write_preview
 from augmentation.views import NaturalViews, SpirographViews
 from datasets.sources import DATASETS, DatasetBundle, load_dataset, pretrain_batches
-from models import ARCHITECTURES, PENALTY_SAMPLES, ProjectionHead, ResNetEncoder
-from models.invclr import Networks, gradient_penalty, nt_xent, rademacher
+from models import ARCHITECTURES, ProjectionHead, ResNetEncoder
+from models.invclr import PENALTY_SAMPLES, Networks, gradient_penalty, nt_xent, rademacher
 from models.sync_batchnorm import convert_sync_batchnorm
 from utils.checkpoint import ensure_writable, remove_stale_temporaries
 from utils.cli import (
     DefaultsHelpFormatter,
-    TrainingError,
     UsageError,
     add_runtime_args,
     file_stem,
@@ -62,9 +60,9 @@ from utils.run import (
     StepMeter,
     Stopped,
     git_info,
-    load_run,
-    merge_resumed_args,
     optimizer_step,
+    resume_args,
+    stop_exit,
 )
 from utils.schedule import CosineAnnealingWithLinearRampLR
 from utils.signals import StopRequest
@@ -139,7 +137,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                       "with benchmarks/throughput.py)")
     more.add_argument("--compile", action="store_true",
                       help="torch.compile the encoder for the views without the penalty (the "
-                      "penalised view stays eager: compiled graphs have no double backward)")
+                      "penalised view stays eager: compiled graphs have no double backward); the "
+                      "first steps compile")
     more.add_argument("--amp", choices=list(AMP_DTYPES), default="off",
                       help="mixed precision for the views without the penalty, the head and "
                       "NT-Xent (the penalised view stays float32); fp16 adds loss scaling. For "
@@ -165,7 +164,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                       help="also record `git diff` in the checkpoint (the hash is always recorded)")
     more.add_argument("--tensorboard", action="store_true",
                       help="also write TensorBoard events to <checkpoint-dir>/<filename>"
-                      ".tensorboard/ (<filename>.metrics.jsonl is written either way)")
+                      ".tensorboard/ (needs the tensorboard package; <filename>.metrics.jsonl is "
+                      "written either way)")
     more.add_argument("--preview", type=int_at_least(1), default=None, metavar="N",
                       help="write <checkpoint-dir>/<filename>.preview.png, N training images "
                       "beside their two views, and exit without training")
@@ -173,7 +173,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def build_model(args: argparse.Namespace, stem: str, device: torch.device, sync_bn: bool = False):
+def build_model(
+    args: argparse.Namespace, stem: str, device: torch.device, sync_bn: bool = False
+) -> tuple[nn.Module, nn.Module, LARS, CosineAnnealingWithLinearRampLR | None]:
     """Encoder, projection head, LARS(SGD) at base × batch / 256, and the optional schedule
     (attached to the wrapped SGD). ``sync_bn`` swaps every batch norm for `SyncBatchNorm`."""
     encoder = ResNetEncoder(args.arch, stem, args.width)
@@ -322,6 +324,38 @@ def check_args(args: argparse.Namespace, shard: Shard, resumed: bool) -> None:
         )
 
 
+def run_probe(
+    encoder: nn.Module, data: DatasetBundle, args: argparse.Namespace, device: torch.device
+) -> dict[str, float]:
+    """Spec section 7 with the evaluation scripts' code and default weight, on plain images;
+    Spirograph, which has no untransformed images, on one fixed-seed transformation draw per
+    image, as the authors' probe (and `lbfgs_linear_clf_spirograph.py` by default) does."""
+    generator = torch.Generator(device).manual_seed(args.seed)
+    views = data.info.views(args.colour_strength, blur=False, generator=generator)
+    _, result, _ = probe_encoder(
+        encoder, data, views,
+        reg_weight=DEFAULT_REG_WEIGHT[data.info.task], untransformed=not data.info.rendered,
+        num_passes=1, batch_size=args.batch_size, num_workers=args.num_workers, device=device,
+    )  # fmt: skip
+    return {f"test_{k}": v for k, v in result.items() if k != "mse_per_target"}
+
+
+def preview(
+    args: argparse.Namespace, data: DatasetBundle, device: torch.device, folder: Path, lead: bool
+) -> Path:
+    """`--preview N`: the first N images of the first epoch's order beside their two views, as
+    one process makes them."""
+    path = folder / f"{args.filename}.preview.png"
+    if not lead:
+        return path
+    generator = torch.Generator(device).manual_seed(args.seed)
+    views = data.info.views(args.colour_strength, args.blur, generator=generator)
+    first = pretrain_batches(
+        data, args.batch_size, seed=args.seed, epoch=0, num_workers=args.num_workers
+    )
+    return write_preview(path, views, first, args.preview, device)
+
+
 def main(args: argparse.Namespace) -> Path:
     shard = launched_shard()
     try:
@@ -333,9 +367,7 @@ def main(args: argparse.Namespace) -> Path:
 def train(args: argparse.Namespace, shard: Shard) -> Path:
     """The run of `main`, as process ``shard.rank`` of ``shard.world``; only rank 0 writes files
     and prints."""
-    resumed = load_run(args.resume, args.checkpoint_dir) if args.resume else None
-    if resumed is not None:
-        args = merge_resumed_args(args, resumed[1]["args"], get_args_parser())
+    args, resumed = resume_args(args, get_args_parser())
     device = resolve_device(args.device)
     check_args(args, shard, resumed is not None)
     device = init_distributed(shard, device)
@@ -350,12 +382,8 @@ def train(args: argparse.Namespace, shard: Shard) -> Path:
             "lower it or raise --proportion"
         )
     checkpoint_dir = ensure_writable(args.checkpoint_dir)
-    generator = torch.Generator(device).manual_seed(args.seed)
-    views = info.views(args.colour_strength, args.blur, generator=generator, shard=shard)
     if args.preview:
-        path = checkpoint_dir / f"{args.filename}.preview.png"
-        first = pretrain_batches(data, args.batch_size, seed=args.seed, epoch=0)
-        return write_preview(path, views, first, args.preview, device) if lead else path
+        return preview(args, data, device, checkpoint_dir, lead)
     latest = checkpoint_dir / f"{args.filename}.pth"
     if latest.exists() and resumed is None and not args.overwrite:
         raise UsageError(
@@ -365,32 +393,20 @@ def train(args: argparse.Namespace, shard: Shard) -> Path:
     if lead:
         remove_stale_temporaries(latest)
 
+    generator = torch.Generator(device).manual_seed(args.seed)
+    views = info.views(args.colour_strength, args.blur, generator=generator, shard=shard)
     sync_bn = args.sync_bn if args.sync_bn is not None else shard.world > 1
     encoder, head, optimizer, scheduler = build_model(args, info.stem, device, sync_bn)
     broadcast_parameters([encoder, head])
-    sgd = optimizer.optim
     # Checkpoints keep saving `encoder` itself, so their keys never carry `_orig_mod.`.
     compiled = torch.compile(encoder) if args.compile else None
     nets = Networks(encoder, head, compiled=compiled, amp_dtype=AMP_DTYPES[args.amp],
                     channels_last=args.channels_last)  # fmt: skip
     scaler = torch.amp.GradScaler(device.type) if args.amp == "fp16" else None
-    modules = dict(
-        encoder=encoder, head=head, optimizer=optimizer, scheduler=scheduler, scaler=scaler
-    )
+    modules = dict(encoder=encoder, head=head, optimizer=optimizer, scheduler=scheduler,
+                   scaler=scaler)  # fmt: skip
     run = RunState(modules, generator, args, lead=lead, device=device, git=git_info(args.git))
-    position = Position(0)
-    if resumed is not None:
-        position, same_draws = run.restore(resumed[1], resumed[0])
-        if not same_draws:
-            say(
-                f"note: the augmentation generator was saved on {resumed[1]['args'].get('device')} "
-                f"and does not carry over to {device.type}; it is reseeded from the checkpoint, "
-                "so the random draws from here on differ from an uninterrupted run's"
-            )
-        within = f", step {position.step + 1}" if position.step else ""
-        say(f"resuming {args.filename} at epoch {position.epoch + 1}{within}, "
-            f"lr {sgd.param_groups[0]['lr']:.4g}")  # fmt: skip
-
+    position = run.restore(resumed, say)
     log = RunLog(
         checkpoint_dir, args.filename, run.results, lead=lead, tensorboard=args.tensorboard
     )
@@ -406,19 +422,9 @@ def train(args: argparse.Namespace, shard: Shard) -> Path:
         f"{args.num_epochs}, lambda-gp {args.lambda_gp}, device {device}{processes}"
     )
 
-    def stopped(stop: StopRequest) -> SystemExit:
-        # Another process may have received the signal first; they stop together.
-        signum = stop.signal or signal.SIGTERM
-        say(
-            f"stopped by {signal.Signals(signum).name}; saved {latest}. Resume with: python3 "
-            f"invariance_by_gradient.py --resume {latest}",
-            flush=True,
-        )
-        return SystemExit(128 + signum)
-
     with StopRequest() as stop:
         for epoch in range(position.epoch, end_epoch):
-            row: dict[str, Any] = {"epoch": epoch, "lr": sgd.param_groups[0]["lr"]}
+            row: dict[str, Any] = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
             at = position if epoch == position.epoch else Position(epoch)
             try:
                 row |= train_one_epoch(
@@ -426,37 +432,22 @@ def train(args: argparse.Namespace, shard: Shard) -> Path:
                     scaler=scaler, run=run, latest=latest, stop=stop, shard=shard,
                 )  # fmt: skip
             except NonFiniteLoss as error:
-                raise TrainingError(
-                    f"the loss became NaN or infinite at step {error.step + 1} (epoch "
-                    f"{error.step // steps + 1}, step {error.step % steps + 1}); stopped without "
-                    f"saving. Last good checkpoint: {run.last_good or 'none'}; lower --base-lr or "
-                    "--lambda-gp and resume from it, or restart"
-                ) from None
+                raise error.explained(steps, run.last_good) from None
             except Stopped:
-                raise stopped(stop) from None
+                raise stop_exit(stop.signal, latest, say) from None
             if scheduler is not None:
                 scheduler.step()
             if args.test_freq and epoch % args.test_freq == args.test_freq - 1:
                 row |= run_probe(encoder, data, args, device)
             say(format_epoch(log.add(row), args.num_epochs), flush=True)
-            if (row.get("clamp_fraction") or 0) > 0.5:
-                say(
-                    f"warning: the penalty was at its clamp (--gp-upper-limit "
-                    f"{args.gp_upper_limit:g}) on {row['clamp_fraction']:.0%} of this epoch's "
-                    "penalised steps, where it passes no gradient: the run is close to SimCLR. "
-                    "Raise --gp-upper-limit (or lower --lambda-gp) for the penalty to act",
-                    flush=True,
-                )
             if epoch % args.save_freq == args.save_freq - 1:
-                run.save(
-                    checkpoint_dir / f"{args.filename}_epoch{epoch + 1:03d}.pth",
-                    Position(epoch + 1),
-                )
+                kept = checkpoint_dir / f"{args.filename}_epoch{epoch + 1:03d}.pth"
+                run.save(kept, Position(epoch + 1))
             # The latest state after every epoch: a crash costs at most one epoch (or
             # --save-every-steps steps).
             run.save(latest, Position(epoch + 1))
             if any_process(stop.requested, device):
-                raise stopped(stop)
+                raise stop_exit(stop.signal, latest, say)
         # Resumed from another file with nothing left to run.
         if any_process(lead and not latest.is_file(), device):
             run.save(latest, position)
@@ -466,22 +457,6 @@ def train(args: argparse.Namespace, shard: Shard) -> Path:
     say(f"evaluate with: python3 {info.evaluation_script} --load-from {latest.name} "
         f"--checkpoint-dir {args.checkpoint_dir}")  # fmt: skip
     return latest
-
-
-def run_probe(
-    encoder: torch.nn.Module, data: DatasetBundle, args: argparse.Namespace, device: torch.device
-) -> dict[str, float]:
-    """Spec section 7 with the evaluation scripts' code and default weight, on plain images;
-    Spirograph, which has no untransformed images, on one fixed-seed transformation draw per
-    image, as the authors' probe (and `lbfgs_linear_clf_spirograph.py` by default) does."""
-    generator = torch.Generator(device).manual_seed(args.seed)
-    views = data.info.views(args.colour_strength, blur=False, generator=generator)
-    _, result, _ = probe_encoder(
-        encoder, data, views,
-        reg_weight=DEFAULT_REG_WEIGHT[data.info.task], untransformed=not data.info.rendered,
-        num_passes=1, batch_size=args.batch_size, num_workers=args.num_workers, device=device,
-    )  # fmt: skip
-    return {f"test_{k}": v for k, v in result.items() if k != "mse_per_target"}
 
 
 if __name__ == "__main__":

@@ -11,10 +11,7 @@ the encoder loads strictly. The last line printed is one JSON object with the re
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import time
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -22,19 +19,16 @@ from torch import nn
 
 from augmentation.views import NaturalViews
 from datasets.natural import Labelled
-from datasets.sources import DATASETS, DatasetBundle, load_dataset
-from models.pretrained import load_encoder
-from utils.checkpoint import resolve_checkpoint
+from datasets.sources import DatasetBundle
+from models.pretrained import Evaluation
 from utils.cli import (
     DefaultsHelpFormatter,
     UsageError,
     add_evaluation_args,
     float_at_least,
     int_at_least,
-    resolve_device,
     run_cli,
 )
-from utils.invariance import measure_invariance
 from utils.probe import (
     DEFAULT_REG_WEIGHT,
     MAX_ITERATIONS,
@@ -82,88 +76,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         default=None,
         help=f"SGD solver only: initial learning rate, cosine-annealed to 0 (default: {SGD_LR})",
     )
-    return p  # fmt: skip
-
-
-class Evaluation:
-    """What both evaluation scripts share: the checkpoint's encoder (or a baseline), its data and
-    views, checked against the script's task, and the JSON summary they print last."""
-
-    def __init__(self, args: argparse.Namespace, task: str) -> None:
-        if args.untransformed and args.num_passes > 1:
-            raise UsageError("--untransformed encodes plain images once; drop --num-passes or it")
-        if args.random_init and args.raw_pixels:
-            raise UsageError("--random-init and --raw-pixels are two different baselines; pick one")
-        self.start = time.perf_counter()
-        self.device = resolve_device(args.device)
-        self.path = resolve_checkpoint(args.load_from, args.checkpoint_dir)
-        self.encoder, run, epochs = load_encoder(
-            self.path, self.device, random_init=args.random_init, seed=args.seed
-        )
-        if args.raw_pixels:
-            self.encoder = nn.Flatten().to(self.device)
-        self.run = run
-        info = DATASETS[run["dataset"]]
-        if info.task != task:
-            raise UsageError(
-                f"{self.path} was trained on {info.name}; use {info.evaluation_script}"
-            )
-        self.seed = args.seed if args.seed is not None else run.get("seed", 0)
-        if args.raw_pixels:
-            weights = "raw pixels, no encoder"
-        elif args.random_init:
-            weights = "random initialisation"
-        else:
-            weights = f"{epochs} epoch{'' if epochs == 1 else 's'}"
-        self.info = info
-        self.args = args
-        self.weights = weights
-
-    def load(self) -> tuple[DatasetBundle, NaturalViews]:
-        """The dataset at the run's proportion (or --proportion) and the training views without
-        blur (spec section 7: crop, flip, colour), seeded by the run's seed."""
-        args, run = self.args, self.run
-        print(
-            f"{self.path}: {run['arch']} on {run['dataset']} ({self.weights}), device {self.device}"
-        )
-        share = args.proportion if args.proportion is not None else run.get("proportion", 1.0)
-        data = load_dataset(run["dataset"], proportion=share, seed=self.seed)
-        generator = torch.Generator(self.device).manual_seed(self.seed)
-        views = data.info.views(run.get("colour_strength", 0.5), blur=False, generator=generator)
-        return data, views
-
-    def summary(self, data: DatasetBundle, views, fit: LinearFit, **fields: Any) -> dict:
-        """The JSON summary (with the invariance measure when asked), printed last."""
-        args = self.args
-        summary = {
-            "dataset": self.run["dataset"], "arch": self.run["arch"],
-            "width": self.run.get("width", 1.0), "checkpoint": str(self.path),
-            "random_init": args.random_init, "raw_pixels": args.raw_pixels, **fields,
-        }  # fmt: skip
-        if args.invariance:
-            views = data.info.views(
-                self.run.get("colour_strength", 0.5),
-                blur=False,
-                generator=torch.Generator(self.device).manual_seed(self.seed + 1),
-            )
-            measured = measure_invariance(
-                self.encoder, data.probe_test, views, args.invariance,
-                max_images=args.invariance_images, seed=self.seed, batch_size=args.batch_size,
-                num_workers=args.num_workers, device=self.device,
-            )  # fmt: skip
-            print(
-                f"invariance {measured['invariance']:.4f} (variance across {args.invariance} "
-                f"draws {measured['within']:.4g} / across images {measured['across']:.4g})"
-            )
-            summary["invariance"] = measured.pop("invariance")
-            summary.update({f"invariance_{k}": v for k, v in measured.items()})
-        summary.update(n_train=len(data.probe_train), n_test=len(data.probe_test))
-        return summary
-
-    def finish(self, summary: dict) -> dict:
-        summary["seconds"] = round(time.perf_counter() - self.start, 2)
-        print(json.dumps(summary))
-        return summary
+    return p
 
 
 def fit_sgd(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 
 from augmentation.spirograph import DATA_PARAMS
-from lbfgs_linear_clf import Evaluation
+from models.pretrained import Evaluation
 from utils.cli import DefaultsHelpFormatter, add_evaluation_args, run_cli
 from utils.probe import DEFAULT_REG_WEIGHT, probe_encoder
 
@@ -53,18 +53,10 @@ def main(args: argparse.Namespace) -> dict:
         line += "  (" + ", ".join(f"{k} {v:.6f}" for k, v in per_target.items()) + ")"
         fields.update({f"mse_{k}": v for k, v in per_target.items()})
     print(line)
-    summary = evaluation.summary(data, views, fit, **fields)
-    summary.update(
-        num_passes=1 if args.untransformed else args.num_passes,
-        untransformed=args.untransformed,
-        reg_weight=weight,
-        solver="closed form",
-        train_objective=fit.train_loss,
-        grad_norm=fit.grad_norm,
-        converged=fit.converged,
-        **{k: v for k, v in result.items() if k == "reg_search_converged"},
-    )
-    return evaluation.finish(summary)
+    return evaluation.finish(
+        evaluation.summary(data, **fields), fit, result,
+        reg_weight=weight, solver="closed form", converged=fit.converged,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ from utils.plot import plot_runs
 
 REPO = Path(__file__).resolve().parent.parent
 # The settings of each half. Both use a quarter-width ResNet-18 (--width 0.25): at full width a
-# CPU reaches too few steps in the time budget for the representation to learn much (README).
+# CPU reaches too few steps in the time budget for the representation to learn much.
 PROTOCOL: dict[str, dict[str, Any]] = {
     "spirograph": {
         "train": [

@@ -139,7 +139,7 @@ def cifar_images(args: argparse.Namespace, n: int) -> tuple[torch.Tensor, str]:
     if args.cifar is None:
         gen = torch.Generator().manual_seed(0)
         return torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=gen), "random"
-    train, _, _ = load_cifar(args.cifar, "cifar10")
+    train, _ = load_cifar(args.cifar, "cifar10", 10)
     if len(train) < n:
         raise UsageError(f"--cifar has {len(train)} training images; the epochs need {n}")
     return train.inputs[:n], str(args.cifar)

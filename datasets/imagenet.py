@@ -4,7 +4,7 @@ Full-size JPEGs differ in size, so the random resized crop to 224×224 happens i
 (boxes from RandomResizedCrop's distribution, torchvision's bicubic `resized_crop`); flip, colour
 distortion and blur follow on the training device like every other dataset.
 `benchmarks/imagenet_crop.py` measured the alternative, decoding in the workers and cropping on
-the device, as slower (see the README).
+the device, as slower (docs/imagenet.md).
 
 Each image's crops are drawn from a generator seeded by (seed, epoch, image index), not from the
 worker's global generator, so they do not depend on the number of workers or on which worker

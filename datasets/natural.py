@@ -140,11 +140,11 @@ def decode_image_folder(
 
 
 def load_cifar(
-    folder: Path, name: str, proportion: float = 1.0, seed: int = 0
-) -> tuple[Labelled, Labelled, int]:
-    """(train, test, num_classes) from torchvision's pickle layout or a train/test class tree;
-    the training set reduced to the stratified ``proportion`` of `stratified_indices`."""
-    num_classes = 10 if name == "cifar10" else 100
+    folder: Path, name: str, num_classes: int, proportion: float = 1.0, seed: int = 0
+) -> tuple[Labelled, Labelled]:
+    """(train, test) of ``name`` (cifar10 or cifar100) from torchvision's pickle layout or a
+    train/test class tree; the training set reduced to the stratified ``proportion`` of
+    `stratified_indices`."""
 
     def keep(labels: Tensor) -> Tensor:
         return stratified_indices(labels, proportion, num_classes, seed)
@@ -158,7 +158,7 @@ def load_cifar(
             raise DatasetError(
                 f"{name}: {folder}/train has {len(classes)} class folders, expected {num_classes}"
             )
-        return train, test, num_classes
+        return train, test
     subdir = _CIFAR[name][0]
     root = folder / subdir if (folder / subdir).is_dir() else folder
     if not (root / _CIFAR[name][2]).is_file():
@@ -167,7 +167,7 @@ def load_cifar(
             f'class folders; point "{name}" in dataset-paths.json at one of them'
         )
     train = _cifar_pickles(folder, name, "train")
-    return train.subset(keep(train.targets)), _cifar_pickles(folder, name, "test"), num_classes
+    return train.subset(keep(train.targets)), _cifar_pickles(folder, name, "test")
 
 
 def _read_stl_images(path: Path) -> Tensor:

@@ -148,7 +148,7 @@ def load_dataset(
         order = torch.randperm(unlabeled.shape[0], generator=torch.Generator().manual_seed(seed))
         pretrain = torch.cat([train.inputs, unlabeled[order[:keep].sort().values]])
         return DatasetBundle(info, pretrain, train, test)
-    train, test, _ = load_cifar(folder, name, proportion, seed)
+    train, test = load_cifar(folder, name, info.num_classes, proportion, seed)
     return DatasetBundle(info, train.inputs, train, test)
 
 

@@ -543,3 +543,14 @@ def test_build_model_uses_the_spec_optimiser():
     assert group["weight_decay"] == 1e-6 and optimizer.trust_coef == 1e-3
     owned = {id(p) for p in [*encoder.parameters(), *head.parameters()]}
     assert {id(p) for p in group["params"]} == owned
+
+
+def test_the_resumable_group_holds_exactly_the_flags_a_resume_may_change():
+    """`merge_resumed_args` lets these differ from the checkpoint's values; every other flag
+    defines the run (the set the hand-kept RESUME_OVERRIDABLE list held before it became an
+    argparse group)."""
+    assert utils.run.resumable_flags(train.get_args_parser()) == {
+        "resume", "num_workers", "device", "test_freq", "save_freq", "cut_off",
+        "checkpoint_dir", "filename", "git", "log_interval", "channels_last", "compile", "amp",
+        "save_every_steps", "overwrite", "tensorboard", "preview",
+    }  # fmt: skip

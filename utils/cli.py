@@ -246,7 +246,8 @@ def add_evaluation_args(p: argparse.ArgumentParser, default_reg: float) -> None:
         metavar="K",
         help="also measure invariance on the test set: the variance of the normalised "
         "representation across K fresh draws of the transformation the penalty "
-        "targets, over its variance across images; 0 is fully invariant (K = 10 when "
+        "targets (colour distortion after one crop and flip; Spirograph's transformation "
+        "parameters), over its variance across images; 0 is fully invariant (K = 10 when "
         "given without a value)",
     )
     p.add_argument(

@@ -129,7 +129,8 @@ class RunLog:
 
 
 def format_epoch(row: dict[str, Any], num_epochs: int) -> str:
-    """The line printed after each epoch."""
+    """The line printed after each epoch, and a warning line when the penalty sat at its clamp
+    on most of the epoch's penalised steps."""
     line = (
         f"epoch {row['epoch'] + 1:>4}/{num_epochs}  lr {row['lr']:.4g}  "
         f"c-loss {row['contrastive_loss']:.4f}  penalty {row['penalty']:.4g}  "
@@ -141,4 +142,11 @@ def format_epoch(row: dict[str, Any], num_epochs: int) -> str:
         line += f"  probe acc {row['test_accuracy']:.2f}% loss {row['test_loss']:.4f}"
     if "test_mse" in row:
         line += f"  probe mse {row['test_mse']:.5f}"
+    if (row.get("clamp_fraction") or 0) > 0.5:
+        line += (
+            f"\nwarning: the penalty was at its clamp (--gp-upper-limit "
+            f"{row['gp_upper_limit']:g}) on {row['clamp_fraction']:.0%} of this epoch's "
+            "penalised steps, where it passes no gradient: the run is close to SimCLR. "
+            "Raise --gp-upper-limit (or lower --lambda-gp) for the penalty to act"
+        )
     return line

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import argparse
 import math
+import signal
 import subprocess
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,9 +63,30 @@ class NonFiniteLoss(Exception):
         super().__init__(step)
         self.step = step
 
+    def explained(self, steps_per_epoch: int, last_good: Path | None) -> TrainingError:
+        """The one-line error for the user: where it happened and what to resume from."""
+        epoch, step = divmod(self.step, steps_per_epoch)
+        return TrainingError(
+            f"the loss became NaN or infinite at step {self.step + 1} (epoch {epoch + 1}, step "
+            f"{step + 1}); stopped without saving. Last good checkpoint: {last_good or 'none'}; "
+            "lower --base-lr or --lambda-gp and resume from it, or restart"
+        )
+
 
 class Stopped(Exception):
     """A stop was requested (SIGTERM, SIGINT) and the position saved mid-epoch."""
+
+
+def stop_exit(signum: int | None, latest: Path, say: Callable[..., None] = print) -> SystemExit:
+    """Say how to resume after a requested stop; the exit status is 128 + the signal's number.
+    Another process may have received the signal first (``signum`` None): they stop together."""
+    signum = signum or signal.SIGTERM
+    say(
+        f"stopped by {signal.Signals(signum).name}; saved {latest}. Resume with: python3 "
+        f"invariance_by_gradient.py --resume {latest}",
+        flush=True,
+    )
+    return SystemExit(128 + signum)
 
 
 def git_info(with_diff: bool) -> dict[str, str | None]:
@@ -97,6 +119,17 @@ def load_run(name: str, checkpoint_dir: str | Path) -> tuple[Path, dict[str, Any
             "not written by this training script); start a new run"
         )
     return path, state
+
+
+def resume_args(
+    args: argparse.Namespace, parser: argparse.ArgumentParser
+) -> tuple[argparse.Namespace, tuple[Path, dict[str, Any]] | None]:
+    """With ``--resume``: the run's arguments merged from its checkpoint (`merge_resumed_args`)
+    and the checkpoint (path, state); without: ``args`` unchanged and None."""
+    if not args.resume:
+        return args, None
+    path, state = load_run(args.resume, args.checkpoint_dir)
+    return merge_resumed_args(args, state["args"], parser), (path, state)
 
 
 def merge_resumed_args(
@@ -154,18 +187,31 @@ class RunState:
         self.results: list[dict[str, Any]] = []
         self.last_good: Path | None = None
 
-    def restore(self, state: dict[str, Any], path: Path) -> tuple[Position, bool]:
-        """Load ``state`` (a checkpoint from ``path``) into the modules and generators; returns
-        where the run stands and whether the augmentation generator carried over (it does not
-        between device types: it is then reseeded from the checkpoint)."""
+    def restore(
+        self, resumed: tuple[Path, dict[str, Any]] | None, say: Callable[..., None] = print
+    ) -> Position:
+        """Load a checkpoint (path, state) into the modules and generators and say so; returns
+        where the run stands (the start, without a checkpoint)."""
+        if resumed is None:
+            return Position(0)
+        path, state = resumed
         for key, module in self.modules.items():
             if module is not None and state.get(key) is not None:
                 module.load_state_dict(state[key])
         self.results = state["results"]
         self.last_good = path
-        same_draws = restore_rng(state["rng"], self.generator)
+        if not restore_rng(state["rng"], self.generator):
+            say(
+                f"note: the augmentation generator was saved on {state['args'].get('device')} "
+                f"and does not carry over to {self.device.type}; it is reseeded from the "
+                "checkpoint, so the random draws from here on differ from an uninterrupted run's"
+            )
         # Version 1 checkpoints were written at epoch ends only.
-        return Position(**state.get("next", {"epoch": state["epoch"] + 1})), same_draws
+        position = Position(**state.get("next", {"epoch": state["epoch"] + 1}))
+        within = f", step {position.step + 1}" if position.step else ""
+        lr = self.modules["optimizer"].param_groups[0]["lr"]
+        say(f"resuming {self.args.filename} at epoch {position.epoch + 1}{within}, lr {lr:.4g}")
+        return position
 
     def save(self, path: Path, at: Position) -> None:
         """Write the run at position ``at`` to ``path``, unless a weight is not finite."""
@@ -257,8 +303,10 @@ class StepMeter:
             dynamic_ncols=True,
             disable=not self.show,
         )
-        yield from enumerate(self.bar, start=self.position.step)
-        self.bar.close()
+        try:
+            yield from enumerate(self.bar, start=self.position.step)
+        finally:  # a stop or an error mid-epoch leaves no half-drawn bar behind
+            self.bar.close()
 
     def add(self, values: Tensor, global_step: int, penalised: bool) -> None:
         self.totals += values
