@@ -165,20 +165,12 @@ def main(args: argparse.Namespace) -> dict:
         test_y = torch.as_tensor(data.probe_test.targets).to(device)
         result = evaluate_linear(fit, test_x, test_y, "classification")
     print(f"test accuracy {result['accuracy']:.2f}%  test cross-entropy {result['loss']:.4f}")
-    summary = evaluation.summary(data, views, fit, accuracy=result["accuracy"], loss=result["loss"])
-    summary.update(
-        # SGD fits on a fresh crop at every step: neither choice applies to it.
-        num_passes=None if solver == "sgd" else 1 if args.untransformed else args.num_passes,
-        untransformed=None if solver == "sgd" else args.untransformed,
-        reg_weight=weight,
-        solver=solver,
-        train_objective=fit.train_loss,
-        grad_norm=fit.grad_norm,
+    summary = evaluation.summary(data, accuracy=result["accuracy"], loss=result["loss"])
+    return evaluation.finish(
+        summary, fit, result, reg_weight=weight, solver=solver,
         # The gradient-norm tolerance was met; SGD runs the paper's fixed schedule instead.
-        converged=fit.converged if solver == "lbfgs" else None,
-        **{k: v for k, v in result.items() if k == "reg_search_converged"},
-    )
-    return evaluation.finish(summary)
+        converged=fit.converged if solver == "lbfgs" else None, fitted_on_passes=solver == "lbfgs",
+    )  # fmt: skip
 
 
 if __name__ == "__main__":
