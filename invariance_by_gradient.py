@@ -28,6 +28,7 @@ from models.invclr import PENALTY_SAMPLES, Networks, gradient_penalty, nt_xent, 
 from models.sync_batchnorm import convert_sync_batchnorm
 from utils.checkpoint import ensure_writable, remove_stale_temporaries
 from utils.cli import (
+    ArgFileParser,
     DefaultsHelpFormatter,
     UsageError,
     add_runtime_args,
@@ -71,7 +72,7 @@ AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgFileParser(
         description="Train an encoder with SimCLR and the InvCLR gradient penalty.",
         formatter_class=DefaultsHelpFormatter,
     )

@@ -22,6 +22,7 @@ from datasets.natural import Labelled
 from datasets.sources import DatasetBundle
 from models.pretrained import Evaluation
 from utils.cli import (
+    ArgFileParser,
     DefaultsHelpFormatter,
     UsageError,
     add_evaluation_args,
@@ -44,7 +45,7 @@ SGD_EPOCHS, SGD_LR = 90, 0.1
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgFileParser(
         description="Linear classification of a checkpoint's representations.",
         formatter_class=DefaultsHelpFormatter,
     )

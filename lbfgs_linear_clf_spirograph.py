@@ -13,12 +13,12 @@ import argparse
 
 from augmentation.spirograph import DATA_PARAMS
 from models.pretrained import Evaluation
-from utils.cli import DefaultsHelpFormatter, add_evaluation_args, run_cli
+from utils.cli import ArgFileParser, DefaultsHelpFormatter, add_evaluation_args, run_cli
 from utils.probe import DEFAULT_REG_WEIGHT, probe_encoder
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgFileParser(
         description="Linear regression of Spirograph parameters from representations.",
         formatter_class=DefaultsHelpFormatter,
     )

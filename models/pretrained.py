@@ -54,6 +54,11 @@ class Evaluation:
         if args.untransformed and args.num_passes > 1:
             raise UsageError("--untransformed encodes plain images once; drop --num-passes or it")
         self.args = args
+        if args.output is not None and not args.output.parent.is_dir():
+            raise UsageError(
+                f"--output {args.output}: the folder {args.output.parent} does not exist; create "
+                "it or write elsewhere"
+            )
         self.device = resolve_device(args.device)
         self.path = resolve_checkpoint(args.load_from, args.checkpoint_dir)
         if args.random_init and args.raw_pixels:
@@ -146,5 +151,11 @@ class Evaluation:
             **{k: v for k, v in result.items() if k == "reg_search_converged"},
             seconds=round(time.perf_counter() - self.start, 2),
         )
-        print(json.dumps(summary))
+        line = json.dumps(summary)
+        print(line)
+        if args.output is not None:
+            # Through a temporary file and a rename: an earlier result is replaced whole or kept.
+            tmp = args.output.with_name(f".{args.output.name}.tmp")
+            tmp.write_text(line + "\n")
+            tmp.replace(args.output)
         return summary

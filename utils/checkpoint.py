@@ -34,6 +34,9 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        # mkstemp creates the file private (0600); give it what the umask gives any new file, as
+        # open() would, so that labmates can read a run the user's umask lets them read.
+        os.fchmod(fd, 0o666 & ~_umask())
     except OSError as error:
         raise CheckpointError(
             f"cannot write checkpoints to {path.parent} ({error.strerror}); choose a writable "
@@ -52,6 +55,13 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
             raise CheckpointError(f"cannot write {path} ({error.strerror})") from None
         raise
     return path
+
+
+def _umask() -> int:
+    """The process's umask (reading it means setting it, so it is set straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_folder(folder: Path) -> None:

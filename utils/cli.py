@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import shlex
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -118,9 +120,32 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     or there is nothing to show (a switch that is off, a value decided later)."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default in (None, False) or "default" in (action.help or ""):
+        # `is`, not `in (None, False)`: 0 and 0.0 equal False, and their defaults must show.
+        if action.default is None or action.default is False or "default" in (action.help or ""):
             return action.help
         return super()._get_help_string(action)
+
+
+class ArgFileParser(argparse.ArgumentParser):
+    """An `argparse.ArgumentParser` that also reads arguments from files: ``@FILE`` on the command
+    line stands for the flags in FILE, each line split as a shell would (a flag and its value on
+    one line; ``#`` comments and blank lines allowed). Arguments are read in order, so a flag
+    given after ``@FILE`` overrides the file's value. The presets in configs/ are such files."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("fromfile_prefix_chars", "@")
+        kwargs.setdefault(
+            "epilog",
+            "@FILE reads arguments from FILE, a flag and its value on each line (# comments "
+            "allowed); flags given after @FILE override its values",
+        )
+        super().__init__(*args, **kwargs)
+
+    def convert_arg_line_to_args(self, arg_line: str) -> list[str]:
+        try:
+            return shlex.split(arg_line, comments=True)
+        except ValueError as error:  # an unclosed quote
+            self.error(f"argument file line {arg_line.strip()!r}: {error}")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -259,6 +284,13 @@ def add_evaluation_args(p: argparse.ArgumentParser, default_reg: float) -> None:
     )
     p.add_argument(
         "--batch-size", type=int_at_least(1), default=256, help="images per encoding batch"
+    )
+    p.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="also write the JSON summary (the last line printed) to FILE",
     )
     add_runtime_args(p)
     p.add_argument("--seed", type=seed_value, default=None,

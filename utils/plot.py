@@ -1,12 +1,13 @@
 """Training curves from metrics files, several runs overlaid for an ablation.
 
-    python3 -m utils.plot checkpoint/plain.metrics.jsonl checkpoint/gp.metrics.jsonl -o curves.png
+    python3 -m utils.plot checkpoint/plain.metrics.jsonl checkpoint/gp.metrics.jsonl
 
-One panel per quantity: contrastive loss, penalty (with its `--gp-upper-limit` as a dashed line),
+writes checkpoint/curves.png, beside the first metrics file (-o elsewhere.png to choose). One panel
+per quantity: contrastive loss, penalty (with its `--gp-upper-limit` as a dashed line),
 the share of penalised steps at which the penalty sat at that clamp, total loss, learning rate,
 and the in-training probe's accuracy / cross-entropy or MSE where the runs have them
-(`--test-freq`). Each run is
-labelled with its file name, without `.metrics.jsonl`, unless `--labels` names them.
+(`--test-freq`). Each run is labelled with its file name, without `.metrics.jsonl`, unless
+`--labels` names them.
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ PANELS = (
     ("test_loss", "probe cross-entropy"),
     ("test_mse", "probe MSE"),
 )
+
+
+class DescriptionKeptHelpFormatter(argparse.RawDescriptionHelpFormatter, DefaultsHelpFormatter):
+    """Flags with their defaults, and the description's lines as written."""
 
 
 def run_label(path: Path) -> str:
@@ -79,9 +84,16 @@ def plot_runs(runs: dict[str, list[dict]], out: Path) -> list[str]:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=DefaultsHelpFormatter)
+    # The description's example command keeps its own line: argparse would refill it into prose.
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=DescriptionKeptHelpFormatter)
     p.add_argument("metrics", nargs="+", type=Path, help="<filename>.metrics.jsonl files")
-    p.add_argument("-o", "--output", type=Path, default=Path("curves.png"), help="PNG to write")
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=None,
+        help="PNG to write (default: curves.png beside the first metrics file)",
+    )
     p.add_argument("--labels", nargs="+", default=None, help="one legend label per file")
     return p
 
@@ -91,8 +103,9 @@ def main(args: argparse.Namespace) -> Path:
         raise UsageError(
             f"--labels gives {len(args.labels)} names for {len(args.metrics)} files; give one each"
         )
-    if args.output.suffix.lower() != ".png":
-        raise UsageError(f"-o {args.output}: write a .png file")
+    output = args.output or args.metrics[0].parent / "curves.png"
+    if output.suffix.lower() != ".png":
+        raise UsageError(f"-o {output}: write a .png file")
     labels = args.labels or [run_label(path) for path in args.metrics]
     runs = {}
     for label, path in zip(labels, args.metrics, strict=True):
@@ -102,9 +115,9 @@ def main(args: argparse.Namespace) -> Path:
         runs[label] = rows
     if len(runs) < len(labels):
         raise UsageError("two runs have the same label; name them with --labels")
-    plot_runs(runs, args.output)
-    print(f"wrote {args.output}")
-    return args.output
+    plot_runs(runs, output)
+    print(f"wrote {output}")
+    return output
 
 
 if __name__ == "__main__":

@@ -298,7 +298,7 @@ class StepMeter:
             batches,
             total=self.num_steps,
             initial=self.position.step,
-            desc=f"epoch {self.position.epoch}",
+            desc=f"epoch {self.position.epoch + 1}",  # 1-based, as every line and file
             leave=False,
             dynamic_ncols=True,
             disable=not self.show,

@@ -1,0 +1,94 @@
+"""Write a checkpoint's encoder on its own, for code that does not have this repository.
+
+    python3 -m models.export checkpoint/output.pth encoder.pth
+
+The file is a dict of plain types (it loads with ``torch.load(..., weights_only=True)``): the
+encoder's ``state_dict``, and ``arch``, ``stem``, ``width``, ``dataset``, ``normalization``
+(``{"mean": [...], "std": [...]}``, or None for Spirograph), ``representation_dim``,
+``torchvision`` (whether torchvision's ResNet can hold it) and the source checkpoint's path and git
+hash. At width 1 the state dict loads strictly into torchvision's ResNet of the same architecture
+with ``fc = nn.Identity()`` and, for the CIFAR and STL stems, a 3×3 stride-1 ``conv1`` (and no
+max pool for CIFAR): `torchvision_encoder` builds that network. At other widths torchvision has
+no such network; the file is for this project's `ResNetEncoder(arch, stem, width)`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import torch
+import torchvision
+from torch import nn
+
+from augmentation.normalize import DATASET_STATS
+from models.pretrained import load_encoder
+from utils.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
+from utils.cli import DefaultsHelpFormatter, UsageError, run_cli
+
+FORMAT = "invclr-encoder"
+
+
+def torchvision_encoder(arch: str, stem: str) -> nn.Module:
+    """torchvision's ResNet ``arch`` with this project's ``stem`` and no classifier: what an
+    exported state dict of width 1 loads into strictly."""
+    model = getattr(torchvision.models, arch)(weights=None)
+    if stem in ("cifar", "stl"):
+        model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+    if stem == "cifar":
+        model.maxpool = nn.Identity()
+    model.fc = nn.Identity()
+    return model
+
+
+def export_encoder(checkpoint: Path, out: Path) -> dict[str, Any]:
+    """Write the encoder of ``checkpoint`` to ``out``; returns what was written."""
+    encoder, run, epochs = load_encoder(checkpoint, torch.device("cpu"))
+    stats = DATASET_STATS[run["dataset"]]
+    state = {
+        "format": FORMAT,
+        "arch": encoder.arch,
+        "stem": encoder.stem,
+        "width": encoder.width,
+        "dataset": run["dataset"],
+        "normalization": None if stats is None else {"mean": list(stats[0]), "std": list(stats[1])},
+        "representation_dim": encoder.representation_dim,
+        "torchvision": encoder.width == 1,
+        "epochs": epochs,
+        "source": str(checkpoint),
+        "git": load_checkpoint(checkpoint).get("git"),
+        "state_dict": encoder.state_dict(),
+    }
+    save_checkpoint(state, out)
+    return state
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description="Write a checkpoint's encoder on its own (weights_only, torchvision keys).",
+        formatter_class=DefaultsHelpFormatter,
+    )
+    p.add_argument("checkpoint", help="a training checkpoint: a path, or a name in checkpoint/")
+    p.add_argument("out", type=Path, help="the encoder file to write")
+    return p
+
+
+def main(args: argparse.Namespace) -> Path:
+    source = resolve_checkpoint(args.checkpoint, "checkpoint")
+    if args.out.resolve() == source.resolve():
+        raise UsageError(f"{args.out} is the checkpoint itself; write the encoder elsewhere")
+    state = export_encoder(source, args.out)
+    where = (
+        f"loads into torchvision.models.{state['arch']} with the {state['stem']} stem "
+        "(models.export.torchvision_encoder)"
+        if state["torchvision"]
+        else f"width {state['width']:g} has no torchvision network: load it into "
+        f"models.ResNetEncoder({state['arch']!r}, {state['stem']!r}, {state['width']:g})"
+    )
+    print(f"wrote {args.out}: {state['arch']} encoder of {state['dataset']}, {where}")
+    return args.out
+
+
+if __name__ == "__main__":
+    run_cli(main, get_args_parser())

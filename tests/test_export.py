@@ -1,0 +1,102 @@
+"""hubconf.py and models/export.py: a trained encoder out of the repository, into torch.hub and
+torchvision."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from models import ResNetEncoder
+from models.export import export_encoder, torchvision_encoder
+from models.pretrained import load_encoder
+from utils.checkpoint import save_checkpoint
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def trained_looking(arch: str, stem: str, width: float = 1.0) -> ResNetEncoder:
+    """A seeded encoder whose batch-norm statistics are not the defaults (as after training)."""
+    torch.manual_seed(0)
+    encoder = ResNetEncoder(arch, stem, width)
+    encoder.train()
+    with torch.no_grad():
+        encoder(torch.randn(8, 3, 32, 32) * 2 + 0.5)
+    return encoder.eval()
+
+
+def write_run(path: Path, dataset: str, encoder: ResNetEncoder) -> Path:
+    args = {"dataset": dataset, "arch": encoder.arch, "width": encoder.width, "seed": 0}
+    return save_checkpoint(
+        {"encoder": encoder.state_dict(), "args": args, "results": [{}], "git": {"hash": "x"}},
+        path,
+    )
+
+
+@pytest.mark.parametrize(
+    ("dataset", "arch", "stem"),
+    [
+        ("cifar10", "resnet18", "cifar"),
+        ("stl10", "resnet34", "stl"),
+        ("imagenet", "resnet18", "imagenet"),
+    ],
+)
+def test_export_loads_strictly_into_torchvision_and_computes_the_same(
+    tmp_path, dataset, arch, stem
+):
+    encoder = trained_looking(arch, stem)
+    checkpoint = write_run(tmp_path / "run.pth", dataset, encoder)
+    export_encoder(checkpoint, tmp_path / "encoder.pth")
+    saved = torch.load(tmp_path / "encoder.pth", weights_only=True)
+    assert (saved["arch"], saved["stem"], saved["torchvision"]) == (arch, stem, True)
+    assert saved["normalization"]["mean"][0] == {"cifar10": 0.4914}.get(dataset, 0.485)
+    model = torchvision_encoder(arch, stem)
+    model.load_state_dict(saved["state_dict"], strict=True)
+    x = torch.rand(3, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model.eval()(x), encoder(x))
+
+
+def test_export_of_a_narrow_encoder_says_torchvision_cannot_hold_it(tmp_path, capsys):
+    from models import export
+
+    checkpoint = write_run(
+        tmp_path / "run.pth", "spirograph", trained_looking("resnet18", "cifar", 0.25)
+    )
+    export.main(export.get_args_parser().parse_args([str(checkpoint), str(tmp_path / "e.pth")]))
+    assert "width 0.25 has no torchvision network" in capsys.readouterr().out
+    saved = torch.load(tmp_path / "e.pth", weights_only=True)
+    assert saved["torchvision"] is False and saved["normalization"] is None
+    with pytest.raises(RuntimeError):
+        torchvision_encoder("resnet18", "cifar").load_state_dict(saved["state_dict"])
+    ResNetEncoder("resnet18", "cifar", 0.25).load_state_dict(saved["state_dict"], strict=True)
+
+
+def test_hub_loads_the_encoder_beside_other_packages_named_datasets_and_utils(tmp_path):
+    encoder = trained_looking("resnet18", "cifar")
+    checkpoint = write_run(tmp_path / "run.pth", "cifar10", encoder)
+    for name in ("datasets", "utils"):  # as Hugging Face's datasets, or a project's own utils
+        (tmp_path / "theirs" / name).mkdir(parents=True)
+        (tmp_path / "theirs" / name / "__init__.py").write_text("THEIRS = True\n")
+    code = f"""
+import sys, torch
+sys.path.insert(0, {str(tmp_path / "theirs")!r})
+import datasets, utils
+model = torch.hub.load({str(REPO)!r}, "encoder", source="local", checkpoint={str(checkpoint)!r})
+assert sys.modules["datasets"] is datasets and datasets.THEIRS and utils.THEIRS
+assert not model.training and model.normalization[0] == (0.4914, 0.4822, 0.4465)
+torch.manual_seed(1)
+torch.save(model(torch.rand(2, 3, 32, 32)).detach(), {str(tmp_path / "out.pt")!r})
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    import hubconf  # what torch.hub.help shows: the entry point's docstring
+
+    assert "CIFAR-10 mean (0.4914, 0.4822, 0.4465)" in " ".join(hubconf.encoder.__doc__.split())
+    model = load_encoder(checkpoint, torch.device("cpu"))[0]
+    torch.manual_seed(1)
+    expected = model(torch.rand(2, 3, 32, 32))
+    assert torch.equal(torch.load(tmp_path / "out.pt", weights_only=True), expected.detach())
