@@ -3,7 +3,8 @@
     encoder = torch.hub.load("path/to/this/repo", "encoder", source="local",
                              checkpoint="checkpoint/output.pth")
 
-`python3 -m models.export` writes an encoder-only file for code without this repository.
+`python3 -m models.export` writes an encoder-only file for code without this repository (it
+lives in `models/`, not `utils/`, because `utils` imports no other package of this repository).
 """
 
 import contextlib
@@ -19,12 +20,22 @@ _PACKAGES = ("augmentation", "datasets", "models", "utils")
 @contextlib.contextmanager
 def _this_repository():
     """Import this repository's packages even in a process that has already imported others of
-    the same names (Hugging Face's `datasets` is common), and give that process its own back."""
+    the same names (Hugging Face's `datasets` is common), and give that process its own back.
+    Packages of this repository that were imported before stay as they were."""
 
-    def ours(name: str) -> bool:
-        return name.partition(".")[0] in _PACKAGES
+    def top(name: str) -> str:
+        return name.partition(".")[0]
 
-    theirs = {name: module for name, module in sys.modules.items() if ours(name)}
+    def ours(module) -> bool:
+        path = getattr(module, "__file__", None)
+        return path is not None and os.path.abspath(path).startswith(_HERE + os.sep)
+
+    kept = {name for name in _PACKAGES if ours(sys.modules.get(name))}
+    theirs = {
+        name: module
+        for name, module in sys.modules.items()
+        if top(name) in _PACKAGES and top(name) not in kept
+    }
     for name in theirs:
         del sys.modules[name]
     sys.path.insert(0, _HERE)
@@ -32,7 +43,7 @@ def _this_repository():
         yield
     finally:
         sys.path.remove(_HERE)
-        for name in [name for name in sys.modules if ours(name)]:
+        for name in [n for n in sys.modules if top(n) in _PACKAGES and top(n) not in kept]:
             del sys.modules[name]
         sys.modules.update(theirs)
 
@@ -48,11 +59,13 @@ def encoder(checkpoint, map_location="cpu"):
     (0.5071, 0.4865, 0.4409), std (0.2009, 0.1984, 0.2023); STL-10 and ImageNet, ImageNet's
     mean (0.485, 0.456, 0.406), std (0.229, 0.224, 0.225). Spirograph images take no
     normalisation: they are rendered in [0, 1]. The module's ``normalization`` attribute holds
-    its (mean, std), or None for Spirograph.
+    its (mean, std), or None for Spirograph. Save its ``state_dict()`` (or use
+    ``python3 -m models.export``) rather than pickling the module.
     """
     import torch
 
-    with _this_repository():
+    # load_encoder seeds torch's global generator (for --random-init): keep the caller's.
+    with _this_repository(), torch.random.fork_rng(devices=[]):
         from augmentation.normalize import DATASET_STATS
         from models.pretrained import load_encoder
 

@@ -10,6 +10,9 @@ hash. At width 1 the state dict loads strictly into torchvision's ResNet of the 
 with ``fc = nn.Identity()`` and, for the CIFAR and STL stems, a 3×3 stride-1 ``conv1`` (and no
 max pool for CIFAR): `torchvision_encoder` builds that network. At other widths torchvision has
 no such network; the file is for this project's `ResNetEncoder(arch, stem, width)`.
+
+It is `models.export`, not `utils.export`: it needs each dataset's stem (`datasets`) and
+normalisation (`augmentation`), and `utils` imports no other package (tests/test_layout.py).
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from torch import nn
 from augmentation.views import NaturalViews, SpirographViews
 from datasets.sources import DATASETS, DatasetBundle, load_dataset
 from models.resnet import ResNetEncoder
-from utils.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
+from utils.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint, write_text
 from utils.cli import UsageError, resolve_device
 from utils.invariance import measure_invariance
 from utils.probe import LinearFit
@@ -54,11 +55,13 @@ class Evaluation:
         if args.untransformed and args.num_passes > 1:
             raise UsageError("--untransformed encodes plain images once; drop --num-passes or it")
         self.args = args
-        if args.output is not None and not args.output.parent.is_dir():
-            raise UsageError(
-                f"--output {args.output}: the folder {args.output.parent} does not exist; create "
-                "it or write elsewhere"
-            )
+        if args.output is not None:
+            folder = args.output.parent
+            if args.output.is_dir() or not folder.is_dir() or not os.access(folder, os.W_OK):
+                why = (
+                    "is a folder" if args.output.is_dir() else f"{folder} is not a writable folder"
+                )
+                raise UsageError(f"--output {args.output}: {why}; give a file in a writable folder")
         self.device = resolve_device(args.device)
         self.path = resolve_checkpoint(args.load_from, args.checkpoint_dir)
         if args.random_init and args.raw_pixels:
@@ -154,8 +157,11 @@ class Evaluation:
         line = json.dumps(summary)
         print(line)
         if args.output is not None:
-            # Through a temporary file and a rename: an earlier result is replaced whole or kept.
-            tmp = args.output.with_name(f".{args.output.name}.tmp")
-            tmp.write_text(line + "\n")
-            tmp.replace(args.output)
+            try:
+                write_text(args.output, line + "\n")  # replaces an earlier result whole, or not
+            except OSError as error:
+                raise UsageError(
+                    f"cannot write --output {args.output} ({error.strerror}); the summary is the "
+                    "line above"
+                ) from None
         return summary

@@ -1,6 +1,7 @@
 """hubconf.py and models/export.py: a trained encoder out of the repository, into torch.hub and
 torchvision."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,6 @@ import torch
 
 from models import ResNetEncoder
 from models.export import export_encoder, torchvision_encoder
-from models.pretrained import load_encoder
 from utils.checkpoint import save_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
@@ -74,29 +74,53 @@ def test_export_of_a_narrow_encoder_says_torchvision_cannot_hold_it(tmp_path, ca
 
 
 def test_hub_loads_the_encoder_beside_other_packages_named_datasets_and_utils(tmp_path):
+    """In a fresh process that has imported its own `datasets` and `utils`: the hub encoder, twice,
+    leaves them, sys.path and the global generator as they were, and computes what torchvision's
+    ResNet computes from the exported file."""
     encoder = trained_looking("resnet18", "cifar")
     checkpoint = write_run(tmp_path / "run.pth", "cifar10", encoder)
+    export_encoder(checkpoint, tmp_path / "encoder.pth")
     for name in ("datasets", "utils"):  # as Hugging Face's datasets, or a project's own utils
         (tmp_path / "theirs" / name).mkdir(parents=True)
         (tmp_path / "theirs" / name / "__init__.py").write_text("THEIRS = True\n")
     code = f"""
-import sys, torch
+import sys, torch, torchvision
 sys.path.insert(0, {str(tmp_path / "theirs")!r})
 import datasets, utils
-model = torch.hub.load({str(REPO)!r}, "encoder", source="local", checkpoint={str(checkpoint)!r})
-assert sys.modules["datasets"] is datasets and datasets.THEIRS and utils.THEIRS
+path_before = list(sys.path)
+torch.manual_seed(7)
+state = torch.get_rng_state()
+for _ in range(2):
+    model = torch.hub.load({str(REPO)!r}, "encoder", source="local", checkpoint={str(checkpoint)!r})
+assert sys.modules["datasets"] is datasets and sys.modules["utils"] is utils and utils.THEIRS
+assert "models" not in sys.modules and sys.path == path_before
+assert torch.equal(torch.get_rng_state(), state)
 assert not model.training and model.normalization[0] == (0.4914, 0.4822, 0.4465)
-torch.manual_seed(1)
-torch.save(model(torch.rand(2, 3, 32, 32)).detach(), {str(tmp_path / "out.pt")!r})
+saved = torch.load({str(tmp_path / "encoder.pth")!r}, weights_only=True)
+tv = torchvision.models.resnet18()
+tv.fc, tv.maxpool = torch.nn.Identity(), torch.nn.Identity()
+tv.conv1 = torch.nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+tv.eval().load_state_dict(saved["state_dict"])
+x = torchvision.transforms.Normalize(**saved["normalization"])(torch.rand(4, 3, 32, 32))
+with torch.no_grad():
+    assert torch.equal(model(x), tv(x))
+print("largest difference", (model(x) - tv(x)).abs().max().item())
 """
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
     )
     assert out.returncode == 0, out.stderr
-    import hubconf  # what torch.hub.help shows: the entry point's docstring
+    assert "largest difference 0.0" in out.stdout
 
-    assert "CIFAR-10 mean (0.4914, 0.4822, 0.4465)" in " ".join(hubconf.encoder.__doc__.split())
-    model = load_encoder(checkpoint, torch.device("cpu"))[0]
-    torch.manual_seed(1)
-    expected = model(torch.rand(2, 3, 32, 32))
-    assert torch.equal(torch.load(tmp_path / "out.pt", weights_only=True), expected.detach())
+
+def test_the_hub_docstring_gives_every_normalisation():
+    import hubconf  # what torch.hub.help shows: the entry point's docstring
+    from augmentation.normalize import DATASET_STATS
+
+    doc = " ".join(hubconf.encoder.__doc__.split())
+    doc = re.sub(r"\d+\.\d+", lambda number: repr(float(number.group())), doc)  # 0.2010: 0.201
+    for stats in DATASET_STATS.values():
+        if stats is not None:
+            mean, std = (", ".join(repr(v) for v in values) for values in stats)
+            assert f"mean ({mean}), std ({std})" in doc
+    assert "Spirograph images take no normalisation" in doc

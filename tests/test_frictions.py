@@ -53,7 +53,7 @@ def test_evaluation_writes_its_summary_to_output(tmp_path, monkeypatch, capsys):
     write_checkpoint(tmp_path / "checkpoint" / "s.pth", "spirograph", 0.0003)
     parser = lbfgs_linear_clf_spirograph.get_args_parser()
     argv = ["--load-from", "s.pth", "--device", "cpu", "--output", "out/result.json"]
-    with pytest.raises(UsageError, match="out does not exist"):
+    with pytest.raises(UsageError, match="out is not a writable folder"):
         lbfgs_linear_clf_spirograph.main(parser.parse_args(argv))
     (tmp_path / "out").mkdir()
     capsys.readouterr()

@@ -8,6 +8,7 @@ of the unwrapped modules.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import tempfile
@@ -34,15 +35,17 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        # mkstemp creates the file private (0600); give it what the umask gives any new file, as
-        # open() would, so that labmates can read a run the user's umask lets them read.
-        os.fchmod(fd, 0o666 & ~_umask())
     except OSError as error:
         raise CheckpointError(
             f"cannot write checkpoints to {path.parent} ({error.strerror}); choose a writable "
             "--checkpoint-dir"
         ) from None
     try:
+        # mkstemp creates the file private (0600); give it what the umask gives any new file, as
+        # open() would, so that labmates can read a run the user's umask lets them read. Best
+        # effort: some file systems refuse modes, and the checkpoint matters more.
+        with contextlib.suppress(OSError, AttributeError):
+            os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             torch.save({"format": FORMAT, "version": VERSION, **state}, f)
             f.flush()
@@ -53,6 +56,25 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(error, OSError):
             raise CheckpointError(f"cannot write {path} ({error.strerror})") from None
+        raise
+    return path
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (a temporary file in the same folder, then a rename):
+    a crash leaves the old file or the new one, never a part. Raises `OSError`."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with contextlib.suppress(OSError, AttributeError):
+            os.fchmod(fd, 0o666 & ~_umask())  # as open() would make it
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
         raise
     return path
 

@@ -142,10 +142,19 @@ class ArgFileParser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def convert_arg_line_to_args(self, arg_line: str) -> list[str]:
+        # A comment starts at a word that begins with `#`, as in a shell; `shlex`'s own comment
+        # handling would also cut `run#1` short. Quoted words keep their quotes until split.
+        lexer = shlex.shlex(arg_line, posix=False)
+        lexer.whitespace_split, lexer.commenters = True, ""
+        args: list[str] = []
         try:
-            return shlex.split(arg_line, comments=True)
+            for word in lexer:
+                if word.startswith("#"):
+                    break
+                args.extend(shlex.split(word))
         except ValueError as error:  # an unclosed quote
             self.error(f"argument file line {arg_line.strip()!r}: {error}")
+        return args
 
 
 def resolve_device(name: str) -> torch.device:

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from utils.checkpoint import write_text
 from utils.cli import UsageError
 
 
@@ -28,12 +29,7 @@ def metrics_line(row: dict[str, Any]) -> str:
 
 def rewrite_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
     """Replace the file with ``rows``, atomically: a crash leaves the old file or the new one."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        f.writelines(metrics_line(row) for row in rows)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_text(path, "".join(metrics_line(row) for row in rows))
 
 
 def append_metrics(path: Path, row: dict[str, Any]) -> None:
