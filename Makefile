@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: test test-all lint clean-venv demo
+.PHONY: test test-all lint clean-venv demo gpu-check
 
 $(VENV)/.runtime: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,3 +34,10 @@ clean-venv:
 # evaluate the checkpoint and the same architecture at random initialisation (see demo.py).
 demo: $(VENV)/.runtime
 	$(PY) demo.py
+
+# On a GPU machine, with its own python3 (no .venv, nothing installed; PYTHON=... overrides):
+# every GPU-only path and the GPU benchmarks in about 6 minutes, ending with one JSON line.
+# CIFAR is the CIFAR-10 folder or its .tar.gz. Without CUDA: one line, exit 2, nothing created.
+CIFAR ?=
+gpu-check:
+	PYTHON="$(PYTHON)" benchmarks/gpu_check.sh "$(CIFAR)"

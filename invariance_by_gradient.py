@@ -50,6 +50,7 @@ from utils.distributed import (
     init_distributed,
     launched_shard,
     mean_over_processes,
+    process_group_backend,
 )
 from utils.lars import LARS, param_groups_excluding_bn_bias
 from utils.metrics import RunLog, format_epoch
@@ -417,6 +418,8 @@ def train(args: argparse.Namespace, shard: Shard) -> Path:
         f", {shard.world} processes ({args.batch_size // shard.world} images each, sync-bn "
         f"{'on' if sync_bn else 'off'})" if shard.world > 1 else ""
     )  # fmt: skip
+    if backend := process_group_backend():
+        processes += f", process group {backend}"
     say(
         f"training {args.arch} on {args.dataset}: {len(data.pretrain)} images, batch "
         f"{args.batch_size}, {steps} steps/epoch, epochs {position.epoch + 1}-{end_epoch} of "

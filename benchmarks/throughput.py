@@ -419,6 +419,10 @@ def main(args: argparse.Namespace) -> dict:
         "images_per_s": {k: round(v, 2) for k, v in rate.items()},
         **{k: round(v, 3) for k, v in ratios.items()},
     }
+    if device.type == "cuda":
+        # Over the whole benchmark: the largest of its measurements (the penalty step, usually).
+        summary["peak_gpu_memory_gb"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 3)
+        summary["gpu"] = torch.cuda.get_device_name(device)
     if args.loss_memory:
         summary["loss_memory"] = loss_memory(args.loss_memory)
         print(f"NT-Xent peak memory: {summary['loss_memory']}")

@@ -2,6 +2,11 @@
 every path under --amp, the precision benchmark's errors, and the ImageNet crop benchmark's
 device path, whose crops are those of `augmentation.crop` for each image on its own."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -136,3 +141,39 @@ def test_compare_checkpoints_finds_one_changed_bit():
     assert compare(state(weight), state(weight.clone(), seconds=9.0)) == (2, 2, True)
     assert compare(state(weight), state(nudged)) == (1, 2, True)
     assert compare(state(weight), state(weight, loss=1.5)) == (2, 2, False)
+
+
+def test_gpu_epoch_benchmark_times_both_epochs_on_tiny_data(tmp_path):
+    from tiny_data import write_cifar_pickles
+
+    from benchmarks import gpu_epoch
+
+    folder = write_cifar_pickles(tmp_path / "data", per_class=2)  # 50 training images
+    argv = ["--cifar", str(folder), "--batch-size", "8", "--images", "16", "--device", "cpu"]
+    summary = gpu_epoch.main(gpu_epoch.get_args_parser().parse_args(argv))
+    assert summary["images"] == 16 and summary["gpu"] is None
+    for name in ("plain", "penalty"):
+        assert summary[name]["seconds"] > 0 and summary[name]["images_per_s"] > 0
+        assert summary[name]["peak_gpu_memory_gb"] is None  # only on CUDA
+    assert summary["penalty"]["loss"] != summary["plain"]["loss"]  # the penalty acted
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without CUDA")
+def test_gpu_check_refuses_in_one_line_without_cuda_and_creates_nothing(tmp_path):
+    repo = Path(__file__).resolve().parent.parent
+    before = sorted(p.name for p in repo.iterdir())
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    script = subprocess.run(
+        ["bash", "benchmarks/gpu_check.sh", "/nonexistent"], cwd=repo,
+        env={**env, "PYTHON": sys.executable}, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert script.returncode == 2 and script.stdout == ""
+    assert script.stderr.splitlines() == [
+        f"gpu-check: {sys.executable} sees no CUDA GPU (or has no torch); run this on a GPU machine"
+    ]
+    target = subprocess.run(
+        ["make", "-s", "gpu-check", f"PYTHON={sys.executable}", "CIFAR=/nonexistent"],
+        cwd=repo, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert target.returncode != 0 and "sees no CUDA GPU" in target.stderr
+    assert sorted(p.name for p in repo.iterdir()) == before and not any(tmp_path.iterdir())

@@ -60,10 +60,17 @@ def launched_shard() -> Shard:
     return Shard(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)))
 
 
+# Set to 1 to join a process group even with one process (`torchrun --nproc_per_node 1`): the
+# GPU check uses it to initialise NCCL on a one-GPU machine.
+FORCE_PROCESS_GROUP = "INVCLR_FORCE_PROCESS_GROUP"
+
+
 def init_distributed(shard: Shard, device: torch.device) -> torch.device:
     """Join the process group of a `torchrun` launch (NCCL on GPUs, gloo on the CPU) and return
-    this process's device: ``cuda:LOCAL_RANK`` on GPUs. One process: nothing to join."""
-    if shard.world == 1:
+    this process's device: ``cuda:LOCAL_RANK`` on GPUs. One process: nothing to join, unless
+    the environment sets ``INVCLR_FORCE_PROCESS_GROUP=1`` (under `torchrun`)."""
+    forced = os.environ.get(FORCE_PROCESS_GROUP) == "1" and "MASTER_ADDR" in os.environ
+    if shard.world == 1 and not forced:
         return device
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
@@ -72,6 +79,11 @@ def init_distributed(shard: Shard, device: torch.device) -> torch.device:
     else:
         dist.init_process_group("gloo")
     return device
+
+
+def process_group_backend() -> str | None:
+    """The backend of the process group this process joined (nccl, gloo), or None."""
+    return dist.get_backend() if dist.is_available() and dist.is_initialized() else None
 
 
 def close_distributed() -> None:

@@ -289,6 +289,9 @@ class StepMeter:
         # Index of the first step with a non-finite value, kept on the device: no per-step sync.
         self.first_bad = torch.full((), -1, device=device, dtype=torch.long)
         self.start = time.perf_counter() - position.seconds
+        self.device = device
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
         self.show = show
         self.bar: tqdm | None = None
 
@@ -346,6 +349,8 @@ class StepMeter:
             "images_per_s": self._rate(self.num_steps, elapsed),
             "time_s": elapsed,
         }
+        if self.device.type == "cuda":  # this epoch's peak (of a resumed epoch: since the resume)
+            row["peak_gpu_memory_gb"] = torch.cuda.max_memory_allocated(self.device) / 2**30
         if self.penalty_steps:
             # The share of penalised steps at which the clamp passed no gradient (NaN: unknown,
             # an epoch resumed from a checkpoint written before it was counted).

@@ -1,0 +1,171 @@
+"""The GPU-only paths (marker `cuda`; skipped without a CUDA GPU, so `make test` stays on the CPU).
+
+`make gpu-check` runs them on a GPU machine, through pytest where it is installed and otherwise
+through the small runner at the bottom (a GPU machine without network may lack pytest).
+"""
+
+import contextlib
+import tempfile
+from pathlib import Path
+
+import torch
+
+import invariance_by_gradient as train
+from augmentation.spirograph import sample_data_params
+from augmentation.views import SpirographViews
+from models.invclr import Networks
+
+try:
+    import pytest
+except ImportError:  # the runner below needs none of it
+    pytest = None
+
+CUDA = torch.cuda.is_available()
+CPU = torch.device("cpu")
+if pytest is not None:
+    pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")]
+
+
+class RecordedViews(SpirographViews):
+    """Spirograph views whose random draws are recorded on the first run (CPU) and replayed,
+    moved to the step's device, on the second: CPU and CUDA generators give different numbers,
+    so the same draws have to be passed to both."""
+
+    def __init__(self, tape: list[torch.Tensor] | None = None) -> None:
+        super().__init__(generator=torch.Generator().manual_seed(2))
+        self.tape, self.replay = (tape, True) if tape is not None else ([], False)
+        self.position = 0
+
+    def _next(self, make, device: torch.device) -> torch.Tensor:
+        if not self.replay:
+            self.tape.append(make().detach().cpu().clone())
+        drawn = self.tape[self.position].to(device, copy=True)  # a fresh leaf each time
+        self.position += 1
+        return drawn
+
+    def draw(self, sampler, rows, *args, device, **kwargs):
+        parent = super().draw
+        return self._next(lambda: parent(sampler, rows, *args, device=CPU, **kwargs), device)
+
+    def fresh_nuisance(self, num_samples, rows, device):
+        parent = super().fresh_nuisance
+        return self._next(lambda: parent(num_samples, rows, CPU), device)
+
+    def signs(self, like, sampler):
+        parent = super().signs
+        return self._next(lambda: parent(like.detach().cpu(), sampler), like.device)
+
+
+@contextlib.contextmanager
+def default_dtype(dtype: torch.dtype):
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def one_step(device: torch.device, views: SpirographViews, flags: list[str] = (), weight=0.1):
+    """One penalised step of a seeded ResNet-18 on a fixed Spirograph batch: (values, the first
+    convolution's weight after the step, the penalty as the step computed it)."""
+    args = train.get_args_parser().parse_args(["--arch", "resnet18", "--batch-size", "8", *flags])
+    torch.manual_seed(0)
+    encoder, head, optimizer, _ = train.build_model(args, "cifar", device)
+    compiled = torch.compile(encoder) if args.compile else None
+    nets = Networks(encoder, head, compiled=compiled, amp_dtype=train.AMP_DTYPES[args.amp],
+                    channels_last=args.channels_last)  # fmt: skip
+    scaler = torch.amp.GradScaler(device.type) if args.amp == "fp16" else None
+    batch = sample_data_params(8, generator=torch.Generator().manual_seed(1)).to(device)
+    seen = []
+    real = train.gradient_penalty
+    train.gradient_penalty = lambda *a, **k: seen.append(real(*a, **k)) or seen[-1]
+    try:
+        values = train.training_step(
+            nets, views, optimizer, batch, batch, temperature=0.5, penalty_weight=weight,
+            gp_upper_limit=1000.0, scaler=scaler,
+        )  # fmt: skip
+    finally:
+        train.gradient_penalty = real
+    return values, encoder.conv1.weight.detach(), seen[0] if seen else None
+
+
+def test_cuda_step_equals_the_cpu_step_in_float64():
+    """The same draws, weights and batch: loss, penalty and the weights after the LARS step agree
+    to float64 rounding (different kernels sum in different orders)."""
+    with default_dtype(torch.float64):
+        cpu_views = RecordedViews()
+        v_cpu, w_cpu, _ = one_step(CPU, cpu_views)
+        v_gpu, w_gpu, _ = one_step(torch.device("cuda"), RecordedViews(cpu_views.tape))
+    assert v_cpu[1] > 0  # the penalty acted
+    torch.testing.assert_close(v_gpu.cpu(), v_cpu, rtol=1e-9, atol=0)
+    torch.testing.assert_close(w_gpu.cpu(), w_cpu, rtol=1e-9, atol=1e-12)
+
+
+def test_amp_steps_run_and_the_penalty_stays_float32():
+    cuda = torch.device("cuda")
+    base, _, penalty = one_step(cuda, RecordedViews())
+    tape = RecordedViews()
+    one_step(CPU, tape)  # one recording serves the three runs below
+    exact, _, _ = one_step(cuda, RecordedViews(tape.tape))
+    for amp in ("bf16", "fp16"):
+        values, weight, amp_penalty = one_step(cuda, RecordedViews(tape.tape), ["--amp", amp])
+        assert amp_penalty.dtype == torch.float32, amp
+        assert torch.isfinite(values).all() and torch.isfinite(weight).all(), amp
+        # The penalised view is encoded in float32 under --amp: the penalty is float32 arithmetic.
+        torch.testing.assert_close(values[1], exact[1], rtol=1e-4, atol=0)
+    assert penalty.dtype == torch.float32 and base[1] > 0
+
+
+def test_compile_and_channels_last_run_and_agree_with_eager():
+    cuda = torch.device("cuda")
+    tape = RecordedViews()
+    one_step(CPU, tape)
+    eager, w_eager, _ = one_step(cuda, RecordedViews(tape.tape))
+    for flags in (["--channels-last"], ["--compile"]):
+        values, weight, _ = one_step(cuda, RecordedViews(tape.tape), flags)
+        torch.testing.assert_close(values, eager, rtol=1e-3, atol=1e-5)
+        torch.testing.assert_close(weight, w_eager, rtol=1e-3, atol=1e-5)
+
+
+def test_a_cuda_checkpoint_resumes_on_the_cpu_and_back():
+    with tempfile.TemporaryDirectory() as folder:
+        common = ["--dataset", "spirograph", "--arch", "resnet18", "--width", "0.25",
+                  "--proportion", "0.0002", "--batch-size", "8", "--num-epochs", "3",
+                  "--test-freq", "0", "--lambda-gp", "0.01", "--gp-upper-limit", "1000",
+                  "--num-workers", "0", "--checkpoint-dir", folder]  # fmt: skip
+
+        def run(*flags):
+            return train.main(train.get_args_parser().parse_args([*common, *flags]))
+
+        first = run("--device", "cuda", "--cut-off", "1", "--filename", "gpu")
+        second = run("--resume", str(first), "--device", "cpu", "--cut-off", "2",
+                     "--filename", "cpu")  # fmt: skip
+        third = run("--resume", str(second), "--device", "cuda", "--filename", "back")
+        states = [torch.load(p, weights_only=True) for p in (first, second, third)]
+        assert [len(s["results"]) for s in states] == [1, 2, 3]
+        assert states[0]["results"][0]["peak_gpu_memory_gb"] > 0
+        assert "peak_gpu_memory_gb" not in states[1]["results"][1]  # the CPU epoch
+        assert all(torch.isfinite(t).all() for t in states[2]["encoder"].values())
+        assert Path(third).name == "back.pth"
+
+
+if __name__ == "__main__":
+    # Without pytest: run every test here, one line each, and exit non-zero if one failed.
+    import sys
+    import traceback
+
+    if not CUDA:
+        print("test_cuda: no CUDA GPU visible; nothing to run")
+        sys.exit(2)
+    failed = 0
+    tests = [(name, f) for name, f in sorted(globals().items()) if name.startswith("test_")]
+    for name, test in tests:
+        try:
+            test()
+            print(f"PASSED {name}")
+        except Exception:  # a report, not a handler: every test runs
+            failed += 1
+            print(f"FAILED {name}\n{traceback.format_exc()}")
+    print(f"{len(tests) - failed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)
