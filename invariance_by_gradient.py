@@ -20,7 +20,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from augmentation.preview import write_preview
 from augmentation.views import NaturalViews, SpirographViews
 from datasets.sources import DATASETS, DatasetBundle, load_dataset, pretrain_batches
 from models import ARCHITECTURES, ProjectionHead, ResNetEncoder
@@ -225,7 +224,9 @@ def training_step(
     view2, _ = views.augment(x2)
     h1, h2 = nets.encode(view1, view2, penalised)
     with nets.autocast(h1.device):
-        contrastive = nt_xent(nets.project(h1), nets.project(h2), temperature).float()
+        contrastive = nt_xent(nets.project(h1), nets.project(h2), temperature)
+    # float32 at least: autocast's low precision is for the forward, not for the loss's value.
+    contrastive = contrastive.to(torch.promote_types(contrastive.dtype, torch.float32))
     if penalised:
         signs = views.signs(h1, rademacher)
         fresh = views.fresh_nuisance(PENALTY_SAMPLES, h1.shape[0], h1.device)
@@ -350,6 +351,8 @@ def preview(
     path = folder / f"{args.filename}.preview.png"
     if not lead:
         return path
+    from augmentation.preview import write_preview  # matplotlib: needed for this picture only
+
     generator = torch.Generator(device).manual_seed(args.seed)
     views = data.info.views(args.colour_strength, args.blur, generator=generator)
     first = pretrain_batches(

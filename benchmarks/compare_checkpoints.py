@@ -17,7 +17,7 @@ import torch
 from utils.checkpoint import load_checkpoint
 from utils.cli import DefaultsHelpFormatter
 
-TIMINGS = ("time_s", "wall_s", "images_per_s")
+TIMINGS = ("time_s", "wall_s", "images_per_s", "peak_gpu_memory_gb")  # vary with the machine
 
 
 def get_args_parser() -> argparse.ArgumentParser:

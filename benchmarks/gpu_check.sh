@@ -28,15 +28,35 @@ fi
 START=$(date +%s)
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/gpu-check.XXXXXX")"
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
+# Output reaches the part's file as it is printed (a part stopped at its limit keeps it), and no
+# __pycache__ is written into the repository.
+export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 echo "gpu-check: $("$PY" -c 'import torch; print(torch.__version__, torch.cuda.get_device_name(0))'), work folder $WORK"
 
 if [ -f "$CIFAR" ]; then
-    mkdir -p "$WORK/cifar" && tar xzf "$CIFAR" -C "$WORK/cifar"
-    TRAIN="$(find "$WORK/cifar" -maxdepth 3 -type d -name train | head -n 1)"
-    CIFAR_DIR="$(dirname "${TRAIN:-$WORK/cifar/none}")"
+    mkdir -p "$WORK/cifar"
+    TRAIN=""
+    tar xf "$CIFAR" -C "$WORK/cifar" && TRAIN="$(find "$WORK/cifar" -maxdepth 3 -type d -name train | head -n 1)"
+    if [ -z "$TRAIN" ]; then
+        echo "gpu-check: $CIFAR did not unpack to a folder holding train/ (see $WORK/cifar)" >&2
+        exit 2
+    fi
+    CIFAR_DIR="$(dirname "$TRAIN")"
 else
     CIFAR_DIR="$(cd "$CIFAR" && pwd)"
 fi
+# torch.compile's GPU kernels (Triton) are built with the system's C compiler and Python.h.
+if "$PY" -c 'import os, shutil, sys, sysconfig
+h = os.path.join(sysconfig.get_paths()["include"], "Python.h")
+sys.exit(0 if os.path.isfile(h) and any(map(shutil.which, ("cc", "gcc", "clang"))) else 1)'; then
+    COMPILE=(--compile)
+else
+    COMPILE=()
+    echo "gpu-check: no C compiler or Python.h here, so torch.compile cannot run: timing bf16 alone"
+fi
+# The naive baseline's data-loader workers pass batches through /dev/shm (64 MB in some containers).
+WORKERS=8
+[ "$(df -Pk /dev/shm 2>/dev/null | awk 'NR == 2 {print $2}')" -lt 1048576 ] 2>/dev/null && WORKERS=0
 
 part() {  # part NAME LIMIT_SECONDS COMMAND...: run it, show its tail, record status and seconds
     local name=$1 limit=$2 t0 status
@@ -51,22 +71,22 @@ part() {  # part NAME LIMIT_SECONDS COMMAND...: run it, show its tail, record st
 
 cd "$REPO" || exit 1
 if "$PY" -c 'import pytest' 2>/dev/null; then
-    part cuda_tests 80 "$PY" -m pytest -q -p no:cacheprovider -m cuda tests/test_cuda.py
+    part cuda_tests 120 "$PY" -m pytest -q -rA -p no:cacheprovider -m cuda tests/test_cuda.py
 else
-    part cuda_tests 80 "$PY" tests/test_cuda.py
+    part cuda_tests 120 "$PY" tests/test_cuda.py
 fi
-BENCH=(-m benchmarks.throughput --device cuda --arch resnet18 --batch-size 512 --num-workers 8)
-part throughput 50 "$PY" "${BENCH[@]}" --cifar "$CIFAR_DIR"
-part throughput_bf16_compile 100 "$PY" "${BENCH[@]}" --cifar "$CIFAR_DIR" --amp bf16 --compile
-part epoch 70 "$PY" -m benchmarks.gpu_epoch --cifar "$CIFAR_DIR" --device cuda
+BENCH=(-m benchmarks.throughput --device cuda --arch resnet18 --batch-size 512 --num-workers "$WORKERS")
+part throughput 45 "$PY" "${BENCH[@]}" --cifar "$CIFAR_DIR"
+part throughput_bf16_compile 90 "$PY" "${BENCH[@]}" --cifar "$CIFAR_DIR" --amp bf16 ${COMPILE[@]+"${COMPILE[@]}"}
+part epoch 60 "$PY" -m benchmarks.gpu_epoch --cifar "$CIFAR_DIR" --device cuda
 cd "$WORK" || exit 1
-part nccl 40 env INVCLR_FORCE_PROCESS_GROUP=1 "$PY" -m torch.distributed.run --nproc_per_node 1 \
+part nccl 30 env INVCLR_FORCE_PROCESS_GROUP=1 "$PY" -m torch.distributed.run --standalone --nproc_per_node 1 \
     "$REPO/invariance_by_gradient.py" --dataset spirograph --arch resnet18 --width 0.25 \
     --proportion 0.001 --batch-size 32 --num-epochs 1 --test-freq 0 --lambda-gp 0.01 \
     --gp-upper-limit 1000 --device cuda --num-workers 0 --checkpoint-dir "$WORK/checkpoint" \
     --filename nccl
 
-"$PY" - "$WORK" "$(($(date +%s) - START))" <<'EOF'
+"$PY" - "$WORK" "$(($(date +%s) - START))" "${#COMPILE[@]}" <<'EOF'
 import json
 import re
 import sys
@@ -78,7 +98,10 @@ work, seconds = Path(sys.argv[1]), int(sys.argv[2])
 def last_json(text):
     for line in reversed(text.splitlines()):
         if line.startswith("{"):
-            return json.loads(line)
+            try:
+                return json.loads(line)
+            except json.JSONDecodeError:
+                continue
     return None
 
 
@@ -97,7 +120,7 @@ for line in (work / "parts").read_text().splitlines():
         entry["result"] = last_json(text)
     ok &= entry["status"] == 0
     summary[name] = entry
-summary.update(passed=bool(ok), seconds=seconds, work=str(work))
+summary.update(compile=sys.argv[3] == "1", passed=bool(ok), seconds=seconds, work=str(work))
 print(json.dumps(summary))
 sys.exit(0 if ok else 1)
 EOF

@@ -24,7 +24,7 @@ from datasets.natural import load_cifar
 from datasets.sources import DATASETS, DatasetBundle
 from models.invclr import Networks
 from utils.cli import DefaultsHelpFormatter, int_at_least, resolve_device, run_cli
-from utils.run import Position
+from utils.run import NonFiniteLoss, Position
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -59,7 +59,10 @@ def timed_epoch(data: DatasetBundle, args: argparse.Namespace, device, weight: f
     training.train_one_epoch(nets, views, optimizer, warm, targs, Position(0), device)
     sync(device)
     start = time.perf_counter()
-    row = training.train_one_epoch(nets, views, optimizer, data, targs, Position(0), device)
+    try:
+        row = training.train_one_epoch(nets, views, optimizer, data, targs, Position(0), device)
+    except NonFiniteLoss as error:  # a result to report, not a reason to lose the other epoch
+        return {"non_finite_loss_at_step": error.step}
     sync(device)
     seconds = time.perf_counter() - start
     steps = len(data.pretrain) // args.batch_size
@@ -86,13 +89,10 @@ def main(args: argparse.Namespace) -> dict:
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "images": len(data.pretrain),
         "decode_s": round(decode, 2),
-        "plain": timed_epoch(data, args, device, 0.0),
-        "penalty": timed_epoch(data, args, device, args.lambda_gp),
     }
-    for name in ("plain", "penalty"):
-        row = summary[name]
-        print(f"{name:8} {row['seconds']:8.2f} s/epoch {row['images_per_s']:10.1f} img/s  "
-              f"peak GPU memory {row['peak_gpu_memory_gb']} GB")  # fmt: skip
+    for name, weight in (("plain", 0.0), ("penalty", args.lambda_gp)):
+        summary[name] = row = timed_epoch(data, args, device, weight)
+        print(f"{name}: {json.dumps(row)}", flush=True)  # before the next epoch: a timeout keeps it
     print(json.dumps(summary))
     return summary
 

@@ -177,3 +177,24 @@ def test_gpu_check_refuses_in_one_line_without_cuda_and_creates_nothing(tmp_path
     )  # fmt: skip
     assert target.returncode != 0 and "sees no CUDA GPU" in target.stderr
     assert sorted(p.name for p in repo.iterdir()) == before and not any(tmp_path.iterdir())
+
+
+def test_training_needs_neither_matplotlib_nor_tqdm(tmp_path):
+    """The GPU machine's own python3 may have torch and torchvision only: training (and so the
+    GPU check's parts) must run without the plotting and progress-bar packages."""
+    repo = Path(__file__).resolve().parent.parent
+    code = f"""
+import sys
+sys.modules["matplotlib"] = sys.modules["tqdm"] = None  # import fails, as if not installed
+sys.path.insert(0, {str(repo)!r})
+import invariance_by_gradient as train
+args = train.get_args_parser().parse_args(["--dataset", "spirograph", "--arch", "resnet18",
+    "--width", "0.25", "--proportion", "0.0001", "--batch-size", "4", "--num-epochs", "1",
+    "--test-freq", "0", "--device", "cpu", "--checkpoint-dir", {str(tmp_path)!r}])
+print(train.main(args))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "output.pth").is_file() and "epoch    1/1" in out.stdout

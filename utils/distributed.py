@@ -78,6 +78,8 @@ def init_distributed(shard: Shard, device: torch.device) -> torch.device:
         dist.init_process_group("nccl", device_id=device)
     else:
         dist.init_process_group("gloo")
+    if forced:
+        dist.barrier()  # one collective, so that a forced one-process group is shown to work
     return device
 
 

@@ -20,7 +20,6 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from tqdm import tqdm
 
 from utils.checkpoint import (
     CheckpointError,
@@ -32,6 +31,11 @@ from utils.checkpoint import (
 from utils.cli import TrainingError, UsageError
 from utils.distributed import any_process, average_gradients
 from utils.rng import capture_rng, restore_rng
+
+try:
+    from tqdm import tqdm
+except ImportError:  # a bare machine (the GPU check's python3 may lack it): no progress bar
+    tqdm = None
 
 # What --resume needs from a checkpoint; evaluation-only files lack some.
 RESUME_KEYS = ("args", "encoder", "head", "optimizer", "results", "rng")
@@ -293,10 +297,13 @@ class StepMeter:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         self.show = show
-        self.bar: tqdm | None = None
+        self.bar = None
 
     def log_every(self, batches: Iterable[Any]) -> Iterator[tuple[int, Any]]:
         """(step, batch) pairs, steps counted in the epoch, behind a progress bar."""
+        if tqdm is None:
+            yield from enumerate(batches, start=self.position.step)
+            return
         self.bar = tqdm(
             batches,
             total=self.num_steps,
