@@ -276,7 +276,10 @@ def train_one_epoch(
         global_step = epoch * num_steps + step
         penalised = args.lambda_gp > 0 and global_step % args.gp_every == 0
         weight = args.gp_every * args.lambda_gp if penalised else 0.0
-        x1, x2 = x1.to(device, non_blocking=True), x2.to(device, non_blocking=True)
+        # In-memory data yields one tensor for both views: copy it to the device once.
+        same = x2 is x1
+        x1 = x1.to(device, non_blocking=True)
+        x2 = x1 if same else x2.to(device, non_blocking=True)
         values = training_step(
             nets, views, optimizer, x1, x2, temperature=args.temperature, penalty_weight=weight,
             gp_upper_limit=args.gp_upper_limit, gp_normalization=not args.no_gp_normalization,

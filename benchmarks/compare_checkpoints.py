@@ -14,8 +14,8 @@ import sys
 
 import torch
 
-from utils.checkpoint import load_checkpoint
-from utils.cli import DefaultsHelpFormatter
+from utils.checkpoint import CheckpointError, load_checkpoint
+from utils.cli import DefaultsHelpFormatter, run_cli
 
 TIMINGS = ("time_s", "wall_s", "images_per_s", "peak_gpu_memory_gb")  # vary with the machine
 
@@ -31,6 +31,12 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def compare(first: dict, second: dict) -> tuple[int, int, bool]:
     """(identical tensors, tensors, whether the results rows agree apart from timings)."""
+    for state in (first, second):
+        missing = [key for key in ("encoder", "head", "results") if key not in state]
+        if missing:
+            raise CheckpointError(
+                f"a file lacks {', '.join(missing)}: compare two training checkpoints"
+            )
     same = total = 0
     for part in ("encoder", "head"):
         if first[part].keys() != second[part].keys():
@@ -54,5 +60,10 @@ def main(args: argparse.Namespace) -> bool:
     return same == total and rows
 
 
+def verdict(args: argparse.Namespace) -> None:
+    """`main` with its answer as the exit status: 0 when identical, 1 when not."""
+    sys.exit(0 if main(args) else 1)
+
+
 if __name__ == "__main__":
-    sys.exit(0 if main(get_args_parser().parse_args()) else 1)
+    run_cli(verdict, get_args_parser())

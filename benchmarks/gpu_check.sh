@@ -45,10 +45,11 @@ if [ -f "$CIFAR" ]; then
 else
     CIFAR_DIR="$(cd "$CIFAR" && pwd)"
 fi
-# torch.compile's GPU kernels (Triton) are built with the system's C compiler and Python.h.
-if "$PY" -c 'import os, shutil, sys, sysconfig
-h = os.path.join(sysconfig.get_paths()["include"], "Python.h")
-sys.exit(0 if os.path.isfile(h) and any(map(shutil.which, ("cc", "gcc", "clang"))) else 1)'; then
+# torch.compile's GPU kernels (Triton) are built with the system's C compiler and Python.h
+# (tests/test_cuda.py's compiler_available, the test that skips without them).
+cd "$REPO" || exit 1
+if "$PY" -c 'import sys; sys.path.insert(0, "tests"); import test_cuda as t
+sys.exit(0 if t.compiler_available() else 1)'; then
     COMPILE=(--compile)
 else
     COMPILE=()

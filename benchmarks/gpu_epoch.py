@@ -20,10 +20,11 @@ from pathlib import Path
 import torch
 
 import invariance_by_gradient as training
+from benchmarks.throughput import sync
 from datasets.natural import load_cifar
 from datasets.sources import DATASETS, DatasetBundle
 from models.invclr import Networks
-from utils.cli import DefaultsHelpFormatter, int_at_least, resolve_device, run_cli
+from utils.cli import DefaultsHelpFormatter, UsageError, int_at_least, resolve_device, run_cli
 from utils.run import NonFiniteLoss, Position
 
 
@@ -42,11 +43,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def timed_epoch(data: DatasetBundle, args: argparse.Namespace, device, weight: float) -> dict:
     flags = ["--dataset", "cifar10", "--arch", args.arch, "--batch-size", str(args.batch_size)]
     flags += ["--lambda-gp", str(weight), "--gp-upper-limit", "1000", "--num-workers", "0"]
@@ -58,21 +54,16 @@ def timed_epoch(data: DatasetBundle, args: argparse.Namespace, device, weight: f
     warm = DatasetBundle(data.info, data.pretrain[: 2 * args.batch_size], None, None)
     training.train_one_epoch(nets, views, optimizer, warm, targs, Position(0), device)
     sync(device)
-    start = time.perf_counter()
-    try:
+    try:  # the row's time and rate end with a read of the device's sums: the work is done
         row = training.train_one_epoch(nets, views, optimizer, data, targs, Position(0), device)
     except NonFiniteLoss as error:  # a result to report, not a reason to lose the other epoch
         return {"non_finite_loss_at_step": error.step}
-    sync(device)
-    seconds = time.perf_counter() - start
-    steps = len(data.pretrain) // args.batch_size
+    peak = row.get("peak_gpu_memory_gb")
     return {
-        "seconds": round(seconds, 2),
-        "images_per_s": round(steps * args.batch_size / seconds, 1),
+        "seconds": round(row["time_s"], 2),
+        "images_per_s": round(row["images_per_s"], 1),
         "loss": round(row["loss"], 4),
-        "peak_gpu_memory_gb": round(row["peak_gpu_memory_gb"], 3)
-        if "peak_gpu_memory_gb" in row
-        else None,
+        "peak_gpu_memory_gb": None if peak is None else round(peak, 3),
     }
 
 
@@ -82,6 +73,11 @@ def main(args: argparse.Namespace) -> dict:
     train, _ = load_cifar(args.cifar, "cifar10", 10)
     decode = time.perf_counter() - start
     data = DatasetBundle(DATASETS["cifar10"], train.inputs[: args.images], None, None)
+    if len(data.pretrain) < args.batch_size:
+        raise UsageError(
+            f"--images {len(data.pretrain)} is less than one batch of --batch-size "
+            f"{args.batch_size}: an epoch would have no step; lower --batch-size"
+        )
     summary = {
         "arch": args.arch,
         "batch_size": args.batch_size,

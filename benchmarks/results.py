@@ -439,6 +439,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> str:
+    if not args.readme.is_file():  # before an hour of runs, not after
+        raise UsageError(f"--readme {args.readme} is not a file; give the README to update")
     if args.table_only and (args.redo or args.datasets):
         raise UsageError("--table-only runs nothing; drop --redo and --datasets (it tabulates all)")
     if not args.table_only:

@@ -96,6 +96,8 @@ def _cifar_pickles(folder: Path, name: str, split: str) -> Labelled:
 
 def image_folder_files(folder: Path, name: str) -> tuple[list[Path], Tensor, list[str]]:
     """Files of a ``<class>/<image>`` tree, their class indices (sorted class names) and classes."""
+    if not folder.is_dir():
+        raise DatasetError(f"{name}: {folder} is not a folder; point at a <class>/<image> tree")
     classes = sorted(d.name for d in folder.iterdir() if d.is_dir())
     files, labels = [], []
     for index, cls in enumerate(classes):

@@ -198,3 +198,40 @@ print(train.main(args))
     )
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "output.pth").is_file() and "epoch    1/1" in out.stdout
+
+
+def test_compare_checkpoints_exit_status_and_one_line_errors(tmp_path):
+    from utils.checkpoint import save_checkpoint
+
+    def write(name, weight):
+        state = {"encoder": {"w": weight}, "head": {}, "results": [{"loss": 1.0, "time_s": 1}]}
+        return str(save_checkpoint(state, tmp_path / name))
+
+    a, b = write("a.pth", torch.ones(3)), write("b.pth", torch.ones(3))
+    c = write("c.pth", torch.tensor([1.0, 1.0, 2.0]))
+    encoder_only = str(save_checkpoint({"encoder": {"w": torch.ones(3)}}, tmp_path / "e.pth"))
+
+    def status(*files):
+        out = subprocess.run(
+            [sys.executable, "-m", "benchmarks.compare_checkpoints", *files],
+            cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        return out.returncode, out.stdout + out.stderr
+
+    assert status(a, b)[0] == 0 and "1/1 encoder and head tensors" in status(a, b)[1]
+    assert status(a, c)[0] == 1
+    for bad in ([a, str(tmp_path / "missing.pth")], [a, encoder_only]):
+        code, text = status(*bad)
+        assert code == 2 and "Traceback" not in text and len(text.strip().splitlines()) == 1
+
+
+def test_gpu_epoch_refuses_fewer_images_than_a_batch(tmp_path):
+    from tiny_data import write_cifar_pickles
+
+    from benchmarks import gpu_epoch
+    from utils.cli import UsageError
+
+    folder = write_cifar_pickles(tmp_path / "data", per_class=2)
+    argv = ["--cifar", str(folder), "--batch-size", "8", "--images", "4", "--device", "cpu"]
+    with pytest.raises(UsageError, match="less than one batch"):
+        gpu_epoch.main(gpu_epoch.get_args_parser().parse_args(argv))

@@ -20,7 +20,7 @@ CONFIGS = REPO / "configs"
 PAPER_CIFAR = {"arch": "resnet50", "width": 1.0, "batch_size": 512, "base_lr": 1.5,
                "temperature": 0.5, "num_epochs": 1000, "cosine_anneal": True}
 PAPER_SPIROGRAPH = {"dataset": "spirograph", "arch": "resnet18", "width": 1.0, "batch_size": 512,
-                    "temperature": 0.5, "num_epochs": 50, "cosine_anneal": True}
+                    "base_lr": 1.5, "temperature": 0.5, "num_epochs": 50, "cosine_anneal": True}
 LAPTOP = {"arch": "resnet18", "width": 0.25, "batch_size": 64, "base_lr": 1.5, "num_epochs": 10,
           "cosine_anneal": False, "test_freq": 0}
 # What each file promises; a default it leaves implicit is checked as well.
@@ -60,6 +60,7 @@ def test_preset_parses_to_its_run(name):
     header = text.split("\n--", 1)[0]
     assert header.startswith("# ")
     assert f"python3 invariance_by_gradient.py @configs/{path.name}" in header
+    assert f"--load-from {args.filename}.pth" in header  # the evaluation names what it saves
     for line in text.splitlines():
         words = shlex.split(line, comments=True)
         assert not words or (words[0].startswith("--") and len(words) <= 2), line

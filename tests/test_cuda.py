@@ -80,7 +80,7 @@ def default_dtype(dtype: torch.dtype):
         torch.set_default_dtype(previous)
 
 
-def one_step(device: torch.device, views: SpirographViews, flags: list[str] = (), weight=0.1):
+def one_step(device: torch.device, views: SpirographViews, flags: list[str] = ()):
     """One penalised step of a seeded ResNet-18 on a fixed Spirograph batch: (values, the first
     convolution's weight after the step, the penalty as the step computed it)."""
     args = train.get_args_parser().parse_args(["--arch", "resnet18", "--batch-size", "8", *flags])
@@ -96,7 +96,7 @@ def one_step(device: torch.device, views: SpirographViews, flags: list[str] = ()
     train.gradient_penalty = lambda *a, **k: seen.append(real(*a, **k)) or seen[-1]
     try:
         values = train.training_step(
-            nets, views, optimizer, batch, batch, temperature=0.5, penalty_weight=weight,
+            nets, views, optimizer, batch, batch, temperature=0.5, penalty_weight=0.1,
             gp_upper_limit=1000.0, scaler=scaler,
         )  # fmt: skip
     finally:
@@ -118,17 +118,16 @@ def test_cuda_step_equals_the_cpu_step_in_float64():
 
 def test_amp_steps_run_and_the_penalty_stays_float32():
     cuda = torch.device("cuda")
-    base, _, penalty = one_step(cuda, RecordedViews())
     tape = RecordedViews()
     one_step(CPU, tape)  # one recording serves the three runs below
-    exact, _, _ = one_step(cuda, RecordedViews(tape.tape))
+    exact, _, penalty = one_step(cuda, RecordedViews(tape.tape))
+    assert penalty.dtype == torch.float32 and exact[1] > 0
     for amp in ("bf16", "fp16"):
         values, weight, amp_penalty = one_step(cuda, RecordedViews(tape.tape), ["--amp", amp])
         assert amp_penalty.dtype == torch.float32, amp
         assert torch.isfinite(values).all() and torch.isfinite(weight).all(), amp
         # The penalised view is encoded in float32 under --amp: the penalty is float32 arithmetic.
         torch.testing.assert_close(values[1], exact[1], rtol=1e-4, atol=0)
-    assert penalty.dtype == torch.float32 and base[1] > 0
 
 
 @contextlib.contextmanager

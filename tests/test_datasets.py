@@ -25,3 +25,10 @@ def test_proportion_too_small_for_a_class_is_a_dataset_error():
         stratified_indices(labels, 0.2, 2, seed=0)  # floor(54 · 0.2 / 2) = 5
     with pytest.raises(DatasetError, match="raise --proportion"):
         stratified_indices(labels, 0.01, 2, seed=0)
+
+
+def test_a_missing_image_folder_is_a_dataset_error(tmp_path):
+    from datasets.natural import image_folder_files
+
+    with pytest.raises(DatasetError, match="is not a folder"):
+        image_folder_files(tmp_path / "nowhere", "imagenet")

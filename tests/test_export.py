@@ -40,6 +40,7 @@ def write_run(path: Path, dataset: str, encoder: ResNetEncoder) -> Path:
         ("cifar10", "resnet18", "cifar"),
         ("stl10", "resnet34", "stl"),
         ("imagenet", "resnet18", "imagenet"),
+        ("cifar10", "resnet50", "cifar"),
     ],
 )
 def test_export_loads_strictly_into_torchvision_and_computes_the_same(
@@ -50,7 +51,9 @@ def test_export_loads_strictly_into_torchvision_and_computes_the_same(
     export_encoder(checkpoint, tmp_path / "encoder.pth")
     saved = torch.load(tmp_path / "encoder.pth", weights_only=True)
     assert (saved["arch"], saved["stem"], saved["torchvision"]) == (arch, stem, True)
-    assert saved["normalization"]["mean"][0] == {"cifar10": 0.4914}.get(dataset, 0.485)
+    imagenet = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    cifar10 = {"mean": [0.4914, 0.4822, 0.4465], "std": [0.2023, 0.1994, 0.2010]}
+    assert saved["normalization"] == (cifar10 if dataset == "cifar10" else imagenet)
     model = torchvision_encoder(arch, stem)
     model.load_state_dict(saved["state_dict"], strict=True)
     x = torch.rand(3, 3, 32, 32)
@@ -124,3 +127,14 @@ def test_the_hub_docstring_gives_every_normalisation():
             mean, std = (", ".join(repr(v) for v in values) for values in stats)
             assert f"mean ({mean}), std ({std})" in doc
     assert "Spirograph images take no normalisation" in doc
+
+
+def test_export_refuses_to_overwrite_its_checkpoint(tmp_path):
+    from models import export
+    from utils.cli import UsageError
+
+    checkpoint = write_run(tmp_path / "run.pth", "cifar10", trained_looking("resnet18", "cifar"))
+    before = checkpoint.read_bytes()
+    with pytest.raises(UsageError, match="is the checkpoint itself"):
+        export.main(export.get_args_parser().parse_args([str(checkpoint), str(checkpoint)]))
+    assert checkpoint.read_bytes() == before
