@@ -53,7 +53,7 @@ from utils.distributed import (
 )
 from utils.lars import LARS, param_groups_excluding_bn_bias
 from utils.metrics import RunLog, format_epoch
-from utils.probe import DEFAULT_REG_WEIGHT, probe_encoder
+from utils.probe import DEFAULT_REG_WEIGHT, ENCODE_BATCH_SIZE, probe_encoder, probe_views
 from utils.run import (
     NonFiniteLoss,
     Position,
@@ -69,6 +69,7 @@ from utils.schedule import CosineAnnealingWithLinearRampLR
 from utils.signals import StopRequest
 
 AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+TEST_FREQ = 10  # --test-freq's default where the dataset has a full-batch probe
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -131,8 +132,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     more.add_argument("--cut-off", type=int_at_least(1), default=None,
                       help="stop after this many epochs while the schedule still spans "
                       "--num-epochs (default: train all --num-epochs)")
-    more.add_argument("--test-freq", type=int_at_least(0), default=10,
-                      help="fit the L-BFGS linear probe every this many epochs; 0 turns it off")
+    more.add_argument("--test-freq", type=int_at_least(0), default=None,
+                      help=f"fit the L-BFGS linear probe every this many epochs; 0 turns it off "
+                      f"(default: {TEST_FREQ}; 0 for ImageNet, which has no full-batch probe)")
     more.add_argument("--channels-last", action="store_true",
                       help="NHWC memory format for the encoder (usually faster on GPUs; measure "
                       "with benchmarks/throughput.py)")
@@ -143,7 +145,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     more.add_argument("--amp", choices=list(AMP_DTYPES), default="off",
                       help="mixed precision for the views without the penalty, the head and "
                       "NT-Xent (the penalised view stays float32); fp16 adds loss scaling. For "
-                      "GPUs; on a CPU bf16 pays only with AMX (docs/speed.md)")
+                      "GPUs; on a CPU whether bf16 pays depends on the processor: measure it "
+                      "(docs/mixed-precision.md)")
     more.add_argument("--log-interval", type=int_at_least(1), default=10,
                       help="refresh the progress bar every this many steps; only then do values "
                       "leave the device (a host synchronisation)")
@@ -333,15 +336,17 @@ def check_args(args: argparse.Namespace, shard: Shard, resumed: bool) -> None:
 def run_probe(
     encoder: nn.Module, data: DatasetBundle, args: argparse.Namespace, device: torch.device
 ) -> dict[str, float]:
-    """Spec section 7 with the evaluation scripts' code and default weight, on plain images;
-    Spirograph, which has no untransformed images, on one fixed-seed transformation draw per
-    image, as the authors' probe (and `lbfgs_linear_clf_spirograph.py` by default) does."""
+    """Spec section 7 as the evaluation scripts run it by default, with their code, default
+    weight, views and encoding batch size: plain images; Spirograph, which has none, one
+    transformation draw per image seeded by the run's seed, as the authors' probe. So
+    ``lbfgs_linear_clf.py --load-from`` the run's checkpoint reproduces its last probe."""
     generator = torch.Generator(device).manual_seed(args.seed)
     views = data.info.views(args.colour_strength, blur=False, generator=generator)
+    plain, passes = probe_views(data.info.rendered, num_passes=None, untransformed=False)
     _, result, _ = probe_encoder(
         encoder, data, views,
-        reg_weight=DEFAULT_REG_WEIGHT[data.info.task], untransformed=not data.info.rendered,
-        num_passes=1, batch_size=args.batch_size, num_workers=args.num_workers, device=device,
+        reg_weight=DEFAULT_REG_WEIGHT[data.info.task], untransformed=plain, num_passes=passes,
+        batch_size=ENCODE_BATCH_SIZE, num_workers=args.num_workers, device=device,
     )  # fmt: skip
     return {f"test_{k}": v for k, v in result.items() if k != "mse_per_target"}
 
@@ -376,6 +381,9 @@ def train(args: argparse.Namespace, shard: Shard) -> Path:
     """The run of `main`, as process ``shard.rank`` of ``shard.world``; only rank 0 writes files
     and prints."""
     args, resumed = resume_args(args, get_args_parser())
+    if args.test_freq is None:  # no probe where the dataset has none (ImageNet)
+        probe_every = TEST_FREQ if DATASETS[args.dataset].full_batch_probe else 0
+        args = argparse.Namespace(**{**vars(args), "test_freq": probe_every})
     device = resolve_device(args.device)
     check_args(args, shard, resumed is not None)
     device = init_distributed(shard, device)

@@ -1,9 +1,10 @@
 """Linear classification on a checkpoint's frozen representations (spec section 7).
 
-    python3 lbfgs_linear_clf.py --load-from output.pth [--num-passes 100 | --untransformed]
+    python3 lbfgs_linear_clf.py --load-from output.pth [--num-passes 100]
 
 Full-batch L-BFGS on the representations of the labelled training set, to the optimum of its
-objective (utils/probe.py); ImageNet (or ``--solver sgd``) trains the linear layer with SGD on
+objective (utils/probe.py), on plain images (normalisation only) unless ``--num-passes M`` asks for
+the mean of M augmented copies; ImageNet (or ``--solver sgd``) trains the linear layer with SGD on
 cropped and flipped images instead. The dataset, architecture and stem come from the checkpoint;
 the encoder loads strictly. The last line printed is one JSON object with the results.
 """
@@ -39,6 +40,7 @@ from utils.probe import (
     probe_encoder,
     representations,
 )
+from utils.rng import epoch_generator
 
 # The paper's ImageNet linear protocol (`--solver sgd`): 90 epochs from a rate of 0.1.
 SGD_EPOCHS, SGD_LR = 90, 0.1
@@ -86,9 +88,11 @@ def fit_sgd(
     data: DatasetBundle,
     args: argparse.Namespace,
     device: torch.device,
+    seed: int,
 ) -> LinearFit:
     """The paper's ImageNet protocol: a linear layer trained by SGD on frozen representations of
-    randomly cropped and flipped images (no colour distortion), cosine-annealed over --epochs."""
+    randomly cropped and flipped images (no colour distortion), cosine-annealed over --epochs.
+    In-memory sets are visited in an order fixed by (``seed``, epoch), as pretraining's."""
     linear = nn.Linear(encoder.representation_dim, data.info.num_outputs).to(device)
     epochs = args.epochs if args.epochs is not None else SGD_EPOCHS
     lr = args.lr if args.lr is not None else SGD_LR
@@ -99,7 +103,7 @@ def fit_sgd(
     loss = torch.zeros(())
     for epoch in range(epochs):
         if isinstance(split, Labelled):
-            order = torch.randperm(len(split), generator=torch.Generator().manual_seed(epoch))
+            order = torch.randperm(len(split), generator=epoch_generator(seed, epoch))
             batches = ((split.inputs[i], split.targets[i]) for i in order.split(args.batch_size))
         else:
             split.epoch = epoch  # crops seeded by (seed, epoch, index): fresh ones each epoch
@@ -134,7 +138,7 @@ def main(args: argparse.Namespace) -> dict:
             raise UsageError("--raw-pixels is for the L-BFGS probe (CIFAR, STL-10, Spirograph)")
         if args.reg_weight == "auto":
             raise UsageError("--reg-weight auto is for the L-BFGS solver; give a number with SGD")
-        if args.untransformed or args.num_passes > 1:
+        if args.untransformed or args.num_passes is not None:
             raise UsageError(
                 "--untransformed and --num-passes choose the representations L-BFGS is fitted "
                 "on; SGD trains on a fresh crop and flip at every step, so drop them"
@@ -153,13 +157,13 @@ def main(args: argparse.Namespace) -> dict:
     common = dict(batch_size=args.batch_size, num_workers=args.num_workers, device=device)
     if solver == "lbfgs":
         fit, result, weight = probe_encoder(
-            encoder, data, views, reg_weight=args.reg_weight, untransformed=args.untransformed,
-            num_passes=args.num_passes, seed=evaluation.seed,
+            encoder, data, views, reg_weight=args.reg_weight, untransformed=evaluation.plain,
+            num_passes=evaluation.passes, seed=evaluation.seed,
             max_iter=args.max_iter or MAX_ITERATIONS, verbose=True, **common,
         )  # fmt: skip
     else:
         weight = args.reg_weight
-        fit = fit_sgd(encoder, views, data, args, device)
+        fit = fit_sgd(encoder, views, data, args, device, evaluation.seed)
         test_x = representations(
             encoder, data.probe_test, views, untransformed=True, num_passes=1, **common
         )

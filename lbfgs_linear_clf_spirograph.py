@@ -4,7 +4,9 @@
 
 The regression is solved exactly (closed-form ridge in float64; the script keeps the authors'
 name, whose code used L-BFGS); the test MSE is averaged over (m, b, sigma, rfore), or given for
-each with ``--componentwise``. The last line printed is one JSON object with the results.
+each with ``--componentwise``. Each image is encoded from one transformation draw seeded by the
+run's seed, as the in-training probe, unless ``--num-passes M`` averages M draws. The last line
+printed is one JSON object with the results.
 """
 
 from __future__ import annotations
@@ -39,8 +41,8 @@ def main(args: argparse.Namespace) -> dict:
         data,
         views,
         reg_weight=args.reg_weight,
-        untransformed=args.untransformed,
-        num_passes=args.num_passes,
+        untransformed=evaluation.plain,
+        num_passes=evaluation.passes,
         batch_size=args.batch_size,
         num_workers=args.num_workers,
         device=evaluation.device,

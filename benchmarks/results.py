@@ -67,10 +67,8 @@ PROTOCOL: dict[str, dict[str, Any]] = {
             "invclr": ["--lambda-gp", "0.1", "--gp-upper-limit", "1"],
         },
         "script": "lbfgs_linear_clf.py",
-        "evaluate": [
-            "--reg-weight", "auto", "--untransformed", "--invariance", "10",
-            "--invariance-images", "1000",
-        ],
+        # Plain images, the evaluation's default for natural images.
+        "evaluate": ["--reg-weight", "auto", "--invariance", "10", "--invariance-images", "1000"],
         "metric": "accuracy",
     },
 }  # fmt: skip
@@ -282,11 +280,12 @@ def caption(rows: dict[str, dict[int, dict[str, Any]]], spec: dict[str, Any]) ->
     """The protocol in words, from the training flags and what the records say was measured."""
     flags = dict(zip(spec["train"][::2], spec["train"][1::2], strict=True))
     first = next(iter(next(iter(rows.values())).values()))
-    passes = first["num_passes"]
-    plural = "es" if passes > 1 else ""
-    images = f"{passes} augmented pass{plural} per image"
-    if first.get("untransformed"):
+    if first["views"] == "plain":
         images = "plain images"
+    elif first["num_passes"] == 1:
+        images = "one augmented view per image"
+    else:
+        images = f"the mean of {first['num_passes']} augmented views per image"
     weights = sorted({r["reg_weight"] for records in rows.values() for r in records.values()})
     return (
         f"{flags['--arch']} at width {flags['--width']}, {flags['--num-epochs']} epochs on "

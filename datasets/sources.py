@@ -1,7 +1,8 @@
 """One entry point from a dataset name to what training and the probe need (spec section 1).
 
-Every fact the code needs about a dataset is a field of its `DatasetInfo`, so no module compares
-dataset names; `load_dataset` is the one place that knows how each is read.
+Every fact the code needs about a dataset is a field of its `DatasetInfo`, so code outside
+`load_dataset` never compares dataset names; `load_dataset`, the one place that knows how each is
+read, tells CIFAR and STL-10 apart by name (their files differ, their facts do not).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from datasets.natural import Labelled, load_cifar, load_stl10, stratified_indice
 from datasets.paths import PATHS_FILE, DatasetError, dataset_folder
 from datasets.spirograph import TEST_SIZE, spirograph_splits
 from utils.distributed import ONE_PROCESS, Shard
+from utils.rng import epoch_generator
 from utils.signals import ignore_sigint_in_worker
 
 
@@ -166,7 +168,7 @@ def pretrain_batches(
     ``start_step`` on (a run resumed mid-epoch sees the rest of the same order); the last partial
     batch is dropped so that batch norm and NT-Xent always see ``batch_size`` images. Each
     process gets its ``shard`` of every global batch: disjoint shares of the same order."""
-    order = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    order = epoch_generator(seed, epoch)
     perm = torch.randperm(len(data.pretrain), generator=order)
     num_steps = perm.numel() // batch_size
     batches = perm[: num_steps * batch_size].view(num_steps, batch_size)

@@ -7,8 +7,10 @@ a first-order expansion around them: h(θ') − h(θ) ≈ J(θ)(θ' − θ). The
 a Rademacher projection εᵀĥ turns it into one vector-Jacobian product g = Jᵀε per image, and
 E[(gᵀ(θ' − θ))²] over ε and θ' equals E‖J(θ' − θ)‖².
 
-Both are pure functions of tensors: every random draw (the signs ε, the fresh θ') is an argument,
-made by the view maker (augmentation/views.py), so a test can pass the authors' own draws.
+The loss and the penalty are pure functions of tensors: every random draw (the signs ε, the
+fresh θ') is an argument, made by the view maker (augmentation/views.py), so a test can pass the
+authors' own draws. `Networks`, below them, holds what the training step runs them on: devices,
+precision and compilation.
 """
 
 from __future__ import annotations
@@ -90,15 +92,26 @@ def gradient_penalty(
             f"{tuple(params.shape)}, fresh_params {tuple(fresh_params.shape)} (expected (K, {b}, "
             f"{p}))"
         )
-    h = representation
-    if normalize:
-        h = h / h.norm(dim=-1, keepdim=True)
+    h = unit_rows(representation) if normalize else representation
     (g,) = torch.autograd.grad((signs * h).sum(), params, create_graph=True)
     steps = fresh_params.to(g.dtype) - params.detach()
     mean = ((steps * g).sum(dim=-1) ** 2).mean()
     if combine is not None:
         mean = combine(mean)
     return mean.clamp(max=upper_limit)
+
+
+def unit_rows(h: Tensor) -> Tensor:
+    """ĥ = h / ‖h‖ for every row of (B, d) ``h``, with an all-zero row (a dead ReLU at small
+    width) left at zero with a zero derivative.
+
+    ‖h‖'s derivative at zero is 0/0, and ``clamp_min`` or an eps in the norm leave NaN second
+    derivatives there, or move float32 values. Here the norm is taken of ``h`` with its zero rows
+    replaced by ones, so its graph never meets zero, and a ``torch.where`` keeps zero rows at
+    zero: every other row's values and derivatives are bit for bit those of ``h / h.norm()``."""
+    alive = (h != 0).any(dim=-1, keepdim=True)
+    norm = torch.where(alive, h, torch.ones_like(h)).norm(dim=-1, keepdim=True)
+    return torch.where(alive, h / norm, torch.zeros_like(h))
 
 
 def rademacher(

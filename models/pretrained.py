@@ -20,7 +20,7 @@ from models.resnet import ResNetEncoder
 from utils.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint, write_text
 from utils.cli import UsageError, resolve_device
 from utils.invariance import measure_invariance
-from utils.probe import LinearFit
+from utils.probe import LinearFit, probe_views
 
 
 def load_encoder(
@@ -52,8 +52,11 @@ class Evaluation:
     data and views, the invariance measure, and the JSON summary printed last."""
 
     def __init__(self, args: argparse.Namespace, task: str) -> None:
-        if args.untransformed and args.num_passes > 1:
-            raise UsageError("--untransformed encodes plain images once; drop --num-passes or it")
+        if args.untransformed and args.num_passes is not None:
+            raise UsageError(
+                "--untransformed encodes plain images, --num-passes averages augmented copies; "
+                "drop one of them"
+            )
         self.args = args
         if args.output is not None:
             folder = args.output.parent
@@ -77,6 +80,10 @@ class Evaluation:
                 f"{self.path} was trained on {self.info.name}; use {self.info.evaluation_script}"
             )
         self.seed = args.seed if args.seed is not None else self.run.get("seed", 0)
+        # What the probe encodes: plain images, or the mean of `passes` augmented copies.
+        self.plain, self.passes = probe_views(
+            self.info.rendered, args.num_passes, args.untransformed
+        )
         if args.raw_pixels:
             self.weights = "raw pixels, no encoder"
         elif args.random_init:
@@ -140,11 +147,12 @@ class Evaluation:
     ) -> dict[str, Any]:
         """Add how the probe was fitted and the seconds since `load`, print the summary as the
         last line, and return it. ``fitted_on_passes`` False (SGD, which fits on a fresh crop
-        at every step) reports neither --num-passes nor --untransformed."""
+        at every step) reports none of the probe's views (``views``, ``num_passes``,
+        ``untransformed``)."""
         args = self.args
-        passes = 1 if args.untransformed else args.num_passes
         summary.update(
-            num_passes=passes if fitted_on_passes else None,
+            views=("plain" if self.plain else "augmented") if fitted_on_passes else None,
+            num_passes=None if self.plain or not fitted_on_passes else self.passes,
             untransformed=args.untransformed if fitted_on_passes else None,
             reg_weight=reg_weight,
             solver=solver,

@@ -6,13 +6,26 @@ import numpy as np
 import pytest
 import torch
 
-REFERENCE = Path(__file__).parent / "data" / "invclr_reference.npz"
+DATA = Path(__file__).parent / "data"
+# Copies of ../shared/reference/ (spec section 9), so that a clone tests without the shared folder.
+REFERENCE = DATA / "invclr_reference.npz"
+PENALTY_REFERENCE = DATA / "invclr_penalty_reference.npz"
+
+
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as data:
+        return {key: data[key] for key in data.files}
 
 
 @pytest.fixture(scope="session")
 def ref() -> dict[str, np.ndarray]:
-    with np.load(REFERENCE) as data:
-        return {key: data[key] for key in data.files}
+    return read_npz(REFERENCE)
+
+
+@pytest.fixture(scope="session")
+def penalty_ref() -> dict[str, np.ndarray]:
+    """The authors' gradient penalty through train-mode batch norm, in float64."""
+    return read_npz(PENALTY_REFERENCE)
 
 
 def as_tensor(array: np.ndarray) -> torch.Tensor:

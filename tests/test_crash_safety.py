@@ -16,7 +16,13 @@ from tiny_data import write_image_folder, write_paths
 import invariance_by_gradient as train
 import lbfgs_linear_clf
 import lbfgs_linear_clf_spirograph
-from utils.checkpoint import FORMAT, CheckpointError, load_checkpoint, save_checkpoint
+from utils.checkpoint import (
+    FORMAT,
+    CheckpointError,
+    load_checkpoint,
+    resolve_checkpoint,
+    save_checkpoint,
+)
 from utils.cli import run_cli
 
 REPO = Path(__file__).resolve().parent.parent
@@ -274,6 +280,27 @@ def test_bad_inputs_are_one_line_each(tmp_path, capsys, monkeypatch):
     save_checkpoint({"args": {"dataset": "spirograph"}, "encoder": {}}, "checkpoint/e.pth")
     line = error("--resume", "e.pth")
     assert "lacks head, optimizer, results, rng, so it cannot be resumed" in line
+
+
+def test_a_bare_run_name_is_found_as_its_pth(tmp_path, monkeypatch):
+    """``--resume p`` and ``--load-from p`` find ``checkpoint/p.pth``, the file ``--filename p``
+    wrote; a file named exactly ``p`` would come first."""
+    monkeypatch.chdir(tmp_path)
+
+    def parse(module, *argv):
+        return module.get_args_parser().parse_args(list(argv))
+
+    train.main(parse(train, *RUN, "--cut-off", "1", "--filename", "p"))
+    resumed = train.main(parse(train, "--resume", "p", "--cut-off", "2"))
+    assert resumed == Path("checkpoint/p.pth") and len(load_checkpoint(resumed)["results"]) == 2
+    result = lbfgs_linear_clf_spirograph.main(
+        parse(lbfgs_linear_clf_spirograph, "--load-from", "p", "--device", "cpu")
+    )
+    assert result["checkpoint"] == "checkpoint/p.pth"
+    assert resolve_checkpoint("p", "checkpoint") == Path("checkpoint/p.pth")
+    (tmp_path / "p").write_text("")
+    assert resolve_checkpoint("p", "checkpoint") == Path("p")
+    assert resolve_checkpoint("q", "checkpoint") == Path("checkpoint/q")  # reported as missing
 
 
 def test_an_error_in_a_data_loader_worker_names_the_file(tmp_path, capsys, monkeypatch):

@@ -193,6 +193,26 @@ def test_a_cuda_checkpoint_resumes_on_the_cpu_and_back():
         assert Path(third).name == "back.pth"
 
 
+def test_the_evaluation_reproduces_the_in_training_probe_on_cuda():
+    """A CUDA generator's stream depends on the size of each call: training's probe and the
+    evaluation script draw Spirograph's views in batches of one size (ENCODE_BATCH_SIZE, not the
+    training --batch-size), so the run's seed reproduces its in-training probe on a GPU too."""
+    import lbfgs_linear_clf_spirograph as evaluate
+
+    with tempfile.TemporaryDirectory() as folder:
+        flags = ["--dataset", "spirograph", "--arch", "resnet18", "--width", "0.25",
+                 "--proportion", "0.003", "--batch-size", "8", "--num-epochs", "1",
+                 "--test-freq", "1", "--num-workers", "0", "--device", "cuda", "--seed", "3",
+                 "--checkpoint-dir", folder]  # fmt: skip
+        path = train.main(train.get_args_parser().parse_args(flags))
+        probe = torch.load(path, weights_only=True)["results"][0]["test_mse"]
+        result = evaluate.main(
+            evaluate.get_args_parser().parse_args(["--load-from", str(path), "--device", "cuda"])
+        )
+        assert result["views"] == "augmented" and result["num_passes"] == 1
+        assert result["mse"] == probe, (result["mse"], probe)
+
+
 if __name__ == "__main__":
     # Without pytest: run every test here, one line each, and exit non-zero if one failed.
     import sys

@@ -1,5 +1,6 @@
 """The linear probe (spec section 7) and the evaluation scripts on tiny data (CPU)."""
 
+import argparse
 import json
 import re
 import subprocess
@@ -336,6 +337,26 @@ def test_spirograph_script_matches_the_in_training_probe(tmp_path, monkeypatch, 
     assert "mse_m" not in other and "rfore" not in capsys.readouterr().out
 
 
+def test_classification_script_matches_the_in_training_probe(tmp_path, monkeypatch):
+    """By default the evaluation encodes plain CIFAR images, as the in-training probe does, at
+    the same encoding batch size: the run's checkpoint gives its last probe's numbers exactly,
+    although training ran at another batch size."""
+    monkeypatch.chdir(tmp_path)
+    write_paths(tmp_path, cifar10=write_cifar_pickles(tmp_path / "data", per_class=2))
+    flags = ["--dataset", "cifar10", "--arch", "resnet18", "--width", "0.125", "--batch-size", "8"]
+    flags += ["--num-epochs", "1", "--test-freq", "1", "--device", "cpu", "--num-workers", "0"]
+    flags += ["--seed", "5"]
+    state = torch.load(train.main(train.get_args_parser().parse_args(flags)), weights_only=True)
+    probe = state["results"][0]
+    result = lbfgs_linear_clf.main(
+        lbfgs_linear_clf.get_args_parser().parse_args(
+            ["--load-from", "output.pth", "--device", "cpu", "--num-workers", "0"]
+        )
+    )
+    assert result["views"] == "plain" and result["n_train"] == 50
+    assert (result["accuracy"], result["loss"]) == (probe["test_accuracy"], probe["test_loss"])
+
+
 def test_classification_script_prints_json_for_each_mode(tmp_path):
     write_paths(tmp_path, cifar10=write_cifar_pickles(tmp_path / "data", per_class=2))
     write_checkpoint(tmp_path / "checkpoint" / "c.pth", "cifar10", 1.0)
@@ -343,17 +364,28 @@ def test_classification_script_prints_json_for_each_mode(tmp_path):
     # 45 images in 512 dimensions are separable, so the small weights of the auto grid leave
     # flat optima that take thousands of iterations: the cap keeps the test fast, and a fit it
     # stops must say so.
-    for mode in (["--untransformed"], ["--num-passes", "2"], ["--reg-weight", "auto"]):
+    modes = ([], ["--untransformed"], ["--num-passes", "1"], ["--num-passes", "2"],
+             ["--reg-weight", "auto"])  # fmt: skip
+    for mode in modes:
         out = script(
             "lbfgs_linear_clf.py", tmp_path, "--load-from", "c.pth", "--max-iter", "100", *mode
         )
         assert out.returncode == 0, out.stderr
         iterations = re.search(r"fit \(L-BFGS, (\d+) iterations\).*gradient norm", out.stdout)
         assert int(iterations.group(1)) <= 100  # --max-iter reached the fit
-        results[mode[0]] = last_json(out.stdout)
-    assert results["--untransformed"]["untransformed"] is True
-    assert results["--num-passes"]["num_passes"] == 2
-    assert results["--reg-weight"]["reg_weight"] in REG_GRID
+        results[" ".join(mode)] = last_json(out.stdout)
+    views = {mode: (r["views"], r["num_passes"], r["untransformed"]) for mode, r in results.items()}
+    assert views == {
+        "": ("plain", None, False),  # the seed's protocol: no augmentation
+        "--untransformed": ("plain", None, True),
+        "--num-passes 1": ("augmented", 1, False),
+        "--num-passes 2": ("augmented", 2, False),
+        "--reg-weight auto": ("plain", None, False),
+    }
+    # Plain images are one fixed encoding, whichever flag asked for them.
+    assert results[""]["accuracy"] == results["--untransformed"]["accuracy"]
+    assert results[""]["loss"] == results["--untransformed"]["loss"]
+    assert results["--reg-weight auto"]["reg_weight"] in REG_GRID
     for result in results.values():
         assert result["n_train"] == 50 and result["n_test"] == 10  # tiny_data's CIFAR
         assert 0 <= result["accuracy"] <= 100 and result["loss"] > 0
@@ -387,6 +419,42 @@ def test_sgd_probe_crops_afresh_each_epoch_and_subsets_invariance(tmp_path, monk
     assert sorted(set(seen)) == [(False, 0), (True, 0), (True, 1)]  # test views are centre crops
     assert [epoch for random, epoch in seen if random] == [0] * 4 + [1] * 4
     assert result["invariance_images"] == 3 and result["invariance"] > 0
+
+
+def test_sgd_probe_order_follows_the_seed(monkeypatch):
+    """The SGD probe visits an in-memory labelled set in an order fixed by (seed, epoch): the
+    same with the same seed, another with another seed (crops aside: views here are identity)."""
+
+    class Identity:
+        def crop_flip(self, x):
+            return x
+
+        def plain(self, x):
+            return x
+
+    class Recorder(torch.nn.Module):
+        representation_dim = 1
+
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def forward(self, x):
+            self.seen += x.flatten().tolist()
+            return x.reshape(x.shape[0], 1)
+
+    split = Labelled(torch.arange(12.0).reshape(12, 1), torch.arange(12) % 2)
+    data = type("Bundle", (), {"probe_train": split, "info": type("I", (), {"num_outputs": 2})})
+    args = argparse.Namespace(epochs=2, lr=0.1, batch_size=4, reg_weight=0.0, num_workers=0)
+
+    def order(seed):
+        encoder = Recorder()
+        lbfgs_linear_clf.fit_sgd(encoder, Identity(), data, args, torch.device("cpu"), seed)
+        return encoder.seen
+
+    assert sorted(order(0)[:12]) == list(range(12))  # each epoch visits every image once
+    assert order(0) == order(0)
+    assert order(1) != order(0)
 
 
 @pytest.mark.parametrize(

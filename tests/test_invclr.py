@@ -3,16 +3,20 @@ references."""
 
 import math
 
+import numpy as np
 import pytest
 import torch
-from conftest import as_tensor
+from conftest import DATA, as_tensor
 from torch import nn
 from torch.func import functional_call
 
 from augmentation.colour import colour_distortion, sample_jitter_params
+from augmentation.normalize import normalize
 from augmentation.spirograph import render_spirograph, sample_data_params, sample_transform_params
 from models import ResNetEncoder
-from models.invclr import gradient_penalty, nt_xent, rademacher
+from models.invclr import gradient_penalty, nt_xent, rademacher, unit_rows
+
+REPO = DATA.parent.parent
 
 
 def tiny_encoder() -> nn.Module:
@@ -172,6 +176,125 @@ def test_resnet_double_backward_reaches_every_weight():
     penalty.backward()
     assert penalty.item() > 0
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in encoder.parameters())
+
+
+# The authors' penalty (spec section 9): their train() in float64 on a tiny network whose batch
+# norm uses batch statistics, so every image's representation depends on the whole batch.
+
+
+def reference_network(ref: dict[str, np.ndarray]) -> nn.Module:
+    """The reference's network, in train mode, with its weights (``net_<name>`` keys)."""
+    net = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU(),
+        nn.Conv2d(4, 8, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+    ).double()  # fmt: skip
+    weights = {name: as_tensor(ref["net_" + name.replace(".", "_")]) for name, _ in
+               net.named_parameters()}  # fmt: skip
+    net.load_state_dict(weights, strict=False)  # the running statistics are not used in train mode
+    return net.train()
+
+
+def penalty_through_the_project(
+    ref: dict[str, np.ndarray], case: str, normalize_h: bool
+) -> dict[str, torch.Tensor]:
+    """The reference's case computed by this project's colour distortion (every image jittered,
+    none gray) and CIFAR-10 normalisation, or its renderer, then `gradient_penalty` unclamped:
+    the penalty and its gradient with respect to each weight, named as the reference names them."""
+    net = reference_network(ref)
+    theta = as_tensor(ref[f"{case}_theta"]).requires_grad_()
+    if case == "colour":
+        images = as_tensor(ref["colour_images"])
+        every, none = torch.ones(6, dtype=torch.bool), torch.zeros(6, dtype=torch.bool)
+        view = normalize(colour_distortion(images, theta, every, none), "cifar10")
+    else:
+        view = render_spirograph(as_tensor(ref["spirograph_data"]), theta)
+    h = net(view)
+    penalty = gradient_penalty(
+        h, theta, as_tensor(ref[f"{case}_fresh"]), as_tensor(ref[f"{case}_signs"]),
+        upper_limit=math.inf, normalize=normalize_h,
+    )  # fmt: skip
+    names = [name.replace(".", "_") for name, _ in net.named_parameters()]
+    grads = torch.autograd.grad(penalty, list(net.parameters()))
+    prefix = case if normalize_h else f"{case}_raw"
+    return {f"{prefix}_penalty": penalty} | {
+        f"{prefix}_grad_{name}": grad for name, grad in zip(names, grads, strict=True)
+    }
+
+
+def worst_differences(
+    computed: dict[str, torch.Tensor], ref: dict[str, np.ndarray]
+) -> dict[str, float]:
+    """Per key, the largest |computed − reference| over the reference's largest magnitude (the
+    absolute difference where the reference is exactly zero)."""
+    worst = {}
+    for key, value in computed.items():
+        expected = as_tensor(ref[key])
+        assert value.shape == expected.shape, key
+        scale = expected.abs().max().item()
+        difference = (value.detach() - expected).abs().max().item()
+        worst[key] = difference / scale if scale > 0 else difference
+    return worst
+
+
+PENALTY_CASES = [(case, normalize_h) for case in ("colour", "spirograph") for normalize_h in
+                 (True, False)]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "normalize_h"), PENALTY_CASES)
+def test_penalty_and_every_weight_gradient_match_the_authors(penalty_ref, case, normalize_h):
+    computed = penalty_through_the_project(penalty_ref, case, normalize_h)
+    assert len(computed) == 7  # the penalty and the gradients of six weight tensors
+    worst = worst_differences(computed, penalty_ref)
+    assert max(worst.values()) <= 1e-10, worst
+
+
+@pytest.mark.parametrize(("case", "normalize_h"), PENALTY_CASES)
+def test_the_reference_comparison_fails_on_a_gradient_changed_by_a_tenth_of_a_percent(
+    penalty_ref, case, normalize_h
+):
+    """The tests above would notice: one weight's gradient scaled by 1.001 in the reference, or
+    the penalty, fails the 1e-10 tolerance by far."""
+    computed = penalty_through_the_project(penalty_ref, case, normalize_h)
+    prefix = case if normalize_h else f"{case}_raw"
+    for key in (f"{prefix}_grad_3_weight", f"{prefix}_penalty"):
+        changed = dict(penalty_ref, **{key: penalty_ref[key] * 1.001})
+        worst = worst_differences(computed, changed)
+        assert worst[key] > 1e-4
+        assert max(v for k, v in worst.items() if k != key) <= 1e-10
+
+
+def test_the_penalty_reference_copy_is_the_shared_one():
+    shared = REPO.parent / "shared" / "reference" / "invclr_penalty_reference.npz"
+    if not shared.is_file():
+        pytest.skip("no ../shared/reference beside this clone")
+    assert shared.read_bytes() == (DATA / "invclr_penalty_reference.npz").read_bytes()
+
+
+def test_an_all_zero_representation_row_leaves_the_penalty_and_its_gradients_finite():
+    """A dead row (every unit of one image's representation at zero, as a dead ReLU at small
+    width gives) leaves a finite penalty and finite weight gradients through the double
+    backward."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 6), nn.Tanh())
+    theta = torch.randn(5, 4, requires_grad=True)
+    dead = torch.ones(5, 1)
+    dead[2] = 0
+    h = net(theta) * dead
+    penalty = gradient_penalty(h, theta, torch.randn(10, 5, 4), rademacher((5, 6)), upper_limit=1e9)
+    grads = torch.autograd.grad(penalty, list(net.parameters()))
+    assert torch.isfinite(penalty) and penalty.item() > 0
+    assert all(torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads)
+
+
+def test_unit_rows_is_h_over_its_norm_bit_for_bit_beside_a_zero_row():
+    """The floor changes nothing but the zero row: a fixed-seed run trains to the same weights."""
+    h = torch.randn(5, 6, generator=torch.Generator().manual_seed(0))
+    h[2] = 0
+    unit = unit_rows(h)
+    alive = [0, 1, 3, 4]
+    assert torch.equal(unit[alive], h[alive] / h[alive].norm(dim=-1, keepdim=True))
+    assert torch.equal(unit[2], torch.zeros(6))
 
 
 def test_rejects_parameters_without_grad():

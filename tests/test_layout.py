@@ -3,6 +3,8 @@
 import ast
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("augmentation", "datasets", "models", "utils")
 
@@ -58,3 +60,20 @@ def test_files_stay_short():
             too_long.append(f"{relative}: {lines}")
     assert not too_long
     assert len((REPO / "README.md").read_text().splitlines()) <= 300
+
+
+def test_git_ignores_nothing_under_docs():
+    """The records and pictures the README cites live under docs/ and must reach git: an ignore
+    pattern meant for the top-level results/ must not match docs/results/."""
+    import shutil
+    import subprocess
+
+    if shutil.which("git") is None or not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    paths = ["docs/results/spirograph-simclr-seed0.json", "docs/results.md", "docs/figure.png"]
+    checked = subprocess.run(
+        ["git", "check-ignore", "--no-index", *paths], cwd=REPO, capture_output=True, text=True
+    )
+    assert checked.returncode == 1, f"git would ignore: {checked.stdout.split()}"
+    # The pattern still keeps what it was for out of git.
+    assert subprocess.run(["git", "check-ignore", "-q", "results/x.json"], cwd=REPO).returncode == 0

@@ -54,7 +54,8 @@ def record(mse: float, invariance: float, **extra) -> dict:
     return {
         "mse": mse, "invariance": invariance, "invariance_within": invariance / 10,
         "invariance_across": 0.1, "invariance_draws": 10, "invariance_images": 100,
-        "n_train": 5000, "n_test": 1000, "untransformed": False, "num_passes": 1,
+        "n_train": 5000, "n_test": 1000, "untransformed": False, "views": "augmented",
+        "num_passes": 1,
         "reg_weight": 1e-4, "converged": True, "train_time_s": 60.0,
         "epochs": [{"clamp_fraction": 0.25}, {"clamp_fraction": 0.75}], **extra,
     }  # fmt: skip
@@ -75,7 +76,7 @@ def test_table_pairs_seeds_and_says_what_the_difference_shows():
     assert "MSE (paired by seed, 3 seeds): -0.009 ± 0.00058 (standard error): supports" in text
     assert "invariance (paired by seed, 3 seeds): +0 ± 0.029 (standard error): too noisy" in text
     assert "seeds [0, 1, 2]: ×0.38, ×0.39, ×0.40" in text
-    assert "1,000 test images, 1 augmented pass per image, reg-weight auto (chose 0.0001)" in text
+    assert "1,000 test images, one augmented view per image, reg-weight auto (chose 0.0001)" in text
     assert "NOT converged" not in text
     groups[("spirograph", "invclr")][1]["converged"] = False
     assert "Probe NOT converged for spirograph-invclr-seed1" in results.table(groups)

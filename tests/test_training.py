@@ -255,6 +255,50 @@ def test_resume_refuses_a_conflicting_run_flag(workdir):
         )
 
 
+def test_resume_refuses_a_run_flag_typed_at_its_default_value(workdir):
+    """``--lambda-gp 0`` typed over a run with the penalty is a conflict, although 0 is the
+    parser's default: what counts is that it was typed."""
+    run(*SPIRO, "--num-epochs", "2", "--cut-off", "1", "--test-freq", "0", "--filename", "a",
+        "--lambda-gp", "0.01", "--gp-upper-limit", "1000")  # fmt: skip
+    with pytest.raises(train.UsageError, match="--lambda-gp 0.0 conflicts with the resumed run's"):
+        run("--resume", "a", "--lambda-gp", "0")
+    resumed = load(run("--resume", "a", "--lambda-gp", "0.01", "--cut-off", "2"))
+    assert resumed["args"]["lambda_gp"] == 0.01 and len(resumed["results"]) == 2
+
+
+def test_resume_honours_a_resumable_flag_typed_at_its_default_value(workdir):
+    """``--save-freq 100`` (its default) typed over a saved 1 takes effect: no epoch-2 copy."""
+    run(*SPIRO, "--num-epochs", "2", "--cut-off", "1", "--test-freq", "0", "--save-freq", "1",
+        "--filename", "a")  # fmt: skip
+    assert (workdir / "checkpoint" / "a_epoch001.pth").is_file()
+    resumed = load(run("--resume", "a", "--save-freq", "100", "--cut-off", "2"))
+    assert resumed["args"]["save_freq"] == 100 and len(resumed["results"]) == 2
+    assert not (workdir / "checkpoint" / "a_epoch002.pth").exists()
+
+
+def test_flags_typed_or_read_from_a_preset_count_as_given(tmp_path):
+    from utils.cli import given_flags
+
+    preset = tmp_path / "p.args"
+    preset.write_text("--lambda-gp 0  # the default, typed\n--save-freq 100\n")
+    args = train.get_args_parser().parse_args([f"@{preset}", "--seed", "0"])
+    assert given_flags(args) == {"lambda_gp", "save_freq", "seed"}
+    assert "given" not in vars(args)  # what checkpoints save of the arguments: the flags alone
+    assert given_flags(train.get_args_parser().parse_args([])) == set()
+
+
+def test_imagenet_trains_with_the_default_probe_frequency(workdir):
+    """ImageNet has no full-batch probe, so --test-freq defaults to 0 there (10 elsewhere)."""
+    root = write_image_folder(workdir / "inet", {"train": 2, "val": 1}, classes=2, size=[(40, 30)])
+    write_paths(workdir, imagenet=root)
+    state = load(run("--dataset", "imagenet", "--width", "0.125", "--batch-size", "4",
+                     "--num-epochs", "1"))  # fmt: skip
+    assert state["args"]["test_freq"] == 0
+    assert not any(key.startswith("test_") for key in state["results"][0])
+    spirograph = load(run(*SPIRO, "--num-epochs", "1", "--filename", "s"))
+    assert spirograph["args"]["test_freq"] == 10
+
+
 def test_an_epoch_end_checkpoint_from_before_width_and_clamps_resumes(workdir):
     """Written before --width and the clamp count: it resumes at full width only, and the next
     epoch, which starts from it at step 0, counts its clamps in full."""

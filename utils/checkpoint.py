@@ -169,6 +169,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 
 def resolve_checkpoint(name: str, checkpoint_dir: str | Path) -> Path:
-    """``name`` as a path when that file exists, else that name inside ``checkpoint_dir``."""
-    path = Path(name)
-    return path if path.is_file() else Path(checkpoint_dir) / name
+    """The checkpoint ``name`` stands for: the file ``name`` when it exists, else that name inside
+    ``checkpoint_dir``; a name without ``.pth`` (the stem ``--filename`` took) is also tried as
+    ``<name>.pth``, in both places. A name found nowhere is returned inside
+    ``checkpoint_dir``, for `load_checkpoint` to report."""
+    inside = Path(checkpoint_dir) / name
+    candidates = [Path(name), inside]
+    if not name.endswith(".pth"):
+        candidates += [Path(f"{name}.pth"), Path(checkpoint_dir) / f"{name}.pth"]
+    return next((path for path in candidates if path.is_file()), inside)

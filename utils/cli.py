@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from utils.probe import ENCODE_BATCH_SIZE
+
 
 class InputError(Exception):
     """Bad input the user can fix (a flag, a dataset folder, a checkpoint): `run_cli` prints
@@ -126,6 +128,22 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+class ParsedArgs(argparse.Namespace):
+    """The namespace `ArgFileParser` returns: the flags as attributes, like any namespace, and in
+    ``given`` the destinations the command line (or an ``@FILE`` it names) set, whatever their
+    values, so that a flag typed at its default value still counts as typed (a resume must honour
+    ``--lambda-gp 0``). ``given`` is a slot, not an entry of ``vars(args)``: what a checkpoint saves
+    of the arguments is the flags alone."""
+
+    __slots__ = ("given",)
+
+
+def given_flags(args: argparse.Namespace) -> frozenset[str] | None:
+    """The destinations the command line set (`ParsedArgs`), or None for a namespace built another
+    way, whose origin is unknown."""
+    return getattr(args, "given", None)
+
+
 class ArgFileParser(argparse.ArgumentParser):
     """An `argparse.ArgumentParser` that also reads arguments from files: ``@FILE`` on the command
     line stands for the flags in FILE, each line split as a shell would (a flag and its value on
@@ -140,6 +158,27 @@ class ArgFileParser(argparse.ArgumentParser):
             "allowed); flags given after @FILE override its values",
         )
         super().__init__(*args, **kwargs)
+
+    def parse_known_args(
+        self, args: list[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        """argparse's parse, into a `ParsedArgs` that knows which flags were given: a second parse
+        with every default suppressed sets only those."""
+        if namespace is not None:
+            return super().parse_known_args(args, namespace)
+        parsed, extras = super().parse_known_args(args, ParsedArgs())
+        defaults = [(action, action.default) for action in self._actions]
+        parser_defaults, self._defaults = self._defaults, {}
+        try:
+            for action, _ in defaults:
+                action.default = argparse.SUPPRESS
+            seen, _ = super().parse_known_args(args, argparse.Namespace())
+        finally:
+            for action, default in defaults:
+                action.default = default
+            self._defaults = parser_defaults
+        parsed.given = frozenset(vars(seen))
+        return parsed, extras
 
     def convert_arg_line_to_args(self, arg_line: str) -> list[str]:
         # A comment starts at a word that begins with `#`, as in a shell; `shlex`'s own comment
@@ -249,15 +288,18 @@ def add_evaluation_args(p: argparse.ArgumentParser, default_reg: float) -> None:
     p.add_argument(
         "--untransformed",
         action="store_true",
-        help="encode plain images, one pass (default: one augmented pass, as the "
-        "authors' evaluation)",
+        help="encode plain images (Spirograph: every transformation parameter at the middle "
+        "of its range)",
     )
     p.add_argument(
         "--num-passes",
         type=int_at_least(1),
-        default=1,
-        help="feature averaging: each representation is the mean over this many "
-        "independently augmented copies",
+        default=None,
+        metavar="M",
+        help="feature averaging: each representation is the mean over M independently "
+        "augmented copies (crop, flip, colour distortion; Spirograph: M transformation draws); "
+        "--num-passes 1 is one augmented copy (default: plain images, as the in-training "
+        "probe; Spirograph, which has none, one transformation draw per image)",
     )
     p.add_argument(
         "--random-init",
@@ -292,7 +334,11 @@ def add_evaluation_args(p: argparse.ArgumentParser, default_reg: float) -> None:
         help="test images the invariance measure uses (a seeded random subset; all when fewer)",
     )
     p.add_argument(
-        "--batch-size", type=int_at_least(1), default=256, help="images per encoding batch"
+        "--batch-size",
+        type=int_at_least(1),
+        default=ENCODE_BATCH_SIZE,
+        help="images per encoding batch; on CUDA the augmentation draws depend on it, and the "
+        "default is the in-training probe's",
     )
     p.add_argument(
         "--output",

@@ -56,6 +56,26 @@ REG_GRID = [10.0**k for k in range(-9, 0)]  # --reg-weight auto's search
 # probe therefore defaults to (in the evaluation script and in training's --test-freq probe).
 DEFAULT_REG_WEIGHT = {"classification": 1e-5, "regression": 1e-8}
 HELD_OUT = 0.1  # share of the labelled training set the reg-weight search scores on
+# Images per encoding call, for training's probe and the evaluation scripts alike: on CUDA a
+# generator's stream depends on the size of each call, so both must draw their views in batches
+# of one size for the run's seed to reproduce its in-training probe.
+ENCODE_BATCH_SIZE = 256
+
+
+def probe_views(rendered: bool, num_passes: int | None, untransformed: bool) -> tuple[bool, int]:
+    """What spec section 7 encodes, as (plain, passes): ``plain`` images (normalisation only; on
+    Spirograph, every transformation parameter at the middle of its range), or the mean over
+    ``passes`` augmented copies.
+
+    By default (``num_passes`` None) natural images are plain, and Spirograph, which has no plain
+    images, gets one transformation draw per image, as the authors' probe; ``num_passes`` M
+    averages M augmented copies (feature averaging); ``untransformed`` asks for plain images
+    whatever the dataset."""
+    if untransformed:
+        return True, 1
+    if num_passes is None:
+        return not rendered, 1
+    return False, num_passes
 
 
 @dataclass
@@ -170,6 +190,9 @@ def _minimise_lbfgs(
     objective is evaluated on (W, b) itself, so this is only a change of variables: the optimum
     is the same whatever T is. L-BFGS runs in chunks so that the norm test, on the gradient with
     respect to (W, b), is checked as it goes; the curvature pairs carry over between chunks.
+    When the loss stops falling by more than float64 resolves before the gradient meets the
+    tolerance, the rest runs without a line search, each chunk kept only if it lowers the
+    gradient norm.
     """
     mean = x.mean(dim=0)
     eigenvalues, eigenvectors = torch.linalg.eigh(
@@ -181,15 +204,19 @@ def _minimise_lbfgs(
     c = torch.zeros(model.out_features, dtype=x.dtype, device=x.device)
     v.requires_grad_(True)
     c.requires_grad_(True)
-    optimizer = torch.optim.LBFGS(
-        [v, c],
-        lr=1,
-        max_iter=CHUNK,
-        tolerance_grad=0.0,
-        tolerance_change=0.0,
-        history_size=100,
-        line_search_fn="strong_wolfe",
-    )
+
+    def lbfgs(line_search: str | None) -> torch.optim.LBFGS:
+        return torch.optim.LBFGS(
+            [v, c],
+            lr=1,
+            max_iter=CHUNK,
+            tolerance_grad=0.0,
+            tolerance_change=0.0,
+            history_size=100,
+            line_search_fn=line_search,
+        )
+
+    optimizer = lbfgs("strong_wolfe")
 
     def set_model() -> None:
         with torch.no_grad():
@@ -204,20 +231,35 @@ def _minimise_lbfgs(
         loss.backward()
         return loss
 
-    iterations, best = 0, math.inf
+    iterations, before, best = 0, 0, math.inf
+    polish: tuple[float, Tensor, Tensor] | None = None  # best gradient norm, and its (V, c)
     while iterations < max_iter:
         optimizer.param_groups[0]["max_iter"] = min(CHUNK, max_iter - iterations)
         optimizer.step(closure)
-        iterations = int(optimizer.state[v]["n_iter"])  # LBFGS keeps its state on the first tensor
+        # LBFGS keeps its state on the first tensor.
+        iterations = before + int(optimizer.state[v]["n_iter"])
         set_model()
         model.zero_grad()
         loss = objective_value(model, x, targets, "classification", reg_weight)
         loss.backward()
         grad_norm = gradient_norm(model)
-        # A chunk that cannot lower the loss has met float64's resolution: stop there.
-        if grad_norm <= tolerance or loss.item() >= best:
+        if grad_norm <= tolerance:
             break
-        best = loss.item()
+        if polish is None and loss.item() < best:
+            best = loss.item()
+            continue
+        if polish is None:
+            # The loss no longer falls by more than float64 resolves, so the line search, which
+            # needs it to fall, is stuck before the gradient tolerance. Near the optimum, unit
+            # quasi-Newton steps judged by the gradient norm, which is still resolved, go on.
+            before, optimizer = iterations, lbfgs(None)
+        elif grad_norm >= polish[0]:  # no progress even by the gradient: keep the best point
+            with torch.no_grad():
+                v.copy_(polish[1])
+                c.copy_(polish[2])
+            set_model()
+            break
+        polish = (grad_norm, v.detach().clone(), c.detach().clone())
     return iterations
 
 

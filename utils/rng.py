@@ -57,3 +57,9 @@ def restore_rng(state: dict[str, Any], generator: torch.Generator) -> bool:
         kind, keys, pos, has_gauss, cached = state["numpy"]
         np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     return exact
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """A CPU generator for one epoch's data order: distinct for every (seed, epoch) pair, so that
+    seeds and epochs never share an order (seeds are below 2³², utils/cli.py)."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)

@@ -28,7 +28,7 @@ from utils.checkpoint import (
     resolve_checkpoint,
     save_checkpoint,
 )
-from utils.cli import TrainingError, UsageError
+from utils.cli import TrainingError, UsageError, given_flags
 from utils.distributed import any_process, average_gradients
 from utils.rng import capture_rng, restore_rng
 
@@ -142,13 +142,16 @@ def merge_resumed_args(
     """The checkpoint's run arguments, with the command line's resumable flags on top.
 
     The resumable flags are those of ``parser``'s argument group titled "resumable"; every other
-    flag defines the run, and giving it a value other than the checkpoint's is an error."""
+    flag defines the run, and giving it a value other than the checkpoint's is an error. A flag
+    counts as given when the command line typed it, whatever its value (`given_flags`); for a
+    namespace that does not say, when its value differs from the parser's default."""
     defaults = vars(parser.parse_args([]))
     resumable = resumable_flags(parser)
+    given = given_flags(args)
     saved = {"width": 1.0, **saved}  # checkpoints from before --width hold the full network
     merged = dict(saved)
     for key, value in vars(args).items():
-        explicit = value != defaults.get(key)
+        explicit = key in given if given is not None else value != defaults.get(key)
         if key in resumable or key not in saved:
             if explicit or key not in saved:
                 merged[key] = value
