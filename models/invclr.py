@@ -102,16 +102,18 @@ def gradient_penalty(
 
 
 def unit_rows(h: Tensor) -> Tensor:
-    """ĥ = h / ‖h‖ for every row of (B, d) ``h``, with an all-zero row (a dead ReLU at small
-    width) left at zero with a zero derivative.
+    """ĥ = h / ‖h‖ for every row of (B, d) ``h``; an all-zero row (a dead ReLU at small width)
+    gives a zero row with finite derivatives.
 
     ‖h‖'s derivative at zero is 0/0, and ``clamp_min`` or an eps in the norm leave NaN second
-    derivatives there, or move float32 values. Here the norm is taken of ``h`` with its zero rows
-    replaced by ones, so its graph never meets zero, and a ``torch.where`` keeps zero rows at
-    zero: every other row's values and derivatives are bit for bit those of ``h / h.norm()``."""
-    alive = (h != 0).any(dim=-1, keepdim=True)
-    norm = torch.where(alive, h, torch.ones_like(h)).norm(dim=-1, keepdim=True)
-    return torch.where(alive, h / norm, torch.zeros_like(h))
+    derivatives there, or move float32 values. Here a zero row becomes a row of ones before the
+    norm (adding exactly 0 everywhere else), and its result is multiplied by 0 (every other row
+    by exactly 1): additions of 0 and products with 1 change no value and no derivative, so every
+    other row's values and first and second derivatives are bit for bit those of
+    ``h / h.norm()``, and a fixed-seed run trains to the same weights."""
+    alive = (h != 0).any(dim=-1, keepdim=True).to(h.dtype)
+    safe = h + (1 - alive)
+    return safe / safe.norm(dim=-1, keepdim=True) * alive
 
 
 def rademacher(
