@@ -353,8 +353,8 @@ def test_classification_script_matches_the_in_training_probe(tmp_path, monkeypat
             ["--load-from", "output.pth", "--device", "cpu", "--num-workers", "0"]
         )
     )
-    assert result["views"] == "plain" and result["n_train"] == 50
     assert (result["accuracy"], result["loss"]) == (probe["test_accuracy"], probe["test_loss"])
+    assert result["views"] == "plain" and result["n_train"] == 50
 
 
 def test_classification_script_prints_json_for_each_mode(tmp_path):

@@ -261,8 +261,8 @@ def test_resume_refuses_a_run_flag_typed_at_its_default_value(workdir):
     run(*SPIRO, "--num-epochs", "2", "--cut-off", "1", "--test-freq", "0", "--filename", "a",
         "--lambda-gp", "0.01", "--gp-upper-limit", "1000")  # fmt: skip
     with pytest.raises(train.UsageError, match="--lambda-gp 0.0 conflicts with the resumed run's"):
-        run("--resume", "a", "--lambda-gp", "0")
-    resumed = load(run("--resume", "a", "--lambda-gp", "0.01", "--cut-off", "2"))
+        run("--resume", "checkpoint/a.pth", "--lambda-gp", "0")
+    resumed = load(run("--resume", "checkpoint/a.pth", "--lambda-gp", "0.01", "--cut-off", "2"))
     assert resumed["args"]["lambda_gp"] == 0.01 and len(resumed["results"]) == 2
 
 
@@ -271,7 +271,7 @@ def test_resume_honours_a_resumable_flag_typed_at_its_default_value(workdir):
     run(*SPIRO, "--num-epochs", "2", "--cut-off", "1", "--test-freq", "0", "--save-freq", "1",
         "--filename", "a")  # fmt: skip
     assert (workdir / "checkpoint" / "a_epoch001.pth").is_file()
-    resumed = load(run("--resume", "a", "--save-freq", "100", "--cut-off", "2"))
+    resumed = load(run("--resume", "checkpoint/a.pth", "--save-freq", "100", "--cut-off", "2"))
     assert resumed["args"]["save_freq"] == 100 and len(resumed["results"]) == 2
     assert not (workdir / "checkpoint" / "a_epoch002.pth").exists()
 
