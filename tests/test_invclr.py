@@ -297,6 +297,27 @@ def test_unit_rows_is_h_over_its_norm_bit_for_bit_beside_a_zero_row():
     assert torch.equal(unit[2], torch.zeros(6))
 
 
+def test_the_floor_leaves_the_penalty_and_its_weight_gradients_bit_identical(penalty_ref):
+    """In float32 through train-mode batch norm, as training runs it: the penalty and every weight
+    gradient equal, bit for bit, those computed with the plain h / ‖h‖."""
+    net = reference_network(penalty_ref).float()
+    theta = as_tensor(penalty_ref["colour_theta"]).float().requires_grad_()
+    every, none = torch.ones(6, dtype=torch.bool), torch.zeros(6, dtype=torch.bool)
+    view = colour_distortion(as_tensor(penalty_ref["colour_images"]).float(), theta, every, none)
+    fresh = as_tensor(penalty_ref["colour_fresh"]).float()
+    signs = as_tensor(penalty_ref["colour_signs"]).float()
+
+    def penalty_and_grads(unit):
+        h = unit(net(normalize(view, "cifar10")))
+        (g,) = torch.autograd.grad((signs * h).sum(), theta, create_graph=True)
+        penalty = (((fresh - theta.detach()) * g).sum(-1) ** 2).mean()
+        return [penalty, *torch.autograd.grad(penalty, list(net.parameters()))]
+
+    floored = penalty_and_grads(unit_rows)
+    plain = penalty_and_grads(lambda h: h / h.norm(dim=-1, keepdim=True))
+    assert all(torch.equal(a, b) for a, b in zip(floored, plain, strict=True))
+
+
 def test_rejects_parameters_without_grad():
     with pytest.raises(ValueError, match="require grad"):
         gradient_penalty(

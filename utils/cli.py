@@ -166,8 +166,13 @@ class ArgFileParser(argparse.ArgumentParser):
         with every default suppressed sets only those."""
         if namespace is not None:
             return super().parse_known_args(args, namespace)
+        # @FILEs are read once, so that both parses see the same flags (a pipe reads only once).
+        args = list(sys.argv[1:] if args is None else args)
+        if self.fromfile_prefix_chars:
+            args = self._read_args_from_files(args)
         parsed, extras = super().parse_known_args(args, ParsedArgs())
-        defaults = [(action, action.default) for action in self._actions]
+        # Optionals only: a suppressed positional default would be type-converted.
+        defaults = [(action, action.default) for action in self._actions if action.option_strings]
         parser_defaults, self._defaults = self._defaults, {}
         try:
             for action, _ in defaults:

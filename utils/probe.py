@@ -191,8 +191,8 @@ def _minimise_lbfgs(
     is the same whatever T is. L-BFGS runs in chunks so that the norm test, on the gradient with
     respect to (W, b), is checked as it goes; the curvature pairs carry over between chunks.
     When the loss stops falling by more than float64 resolves before the gradient meets the
-    tolerance, the rest runs without a line search, each chunk kept only if it lowers the
-    gradient norm.
+    tolerance, a fresh L-BFGS without a line search takes over, each chunk kept only if it lowers
+    the gradient norm (the best point is kept when none does).
     """
     mean = x.mean(dim=0)
     eigenvalues, eigenvectors = torch.linalg.eigh(
@@ -253,7 +253,8 @@ def _minimise_lbfgs(
             # needs it to fall, is stuck before the gradient tolerance. Near the optimum, unit
             # quasi-Newton steps judged by the gradient norm, which is still resolved, go on.
             before, optimizer = iterations, lbfgs(None)
-        elif grad_norm >= polish[0]:  # no progress even by the gradient: keep the best point
+        elif not math.isfinite(grad_norm) or grad_norm >= polish[0]:
+            # No progress even by the gradient (or a step that diverged): keep the best point.
             with torch.no_grad():
                 v.copy_(polish[1])
                 c.copy_(polish[2])
