@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from augmentation.views import NaturalViews, SpirographViews
 from datasets.sources import DATASETS, DatasetBundle, load_dataset, pretrain_batches
+from evaluation.probe import DEFAULT_REG_WEIGHT, ENCODE_BATCH_SIZE, probe_encoder, probe_views
 from models import ARCHITECTURES, ProjectionHead, ResNetEncoder
 from models.invclr import PENALTY_SAMPLES, Networks, gradient_penalty, nt_xent, rademacher
 from models.sync_batchnorm import convert_sync_batchnorm
@@ -53,7 +54,6 @@ from utils.distributed import (
 )
 from utils.lars import LARS, param_groups_excluding_bn_bias
 from utils.metrics import RunLog, format_epoch
-from utils.probe import DEFAULT_REG_WEIGHT, ENCODE_BATCH_SIZE, probe_encoder, probe_views
 from utils.run import (
     NonFiniteLoss,
     Position,

@@ -3,10 +3,10 @@
     python3 lbfgs_linear_clf.py --load-from output.pth [--num-passes 100]
 
 Full-batch L-BFGS on the representations of the labelled training set, to the optimum of its
-objective (utils/probe.py), on plain images (normalisation only) unless ``--num-passes M`` asks for
-the mean of M augmented copies; ImageNet (or ``--solver sgd``) trains the linear layer with SGD on
-cropped and flipped images instead. The dataset, architecture and stem come from the checkpoint;
-the encoder loads strictly. The last line printed is one JSON object with the results.
+objective (evaluation/probe.py), on plain images (normalisation only) unless ``--num-passes M``
+asks for the mean of M augmented copies; ImageNet (or ``--solver sgd``) trains the linear layer
+with SGD on cropped and flipped images instead. The dataset, architecture and stem come from the
+checkpoint; the encoder loads strictly. The last line printed is one JSON object with the results.
 """
 
 from __future__ import annotations
@@ -21,17 +21,8 @@ from torch import nn
 from augmentation.views import NaturalViews
 from datasets.natural import Labelled
 from datasets.sources import DatasetBundle
-from models.pretrained import Evaluation
-from utils.cli import (
-    ArgFileParser,
-    DefaultsHelpFormatter,
-    UsageError,
-    add_evaluation_args,
-    float_at_least,
-    int_at_least,
-    run_cli,
-)
-from utils.probe import (
+from evaluation.flags import add_evaluation_args
+from evaluation.probe import (
     DEFAULT_REG_WEIGHT,
     MAX_ITERATIONS,
     LinearFit,
@@ -39,6 +30,15 @@ from utils.probe import (
     gradient_norm,
     probe_encoder,
     representations,
+)
+from evaluation.session import Evaluation
+from utils.cli import (
+    ArgFileParser,
+    DefaultsHelpFormatter,
+    UsageError,
+    float_at_least,
+    int_at_least,
+    run_cli,
 )
 from utils.rng import epoch_generator
 

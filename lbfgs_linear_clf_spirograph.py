@@ -14,9 +14,10 @@ from __future__ import annotations
 import argparse
 
 from augmentation.spirograph import DATA_PARAMS
-from models.pretrained import Evaluation
-from utils.cli import ArgFileParser, DefaultsHelpFormatter, add_evaluation_args, run_cli
-from utils.probe import DEFAULT_REG_WEIGHT, probe_encoder
+from evaluation.flags import add_evaluation_args
+from evaluation.probe import DEFAULT_REG_WEIGHT, probe_encoder
+from evaluation.session import Evaluation
+from utils.cli import ArgFileParser, DefaultsHelpFormatter, run_cli
 
 
 def get_args_parser() -> argparse.ArgumentParser:

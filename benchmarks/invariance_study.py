@@ -12,7 +12,7 @@ representation and θ the parameters of one reference draw:
   differentiation along each θ′ − θ;
 - ``actual``: E‖ĥ(θ′) − ĥ(θ)‖², the change the first-order term stands for;
 - ``within`` and ``across``: the invariance measure's numerator (variance across draws) and
-  denominator (variance across images), and their ratio ``invariance`` (`utils.invariance`, over
+  denominator (variance across images), and the ratio ``invariance`` (`evaluation.invariance`, over
   the same draws θ′);
 - ``concentration``: ‖mean over images of ĥ‖², which for unit vectors is 1 − ``across`` (up to
   the unbiased correction): how tightly the representations sit around one direction;
@@ -40,10 +40,10 @@ from torch import Tensor, nn
 from augmentation.spirograph import render_spirograph
 from augmentation.views import SpirographViews
 from datasets.sources import load_dataset
+from evaluation.invariance import invariance_measure
 from models.pretrained import load_encoder
 from utils.checkpoint import resolve_checkpoint
 from utils.cli import UsageError, int_at_least, run_cli, seed_value
-from utils.invariance import invariance_measure
 
 
 def normalised(

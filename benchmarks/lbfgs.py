@@ -2,8 +2,8 @@
 
 The baseline is the usual way to write a full-batch L-BFGS probe: `torch.optim.LBFGS` with its
 defaults (lr 1, 20 iterations per call, no line search) stepped a fixed number of times. The
-probe in `utils/probe.py` instead runs preconditioned L-BFGS with a strong-Wolfe line search until
-the gradient norm meets its tolerance. Both minimise the same objective (cross-entropy +
+probe (`evaluation/probe.py`) instead runs preconditioned L-BFGS with a strong-Wolfe line search
+until the gradient norm meets its tolerance. Both minimise the same objective (cross-entropy +
 reg·‖W‖², bias unpenalised) on the same random features, in float64 (the probe's precision),
 measured in the same process, so the ratios do not depend on the machine's speed:
 
@@ -24,8 +24,8 @@ import time
 
 import torch
 
+from evaluation.probe import fit_linear, objective_value
 from utils.cli import float_at_least, int_at_least, resolve_device, run_cli
-from utils.probe import fit_linear, objective_value
 
 SAME_LOSS = 1 + 1e-5  # the baseline "reaches" the probe's loss within this relative margin
 

@@ -27,10 +27,7 @@ from pathlib import Path
 import torch
 
 from datasets.sources import load_dataset
-from models.pretrained import load_encoder
-from utils.checkpoint import resolve_checkpoint
-from utils.cli import UsageError, run_cli, seed_value
-from utils.probe import (
+from evaluation.probe import (
     DEFAULT_REG_WEIGHT,
     evaluate_linear,
     fit_linear,
@@ -38,6 +35,9 @@ from utils.probe import (
     objective_value,
     representations,
 )
+from models.pretrained import load_encoder
+from utils.checkpoint import resolve_checkpoint
+from utils.cli import UsageError, run_cli, seed_value
 
 OLD_COMMIT = "5e1b0c8"
 REPO = Path(__file__).resolve().parent.parent

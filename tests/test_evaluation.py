@@ -17,10 +17,7 @@ import lbfgs_linear_clf
 import lbfgs_linear_clf_spirograph
 from datasets.natural import Labelled
 from datasets.spirograph import spirograph_splits
-from models import ResNetEncoder
-from models.pretrained import load_encoder
-from utils.checkpoint import CheckpointError, save_checkpoint
-from utils.probe import (
+from evaluation.probe import (
     REG_GRID,
     TOLERANCE,
     choose_reg_weight,
@@ -28,6 +25,9 @@ from utils.probe import (
     fit_linear,
     representations,
 )
+from models import ResNetEncoder
+from models.pretrained import load_encoder
+from utils.checkpoint import CheckpointError, save_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
 

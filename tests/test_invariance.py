@@ -1,4 +1,4 @@
-"""The invariance measure (utils/invariance.py) and `--invariance` in the evaluation scripts."""
+"""The invariance measure (evaluation/invariance.py) and the evaluation scripts' `--invariance`."""
 
 import pytest
 import torch
@@ -8,7 +8,7 @@ from tiny_data import write_cifar_pickles, write_paths
 from augmentation.spirograph import sample_data_params
 from augmentation.views import NaturalViews, SpirographViews
 from datasets.natural import Labelled
-from utils.invariance import invariance_measure, measure_invariance
+from evaluation.invariance import invariance_measure, measure_invariance
 
 CPU = torch.device("cpu")
 

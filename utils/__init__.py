@@ -1,4 +1,3 @@
 """The bottom layer, importing no other package of the project: LARS and the learning-rate
-schedule, the linear probe and the invariance measure, checkpoints, run infrastructure (restore,
-save, the step meter), command-line plumbing, random-state capture, signals, metrics and plots,
-and the multi-process helpers."""
+schedule, checkpoints, run infrastructure (restore, save, the step meter), command-line plumbing,
+random-state capture, signals, metrics and plots, and the multi-process helpers."""

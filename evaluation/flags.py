@@ -1,0 +1,107 @@
+"""The flags both evaluation scripts take (spec section 7): which checkpoint, which probe, which
+baseline, and which of the measures of docs/evaluation.md."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from evaluation.probe import ENCODE_BATCH_SIZE
+from utils.cli import add_runtime_args, float_at_least, int_at_least, proportion, seed_value
+
+
+def reg_weight(text: str) -> float | str:
+    """A non-negative number, or ``auto`` for a held-out search over a log grid."""
+    return text if text == "auto" else float_at_least(0.0)(text)
+
+
+def add_evaluation_args(p: argparse.ArgumentParser, default_reg: float) -> None:
+    """The flags both evaluation scripts take: which checkpoint, which probe, which baseline."""
+    p.add_argument(
+        "--load-from",
+        required=True,
+        metavar="FILE",
+        help="checkpoint: a path, or a name looked up in --checkpoint-dir",
+    )
+    p.add_argument("--checkpoint-dir", default="checkpoint", help="folder for bare names")
+    p.add_argument(
+        "--reg-weight",
+        type=reg_weight,
+        default=default_reg,
+        help="weight of ||W||^2 in the objective; 'auto' picks it from a log grid by "
+        "the score on a held-out 10%% of the labelled training set, then refits",
+    )
+    p.add_argument(
+        "--proportion",
+        type=proportion,
+        default=None,
+        help="fraction of the labelled training set used, stratified by class; "
+        "Spirograph: of both its splits (default: the training run's --proportion, so "
+        "the numbers match its in-training probe)",
+    )
+    p.add_argument(
+        "--untransformed",
+        action="store_true",
+        help="encode plain images (Spirograph: every transformation parameter at the middle "
+        "of its range)",
+    )
+    p.add_argument(
+        "--num-passes",
+        type=int_at_least(1),
+        default=None,
+        metavar="M",
+        help="feature averaging: each representation is the mean over M independently "
+        "augmented copies (crop, flip, colour distortion; Spirograph: M transformation draws); "
+        "--num-passes 1 is one augmented copy (default: plain images, as the in-training "
+        "probe; Spirograph, which has none, one transformation draw per image)",
+    )
+    p.add_argument(
+        "--random-init",
+        action="store_true",
+        help="evaluate the checkpoint's architecture at random initialisation (seeded "
+        "by --seed) instead of its weights: a baseline",
+    )
+    p.add_argument(
+        "--raw-pixels",
+        action="store_true",
+        help="fit the probe on the flattened, normalised pixels instead of "
+        "representations (a baseline; the checkpoint only says which dataset)",
+    )
+    p.add_argument(
+        "--invariance",
+        nargs="?",
+        type=int_at_least(2),
+        const=10,
+        default=None,
+        metavar="K",
+        help="also measure invariance on the test set: the variance of the normalised "
+        "representation across K fresh draws of the transformation the penalty "
+        "targets (colour distortion after one crop and flip; Spirograph's transformation "
+        "parameters), over its variance across images; 0 is fully invariant (K = 10 when "
+        "given without a value)",
+    )
+    p.add_argument(
+        "--invariance-images",
+        type=int_at_least(2),
+        default=1000,
+        metavar="N",
+        help="test images the invariance measure uses (a seeded random subset; all when fewer)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int_at_least(1),
+        default=ENCODE_BATCH_SIZE,
+        help="images per encoding batch; on CUDA the augmentation draws depend on it, and the "
+        "default is the in-training probe's",
+    )
+    p.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="also write the JSON summary (the last line printed) to FILE",
+    )
+    add_runtime_args(p)
+    p.add_argument("--seed", type=seed_value, default=None,
+                   help="seed of the augmentation draws, the labelled subset and --random-init "
+                   "(default: the training run's --seed, as its in-training probe)")  # fmt: skip

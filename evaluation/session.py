@@ -1,0 +1,151 @@
+"""One evaluation of a checkpoint by either evaluation script (spec section 7): the encoder or a
+baseline, checked against the script's task; the data and views; the invariance measure; and the
+JSON summary printed last."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from typing import Any
+
+import torch
+from torch import nn
+
+from augmentation.views import NaturalViews, SpirographViews
+from datasets.sources import DATASETS, DatasetBundle, load_dataset
+from evaluation.invariance import measure_invariance
+from evaluation.probe import LinearFit, probe_views
+from models.pretrained import load_encoder
+from utils.checkpoint import resolve_checkpoint, write_text
+from utils.cli import UsageError, resolve_device
+
+
+class Evaluation:
+    """One evaluation of a checkpoint (spec section 7) by either script: its encoder (or a
+    baseline: ``--random-init``, ``--raw-pixels``) checked against the script's ``task``, its
+    data and views, the invariance measure, and the JSON summary printed last."""
+
+    def __init__(self, args: argparse.Namespace, task: str) -> None:
+        if args.untransformed and args.num_passes is not None:
+            raise UsageError(
+                "--untransformed encodes plain images, --num-passes averages augmented copies; "
+                "drop one of them"
+            )
+        self.args = args
+        if args.output is not None:
+            folder = args.output.parent
+            if args.output.is_dir() or not folder.is_dir() or not os.access(folder, os.W_OK):
+                why = (
+                    "is a folder" if args.output.is_dir() else f"{folder} is not a writable folder"
+                )
+                raise UsageError(f"--output {args.output}: {why}; give a file in a writable folder")
+        self.device = resolve_device(args.device)
+        self.path = resolve_checkpoint(args.load_from, args.checkpoint_dir)
+        if args.random_init and args.raw_pixels:
+            raise UsageError("--random-init and --raw-pixels are two different baselines; pick one")
+        self.encoder, self.run, epochs = load_encoder(
+            self.path, self.device, random_init=args.random_init, seed=args.seed
+        )
+        if args.raw_pixels:
+            self.encoder = nn.Flatten().to(self.device)
+        self.info = DATASETS[self.run["dataset"]]
+        if self.info.task != task:
+            raise UsageError(
+                f"{self.path} was trained on {self.info.name}; use {self.info.evaluation_script}"
+            )
+        self.seed = args.seed if args.seed is not None else self.run.get("seed", 0)
+        # What the probe encodes: plain images, or the mean of `passes` augmented copies.
+        self.plain, self.passes = probe_views(
+            self.info.rendered, args.num_passes, args.untransformed
+        )
+        if args.raw_pixels:
+            self.weights = "raw pixels, no encoder"
+        elif args.random_init:
+            self.weights = "random initialisation"
+        else:
+            self.weights = f"{epochs} epoch{'' if epochs == 1 else 's'}"
+
+    def views(self, data: DatasetBundle, seed: int) -> NaturalViews | SpirographViews:
+        """The training augmentation without blur (spec section 7: crop, flip, colour)."""
+        generator = torch.Generator(self.device).manual_seed(seed)
+        return data.info.views(
+            self.run.get("colour_strength", 0.5), blur=False, generator=generator
+        )
+
+    def load(self) -> tuple[DatasetBundle, NaturalViews | SpirographViews]:
+        """The dataset at the run's proportion (or --proportion) and its views, seeded by the
+        run's seed (or --seed); the clock of the summary's ``seconds`` starts here."""
+        args, run = self.args, self.run
+        print(
+            f"{self.path}: {run['arch']} on {run['dataset']} ({self.weights}), device {self.device}"
+        )
+        self.start = time.perf_counter()
+        share = args.proportion if args.proportion is not None else run.get("proportion", 1.0)
+        data = load_dataset(run["dataset"], proportion=share, seed=self.seed)
+        return data, self.views(data, self.seed)
+
+    def summary(self, data: DatasetBundle, **scores: Any) -> dict[str, Any]:
+        """The summary's first fields: the checkpoint, the ``scores``, the invariance measure
+        when asked (on its own draws, seeded by seed + 1), and the probe's set sizes."""
+        args = self.args
+        summary = {
+            "dataset": self.run["dataset"], "arch": self.run["arch"],
+            "width": self.run.get("width", 1.0), "checkpoint": str(self.path),
+            "random_init": args.random_init, "raw_pixels": args.raw_pixels, **scores,
+        }  # fmt: skip
+        if args.invariance:
+            measured = measure_invariance(
+                self.encoder, data.probe_test, self.views(data, self.seed + 1), args.invariance,
+                max_images=args.invariance_images, seed=self.seed, batch_size=args.batch_size,
+                num_workers=args.num_workers, device=self.device,
+            )  # fmt: skip
+            print(
+                f"invariance {measured['invariance']:.4f} (variance across {args.invariance} "
+                f"draws {measured['within']:.4g} / across images {measured['across']:.4g})"
+            )
+            summary["invariance"] = measured.pop("invariance")
+            summary.update({f"invariance_{k}": v for k, v in measured.items()})
+        summary.update(n_train=len(data.probe_train), n_test=len(data.probe_test))
+        return summary
+
+    def finish(
+        self,
+        summary: dict[str, Any],
+        fit: LinearFit,
+        result: dict[str, Any],
+        *,
+        reg_weight: float,
+        solver: str,
+        converged: bool | None,
+        fitted_on_passes: bool = True,
+    ) -> dict[str, Any]:
+        """Add how the probe was fitted and the seconds since `load`, print the summary as the
+        last line, and return it. ``fitted_on_passes`` False (SGD, which fits on a fresh crop
+        at every step) reports none of the probe's views (``views``, ``num_passes``,
+        ``untransformed``)."""
+        args = self.args
+        summary.update(
+            views=("plain" if self.plain else "augmented") if fitted_on_passes else None,
+            num_passes=None if self.plain or not fitted_on_passes else self.passes,
+            untransformed=args.untransformed if fitted_on_passes else None,
+            reg_weight=reg_weight,
+            solver=solver,
+            train_objective=fit.train_loss,
+            grad_norm=fit.grad_norm,
+            converged=converged,
+            **{k: v for k, v in result.items() if k == "reg_search_converged"},
+            seconds=round(time.perf_counter() - self.start, 2),
+        )
+        line = json.dumps(summary)
+        print(line)
+        if args.output is not None:
+            try:
+                write_text(args.output, line + "\n")  # replaces an earlier result whole, or not
+            except OSError as error:
+                raise UsageError(
+                    f"cannot write --output {args.output} ({error.strerror}); the summary is the "
+                    "line above"
+                ) from None
+        return summary
