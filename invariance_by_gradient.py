@@ -22,7 +22,8 @@ from torch import Tensor, nn
 
 from augmentation.views import NaturalViews, SpirographViews
 from datasets.sources import DATASETS, DatasetBundle, load_dataset, pretrain_batches
-from evaluation.probe import DEFAULT_REG_WEIGHT, ENCODE_BATCH_SIZE, probe_encoder, probe_views
+from evaluation.encoding import ENCODE_BATCH_SIZE, probe_views
+from evaluation.probe import DEFAULT_REG_WEIGHT, probe_encoder
 from models import ARCHITECTURES, ProjectionHead, ResNetEncoder
 from models.invclr import PENALTY_SAMPLES, Networks, gradient_penalty, nt_xent, rademacher
 from models.sync_batchnorm import convert_sync_batchnorm

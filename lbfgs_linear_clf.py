@@ -21,15 +21,15 @@ from torch import nn
 from augmentation.views import NaturalViews
 from datasets.natural import Labelled
 from datasets.sources import DatasetBundle
-from evaluation.flags import add_evaluation_args
+from evaluation.encoding import representations
+from evaluation.flags import add_evaluation_args, add_measure_args
+from evaluation.measures import wanted
 from evaluation.probe import (
     DEFAULT_REG_WEIGHT,
     MAX_ITERATIONS,
     LinearFit,
     evaluate_linear,
     gradient_norm,
-    probe_encoder,
-    representations,
 )
 from evaluation.session import Evaluation
 from utils.cli import (
@@ -52,6 +52,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         formatter_class=DefaultsHelpFormatter,
     )
     add_evaluation_args(p, DEFAULT_REG_WEIGHT["classification"])
+    add_measure_args(p, rendered=False)
     p.add_argument(
         "--solver",
         choices=["lbfgs", "sgd"],
@@ -145,6 +146,11 @@ def main(args: argparse.Namespace) -> dict:
             )
         if args.max_iter is not None:
             raise UsageError("--max-iter caps the L-BFGS solver; SGD runs --epochs, so drop it")
+        if wanted(args, info):
+            raise UsageError(
+                "the measures beyond the probe reuse the full-batch L-BFGS probe's encoding; "
+                "drop them with --solver sgd"
+            )
     sgd_flags = [
         flag for flag, v in (("--epochs", args.epochs), ("--lr", args.lr)) if v is not None
     ]
@@ -156,11 +162,7 @@ def main(args: argparse.Namespace) -> dict:
     encoder, device = evaluation.encoder, evaluation.device
     common = dict(batch_size=args.batch_size, num_workers=args.num_workers, device=device)
     if solver == "lbfgs":
-        fit, result, weight = probe_encoder(
-            encoder, data, views, reg_weight=args.reg_weight, untransformed=evaluation.plain,
-            num_passes=evaluation.passes, seed=evaluation.seed,
-            max_iter=args.max_iter or MAX_ITERATIONS, verbose=True, **common,
-        )  # fmt: skip
+        encoded, fit, result, weight = evaluation.probe(data, views)
     else:
         weight = args.reg_weight
         fit = fit_sgd(encoder, views, data, args, device, evaluation.seed)
@@ -171,6 +173,8 @@ def main(args: argparse.Namespace) -> dict:
         result = evaluate_linear(fit, test_x, test_y, "classification")
     print(f"test accuracy {result['accuracy']:.2f}%  test cross-entropy {result['loss']:.4f}")
     summary = evaluation.summary(data, accuracy=result["accuracy"], loss=result["loss"])
+    if solver == "lbfgs":
+        summary.update(evaluation.measures(data, encoded, fit, weight))
     return evaluation.finish(
         summary, fit, result, reg_weight=weight, solver=solver,
         # The gradient-norm tolerance was met; SGD runs the paper's fixed schedule instead.

@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 
 from augmentation.spirograph import DATA_PARAMS
-from evaluation.flags import add_evaluation_args
-from evaluation.probe import DEFAULT_REG_WEIGHT, probe_encoder
+from evaluation.flags import add_evaluation_args, add_measure_args
+from evaluation.probe import DEFAULT_REG_WEIGHT
 from evaluation.session import Evaluation
 from utils.cli import ArgFileParser, DefaultsHelpFormatter, run_cli
 
@@ -26,6 +26,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         formatter_class=DefaultsHelpFormatter,
     )
     add_evaluation_args(p, DEFAULT_REG_WEIGHT["regression"])
+    add_measure_args(p, rendered=True)
     p.add_argument(
         "--componentwise",
         action="store_true",
@@ -37,27 +38,17 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> dict:
     evaluation = Evaluation(args, "regression")
     data, views = evaluation.load()
-    fit, result, weight = probe_encoder(
-        evaluation.encoder,
-        data,
-        views,
-        reg_weight=args.reg_weight,
-        untransformed=evaluation.plain,
-        num_passes=evaluation.passes,
-        batch_size=args.batch_size,
-        num_workers=args.num_workers,
-        device=evaluation.device,
-        seed=evaluation.seed,
-        verbose=True,
-    )
+    encoded, fit, result, weight = evaluation.probe(data, views)
     per_target = dict(zip(DATA_PARAMS, result["mse_per_target"], strict=True))
     line, fields = f"test MSE {result['mse']:.6f}", {"mse": result["mse"]}
     if args.componentwise:
         line += "  (" + ", ".join(f"{k} {v:.6f}" for k, v in per_target.items()) + ")"
         fields.update({f"mse_{k}": v for k, v in per_target.items()})
     print(line)
+    summary = evaluation.summary(data, **fields)
+    summary.update(evaluation.measures(data, encoded, fit, weight))
     return evaluation.finish(
-        evaluation.summary(data, **fields), fit, result,
+        summary, fit, result,
         reg_weight=weight, solver="closed form", converged=fit.converged,
     )  # fmt: skip
 

@@ -42,10 +42,15 @@ def sample_data_params(
 
 
 def sample_transform_params(
-    n: int, *, device: torch.device | str | None = None, generator: torch.Generator | None = None
+    n: int,
+    *,
+    device: torch.device | str | None = None,
+    generator: torch.Generator | None = None,
+    bounds: tuple[tuple[float, float], ...] = TRANSFORM_BOUNDS,
 ) -> Tensor:
-    """(n, 6) transformation parameters (h, rback, gfore, gback, bfore, bback), each uniform."""
-    return _sample_uniform(TRANSFORM_BOUNDS, n, device, generator)
+    """(n, 6) transformation parameters (h, rback, gfore, gback, bfore, bback), each uniform on
+    its range of ``bounds``."""
+    return _sample_uniform(bounds, n, device, generator)
 
 
 def render_spirograph(

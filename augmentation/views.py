@@ -112,24 +112,35 @@ class NaturalViews(_Views):
         """(B, 3, H, W) uint8 or [0, 1] images -> ((B, 3, S, S) views, (B, 4) jitter parameters)."""
         return self.distort(self.crop_flip(images), requires_grad=requires_grad)
 
-    def distort(self, x: Tensor, *, requires_grad: bool = False) -> tuple[Tensor, Tensor]:
+    def distort(
+        self, x: Tensor, *, requires_grad: bool = False, masks: tuple[Tensor, Tensor] | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Colour distortion, optional blur and normalisation of cropped [0, 1] images: the part
-        of ``augment`` after the crop, with fresh draws of its parameters."""
+        of ``augment`` after the crop, with fresh draws of its parameters. ``masks`` (jitter,
+        grayscale), each (B,) booleans, fixes the random-apply choices instead of drawing them
+        (the evaluation's draws of θ alone, and its jitter applied to every image)."""
         b, device = x.shape[0], x.device
         theta = self.draw(self.sample_nuisance, b, device=device)
         theta.requires_grad_(requires_grad)
-        jitter_mask, gray_mask = self.draw(sample_apply_masks, b, device=device)
+        if masks is None:
+            masks = self.draw(sample_apply_masks, b, device=device)
+        jitter_mask, gray_mask = masks
         x = colour_distortion(x, theta, jitter_mask, gray_mask)
         if self.blur:
             sigmas, blur_mask = self.draw(sample_blur, b, device=device)
             x = gaussian_blur(x, sigmas, blur_mask, blur_kernel_size(self.image_size))
         return normalize(x, self.dataset), theta
 
-    def nuisance_draws(self, images: Tensor, k: int) -> list[Tensor]:
-        """``k`` views of each image that differ only in the nuisance the penalty targets: one
-        crop and flip, then ``k`` colour distortions (the invariance measure)."""
+    def nuisance_draws(self, images: Tensor, k: int, *, fixed_masks: bool = False) -> list[Tensor]:
+        """``k`` views of each image that differ only in the colour distortion: one crop and
+        flip, then ``k`` colour distortions (the invariance measures). ``fixed_masks`` also
+        keeps each image's random-apply choices, so that only θ, what the penalty
+        differentiates, is redrawn."""
         cropped = self.crop_flip(images)
-        return [self.distort(cropped)[0] for _ in range(k)]
+        masks = None
+        if fixed_masks:
+            masks = self.draw(sample_apply_masks, images.shape[0], device=images.device)
+        return [self.distort(cropped, masks=masks)[0] for _ in range(k)]
 
     def plain(self, images: Tensor) -> Tensor:
         """Evaluation images: normalisation only."""
@@ -142,15 +153,20 @@ class SpirographViews(_Views):
     dataset = "spirograph"
 
     def __init__(
-        self, *, generator: torch.Generator | None = None, shard: Shard = ONE_PROCESS
+        self,
+        *,
+        generator: torch.Generator | None = None,
+        shard: Shard = ONE_PROCESS,
+        bounds: tuple[tuple[float, float], ...] = TRANSFORM_BOUNDS,
     ) -> None:
         super().__init__(generator, shard)
+        self.bounds = bounds  # the transformation's ranges; others shift it at test time
 
     def sample_nuisance(
         self, n: int, *, device: torch.device | str, generator: torch.Generator | None = None
     ) -> Tensor:
         """(n, 6) fresh transformation parameters."""
-        return sample_transform_params(n, device=device, generator=generator)
+        return sample_transform_params(n, device=device, generator=generator, bounds=self.bounds)
 
     def augment(self, params: Tensor, *, requires_grad: bool = False) -> tuple[Tensor, Tensor]:
         """(B, 4) data parameters -> ((B, 3, 32, 32) images, (B, 6) transformation parameters)."""
@@ -158,8 +174,10 @@ class SpirographViews(_Views):
         theta.requires_grad_(requires_grad)
         return render_spirograph(params, theta), theta
 
-    def nuisance_draws(self, params: Tensor, k: int) -> list[Tensor]:
-        """``k`` renderings of each image with fresh transformation parameters."""
+    def nuisance_draws(self, params: Tensor, k: int, *, fixed_masks: bool = False) -> list[Tensor]:
+        """``k`` renderings of each image with fresh transformation parameters (θ is all that is
+        drawn, so ``fixed_masks`` changes nothing)."""
+        del fixed_masks
         return [self.augment(params)[0] for _ in range(k)]
 
     def plain(self, params: Tensor) -> Tensor:

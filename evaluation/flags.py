@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from evaluation.probe import ENCODE_BATCH_SIZE
+from evaluation.encoding import ENCODE_BATCH_SIZE
 from utils.cli import add_runtime_args, float_at_least, int_at_least, proportion, seed_value
 
 
@@ -105,3 +105,97 @@ def add_evaluation_args(p: argparse.ArgumentParser, default_reg: float) -> None:
     p.add_argument("--seed", type=seed_value, default=None,
                    help="seed of the augmentation draws, the labelled subset and --random-init "
                    "(default: the training run's --seed, as its in-training probe)")  # fmt: skip
+
+
+def add_measure_args(p: argparse.ArgumentParser, rendered: bool) -> None:
+    """The flags of the measures beyond the probe (docs/evaluation.md); ``rendered`` picks
+    Spirograph's test-time shifts rather than the colour-strength one."""
+    g = p.add_argument_group("measures beyond the probe (docs/evaluation.md)")
+    g.add_argument(
+        "--suite",
+        action="store_true",
+        help="every measure below at its defaults (flags given beside it keep their values)",
+    )
+    g.add_argument(
+        "--conditional-variance",
+        nargs="?",
+        type=int_at_least(2),
+        const=10,
+        default=None,
+        metavar="P",
+        help="the paper's conditional variance on --invariance-images test images over P draws "
+        "(P = 10 when given without a value), redrawing theta alone and the whole colour "
+        "distortion, with the trace, the spread across images and their ratio",
+    )
+    g.add_argument(
+        "--authors-variance",
+        action="store_true",
+        help="the authors' computation of it as they wrote it (batches of 100 images, 10 draws, "
+        "repeated image-major and viewed as (draws, images)): what their figures plotted",
+    )
+    g.add_argument(
+        "--averaging-curve",
+        nargs="*",
+        type=int_at_least(1),
+        default=None,
+        metavar="M",
+        help="the probe on the mean of M augmented copies for each M, from one run of the "
+        "largest (given bare: 1 5 10 30 on Spirograph, 1 5 10 30 100 otherwise)",
+    )
+    g.add_argument(
+        "--curve-full-passes",
+        type=int_at_least(0),
+        default=10,
+        metavar="K",
+        help="passes encoded for every image; later ones only for --curve-subset images",
+    )
+    g.add_argument(
+        "--curve-subset",
+        type=int_at_least(2),
+        default=1000,
+        metavar="N",
+        help="images per split (a seeded subset) that every pass of the curve is encoded for",
+    )
+    g.add_argument(
+        "--nuisance",
+        action="store_true",
+        help="linear regression from the representation onto the transformation parameters: "
+        "test MSE against predicting the mean",
+    )
+    g.add_argument(
+        "--label-fractions",
+        nargs="*",
+        type=proportion,
+        default=None,
+        metavar="F",
+        help="the probe on a stratified fraction F of the labelled training set, test set "
+        "unchanged (given bare: 0.1 0.25 0.5 1)",
+    )
+    if not rendered:
+        g.add_argument(
+            "--shift",
+            nargs="*",
+            type=float_at_least(0.0),
+            default=None,
+            metavar="S",
+            help="score the probe on test images with colour jitter of strength S applied to "
+            "every image (given bare: 0 0.25 0.5 0.75 0.875; training used 0.5)",
+        )
+        return
+    shifts = (
+        ("background-mean", float, "moved by D", "0 0.1 0.2 0.3 0.4"),
+        ("background-range", float_at_least(0.0), "widened by W on each side", "0 0.1 ... 0.4"),
+        ("h-mean", float, "moved by D", "-0.5 -0.25 0 0.25 0.5"),
+        ("h-range", float_at_least(0.0), "widened by W on each side", "0 0.125 ... 0.5"),
+    )
+    for kind, kind_type, how, default in shifts:
+        what = "the background colours' ranges" if kind.startswith("b") else "h's range"
+        g.add_argument(
+            f"--shift-{kind}",
+            nargs="*",
+            type=kind_type,
+            default=None,
+            metavar="X",
+            help=f"score the probe on test images rendered with {what} {how}, cut to "
+            f"colours in [0, 1] and h >= 0 (given bare: {default})",
+        )

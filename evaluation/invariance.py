@@ -61,6 +61,15 @@ def invariance_measure(
     }
 
 
+def seeded_subset(split, max_images: int, seed: int):
+    """At most ``max_images`` rows of ``split`` (anything with ``subset``), a random subset in
+    the split's order, chosen by ``seed``; the split itself when it is no larger."""
+    if len(split) <= max_images:
+        return split
+    order = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))
+    return split.subset(order[:max_images].sort().values)
+
+
 def measure_invariance(
     encoder: nn.Module,
     split,
@@ -77,9 +86,7 @@ def measure_invariance(
     subset; anything with ``subset`` and ``batches``), with ``views.nuisance_draws``: the draws
     of the nuisance the penalty differentiates (colour distortion after one crop and flip, or
     Spirograph's transformation parameters). Adds the draws and images used."""
-    if len(split) > max_images:
-        order = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))
-        split = split.subset(order[:max_images].sort().values)
+    split = seeded_subset(split, max_images, seed)
     measured = invariance_measure(
         encoder,
         split.batches(batch_size, num_workers),

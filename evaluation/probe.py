@@ -18,8 +18,6 @@ not depend on a random initialisation.
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,24 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-
-@torch.no_grad()
-def encode(
-    encoder: nn.Module,
-    batches: Iterable[Tensor],
-    to_images: Callable[[Tensor], Tensor],
-    device: torch.device,
-) -> Tensor:
-    """(N, d) float32 representations of the input batches, each made into images by
-    ``to_images`` on ``device``; the encoder runs in eval mode."""
-    was_training = encoder.training
-    encoder.eval()
-    try:
-        chunks = [encoder(to_images(batch.to(device))).float() for batch in batches]
-    finally:
-        encoder.train(was_training)
-    return torch.cat(chunks)
-
+from evaluation.encoding import Encoded, encode_sets
 
 TOLERANCE = 1e-6  # gradient norm of the mean objective at which a fit counts as converged
 MAX_ITERATIONS = 10_000  # L-BFGS iterations before a classification fit gives up
@@ -56,26 +37,6 @@ REG_GRID = [10.0**k for k in range(-9, 0)]  # --reg-weight auto's search
 # probe therefore defaults to (in the evaluation script and in training's --test-freq probe).
 DEFAULT_REG_WEIGHT = {"classification": 1e-5, "regression": 1e-8}
 HELD_OUT = 0.1  # share of the labelled training set the reg-weight search scores on
-# Images per encoding call, for training's probe and the evaluation scripts alike: on CUDA a
-# generator's stream depends on the size of each call, so both must draw their views in batches
-# of one size for the run's seed to reproduce its in-training probe.
-ENCODE_BATCH_SIZE = 256
-
-
-def probe_views(rendered: bool, num_passes: int | None, untransformed: bool) -> tuple[bool, int]:
-    """What spec section 7 encodes, as (plain, passes): ``plain`` images (normalisation only; on
-    Spirograph, every transformation parameter at the middle of its range), or the mean over
-    ``passes`` augmented copies.
-
-    By default (``num_passes`` None) natural images are plain, and Spirograph, which has no plain
-    images, gets one transformation draw per image, as the authors' probe; ``num_passes`` M
-    averages M augmented copies (feature averaging); ``untransformed`` asks for plain images
-    whatever the dataset."""
-    if untransformed:
-        return True, 1
-    if num_passes is None:
-        return not rendered, 1
-    return False, num_passes
 
 
 @dataclass
@@ -277,30 +238,6 @@ def evaluate_linear(
     return {"mse": per_target.mean().item(), "mse_per_target": per_target.tolist()}
 
 
-def representations(
-    encoder: nn.Module,
-    split,
-    views,
-    *,
-    untransformed: bool,
-    num_passes: int,
-    batch_size: int,
-    num_workers: int,
-    device: torch.device,
-) -> Tensor:
-    """(N, d) representations of ``split`` (anything with ``batches(batch_size, num_workers)``):
-    of plain images (``views.plain``), or averaged over ``num_passes`` augmented copies made by
-    ``views.augment`` (each pass an independent draw of every random choice)."""
-    if untransformed:
-        return encode(encoder, split.batches(batch_size, num_workers), views.plain, device)
-    total = None
-    for _ in range(num_passes):
-        batches = split.batches(batch_size, num_workers)
-        features = encode(encoder, batches, lambda x: views.augment(x)[0], device)
-        total = features if total is None else total + features
-    return total / num_passes
-
-
 def choose_reg_weight(
     features: Tensor,
     targets: Tensor,
@@ -336,6 +273,43 @@ def choose_reg_weight(
     return best, all_converged
 
 
+def fit_and_score(
+    encoded: Encoded,
+    task: str,
+    num_outputs: int,
+    *,
+    reg_weight: float | str,
+    seed: int = 0,
+    max_iter: int = MAX_ITERATIONS,
+    verbose: bool = False,
+) -> tuple[LinearFit, dict[str, Any], float]:
+    """Fit the probe on ``encoded``'s training set and score it on its test set.
+
+    Returns the fit, the test result of `evaluate_linear` (with ``reg_search_converged`` when
+    ``reg_weight`` is ``"auto"``) and the regularisation weight used (``"auto"`` resolved)."""
+    search = {}
+    if reg_weight == "auto":
+        reg_weight, search["reg_search_converged"] = choose_reg_weight(
+            encoded.train_x, encoded.train_y, num_outputs, task, seed, max_iter
+        )
+    fit = fit_linear(
+        encoded.train_x, encoded.train_y, num_outputs,
+        task=task, reg_weight=reg_weight, max_iter=max_iter,
+    )  # fmt: skip
+    if verbose:
+        how = "closed form" if task == "regression" else f"L-BFGS, {fit.iterations} iterations"
+        unmet = (
+            f" -- above the tolerance {TOLERANCE:g}: NOT CONVERGED, so the numbers below are not "
+            "the objective's optimum (a larger --reg-weight conditions it better)"
+        )
+        print(
+            f"fit ({how}): training objective {fit.train_loss:.6g}, gradient norm "
+            f"{fit.grad_norm:.2e}" + ("" if fit.converged else unmet)
+        )
+    result = evaluate_linear(fit, encoded.test_x, encoded.test_y, task)
+    return fit, {**result, **search}, reg_weight
+
+
 def probe_encoder(
     encoder: nn.Module,
     data,
@@ -351,44 +325,13 @@ def probe_encoder(
     max_iter: int = MAX_ITERATIONS,
     verbose: bool = False,
 ) -> tuple[LinearFit, dict[str, Any], float]:
-    """Spec section 7: encode the labelled training and test sets of ``data`` (a
-    `datasets.sources.DatasetBundle`), fit on the first, score on the second. Used by the
-    evaluation scripts and by training's ``--test-freq`` probe.
-
-    Returns the fit, the test result of `evaluate_linear` (with ``reg_search_converged`` when
-    ``reg_weight`` is ``"auto"``) and the regularisation weight used (``"auto"`` resolved)."""
-    start = time.perf_counter()
-    task, num_outputs = data.info.task, data.info.num_outputs
-    common = dict(
-        untransformed=untransformed, num_passes=num_passes, batch_size=batch_size,
-        num_workers=num_workers, device=device,
+    """Spec section 7: `encode_sets`, then `fit_and_score`. Used by training's ``--test-freq``
+    probe; the evaluation scripts call the two steps to reuse the encoding."""
+    encoded = encode_sets(
+        encoder, data, views, untransformed=untransformed, num_passes=num_passes,
+        batch_size=batch_size, num_workers=num_workers, device=device, verbose=verbose,
     )  # fmt: skip
-    train_x = representations(encoder, data.probe_train, views, **common)
-    train_y = torch.as_tensor(data.probe_train.targets).to(device)
-    test_x = representations(encoder, data.probe_test, views, **common)
-    test_y = torch.as_tensor(data.probe_test.targets).to(device)
-    if verbose:
-        mode = "plain images" if untransformed else f"{num_passes} augmented pass(es)"
-        print(
-            f"encoded {train_x.shape[0]} training and {test_x.shape[0]} test images "
-            f"({mode}) in {time.perf_counter() - start:.1f} s"
-        )
-    search = {}
-    if reg_weight == "auto":
-        reg_weight, search["reg_search_converged"] = choose_reg_weight(
-            train_x, train_y, num_outputs, task, seed, max_iter
-        )
-    fit = fit_linear(
-        train_x, train_y, num_outputs, task=task, reg_weight=reg_weight, max_iter=max_iter
-    )
-    if verbose:
-        how = "closed form" if task == "regression" else f"L-BFGS, {fit.iterations} iterations"
-        unmet = (
-            f" -- above the tolerance {TOLERANCE:g}: NOT CONVERGED, so the numbers below are not "
-            "the objective's optimum (a larger --reg-weight conditions it better)"
-        )
-        print(
-            f"fit ({how}): training objective {fit.train_loss:.6g}, gradient norm "
-            f"{fit.grad_norm:.2e}" + ("" if fit.converged else unmet)
-        )
-    return fit, {**evaluate_linear(fit, test_x, test_y, task), **search}, reg_weight
+    return fit_and_score(
+        encoded, data.info.task, data.info.num_outputs,
+        reg_weight=reg_weight, seed=seed, max_iter=max_iter, verbose=verbose,
+    )  # fmt: skip

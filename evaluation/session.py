@@ -15,8 +15,10 @@ from torch import nn
 
 from augmentation.views import NaturalViews, SpirographViews
 from datasets.sources import DATASETS, DatasetBundle, load_dataset
+from evaluation.encoding import Encoded, encode_sets, probe_views
 from evaluation.invariance import measure_invariance
-from evaluation.probe import LinearFit, probe_views
+from evaluation.measures import resolve_measure_args, run_measures, wanted
+from evaluation.probe import MAX_ITERATIONS, LinearFit, fit_and_score
 from models.pretrained import load_encoder
 from utils.checkpoint import resolve_checkpoint, write_text
 from utils.cli import UsageError, resolve_device
@@ -55,6 +57,7 @@ class Evaluation:
             raise UsageError(
                 f"{self.path} was trained on {self.info.name}; use {self.info.evaluation_script}"
             )
+        resolve_measure_args(args, self.info)
         self.seed = args.seed if args.seed is not None else self.run.get("seed", 0)
         # What the probe encodes: plain images, or the mean of `passes` augmented copies.
         self.plain, self.passes = probe_views(
@@ -85,6 +88,35 @@ class Evaluation:
         share = args.proportion if args.proportion is not None else run.get("proportion", 1.0)
         data = load_dataset(run["dataset"], proportion=share, seed=self.seed)
         return data, self.views(data, self.seed)
+
+    def probe(
+        self, data: DatasetBundle, views: NaturalViews | SpirographViews
+    ) -> tuple[Encoded, LinearFit, dict[str, Any], float]:
+        """Spec section 7's probe on the views of ``probe_views``: the encoding (kept for the
+        measures), the fit, its test result and the regularisation weight used."""
+        args = self.args
+        encoded = encode_sets(
+            self.encoder, data, views, untransformed=self.plain, num_passes=self.passes,
+            batch_size=args.batch_size, num_workers=args.num_workers, device=self.device,
+            verbose=True,
+        )  # fmt: skip
+        fit, result, weight = fit_and_score(
+            encoded, data.info.task, data.info.num_outputs, reg_weight=args.reg_weight,
+            seed=self.seed, max_iter=getattr(args, "max_iter", None) or MAX_ITERATIONS,
+            verbose=True,
+        )  # fmt: skip
+        return encoded, fit, result, weight
+
+    def measures(
+        self, data: DatasetBundle, encoded: Encoded, fit: LinearFit, reg_weight: float
+    ) -> dict[str, Any]:
+        """The summary fields of the measures asked for (`evaluation.measures`)."""
+        if not wanted(self.args, self.info):
+            return {}
+        return run_measures(
+            self.encoder, data, lambda seed: self.views(data, seed), encoded, fit, reg_weight,
+            self.args, seed=self.seed, device=self.device,
+        )  # fmt: skip
 
     def summary(self, data: DatasetBundle, **scores: Any) -> dict[str, Any]:
         """The summary's first fields: the checkpoint, the ``scores``, the invariance measure

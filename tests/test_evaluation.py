@@ -17,13 +17,13 @@ import lbfgs_linear_clf
 import lbfgs_linear_clf_spirograph
 from datasets.natural import Labelled
 from datasets.spirograph import spirograph_splits
+from evaluation.encoding import representations
 from evaluation.probe import (
     REG_GRID,
     TOLERANCE,
     choose_reg_weight,
     evaluate_linear,
     fit_linear,
-    representations,
 )
 from models import ResNetEncoder
 from models.pretrained import load_encoder

@@ -1,0 +1,87 @@
+"""How much a representation says about the nuisance: the exact linear regression from the
+representation onto the transformation parameters θ (the paper's section 6.3), against the
+predict-the-mean baseline.
+
+Natural images: views made with one crop and flip and the colour jitter applied to every image (no
+random apply, no grayscale), so every image has a θ that acted on it: (brightness, contrast,
+saturation, hue). Spirograph: one rendering per image, θ its six transformation parameters. The
+regression is fitted on the labelled training set's views and scored on the test set's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import Tensor, nn
+
+from augmentation.spirograph import TRANSFORM_PARAMS
+from augmentation.views import NaturalViews, SpirographViews
+from evaluation.probe import fit_linear
+
+JITTER_PARAMS = ("brightness", "contrast", "saturation", "hue")
+NUISANCE_REG_WEIGHT = 1e-8  # the regression probe's default (evaluation.probe.DEFAULT_REG_WEIGHT)
+
+
+def nuisance_views(views: NaturalViews | SpirographViews, inputs: Tensor) -> tuple[Tensor, Tensor]:
+    """(views, θ) of a batch with θ acting on every image."""
+    if isinstance(views, SpirographViews):
+        images, theta = views.augment(inputs)
+        return images, theta
+    cropped = views.crop_flip(inputs)
+    every = torch.ones(cropped.shape[0], dtype=torch.bool, device=cropped.device)
+    return views.distort(cropped, masks=(every, ~every))
+
+
+@torch.no_grad()
+def encode_with_nuisance(
+    encoder: nn.Module,
+    batches: Iterable[Tensor],
+    views: NaturalViews | SpirographViews,
+    device: torch.device,
+) -> tuple[Tensor, Tensor]:
+    """(N, d) float32 representations of one `nuisance_views` view per image and their (N, P) θ;
+    the encoder runs in eval mode."""
+    was_training = encoder.training
+    encoder.eval()
+    features, thetas = [], []
+    try:
+        for batch in batches:
+            images, theta = nuisance_views(views, batch.to(device))
+            features.append(encoder(images).float())
+            thetas.append(theta.detach().float())
+    finally:
+        encoder.train(was_training)
+    return torch.cat(features), torch.cat(thetas)
+
+
+def nuisance_prediction(
+    train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor], names: tuple[str, ...]
+) -> dict:
+    """Fit θ ≈ W·h + b on ``train`` = (features, θ) in closed form, score on ``test``: the test
+    MSE of each parameter (``names``) beside the baseline that predicts the training mean, and
+    their means; ``relative`` is the mean over parameters of MSE / baseline (1: the representation
+    tells nothing about θ linearly; 0: it determines it)."""
+    (train_x, train_t), (test_x, test_t) = train, test
+    fit = fit_linear(
+        train_x, train_t, train_t.shape[1], task="regression", reg_weight=NUISANCE_REG_WEIGHT
+    )
+    with torch.no_grad():
+        predicted = fit.model(test_x.double())
+    truth = test_t.double()
+    mse = ((predicted - truth) ** 2).mean(dim=0)
+    baseline = ((truth - train_t.double().mean(dim=0)) ** 2).mean(dim=0)
+    return {
+        "mse": mse.mean().item(),
+        "baseline_mse": baseline.mean().item(),
+        "relative": (mse / baseline).mean().item(),
+        "per_param": {
+            name: {"mse": m, "baseline_mse": b}
+            for name, m, b in zip(names, mse.tolist(), baseline.tolist(), strict=True)
+        },
+        "reg_weight": NUISANCE_REG_WEIGHT,
+    }
+
+
+def nuisance_names(views: NaturalViews | SpirographViews) -> tuple[str, ...]:
+    return TRANSFORM_PARAMS if isinstance(views, SpirographViews) else JITTER_PARAMS

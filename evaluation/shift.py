@@ -1,0 +1,71 @@
+"""Robustness to a transformation shifted at test time (the paper's section 6.3 figures).
+
+The probe is fitted as usual; only the test images change. Natural images: plain test images with
+colour jitter alone at strength s, applied to every image (no random apply, no grayscale, no
+crop), one seeded draw per image; at s = 0 the jitter is the identity and is skipped, so that s = 0
+is the plain score exactly (the hue rotation through YIQ would otherwise move pixels by ~1e-3).
+Spirograph: test images rendered from a shifted distribution of its transformation parameters.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from augmentation.spirograph import TRANSFORM_BOUNDS, TRANSFORM_PARAMS
+from augmentation.views import NaturalViews, SpirographViews, to_unit_float
+
+# The paper's sweeps, and the project's for the widenings (the paper gives no list for them).
+DEFAULT_STRENGTHS = (0.0, 0.25, 0.5, 0.75, 0.875)
+SPIROGRAPH_SHIFTS = {
+    "background_mean": (0.0, 0.1, 0.2, 0.3, 0.4),
+    "background_range": (0.0, 0.1, 0.2, 0.3, 0.4),
+    "h_mean": (-0.5, -0.25, 0.0, 0.25, 0.5),
+    "h_range": (0.0, 0.125, 0.25, 0.375, 0.5),
+}
+_BACKGROUND = [TRANSFORM_PARAMS.index(name) for name in ("rback", "gback", "bback")]
+_H = [TRANSFORM_PARAMS.index("h")]
+
+
+def shifted_bounds(kind: str, amount: float) -> tuple[tuple[float, float], ...]:
+    """Spirograph's transformation ranges with the background colours' (``background_*``) or
+    h's (``h_*``) range moved by ``amount`` (``*_mean``) or widened by it on each side
+    (``*_range``), then cut to where the parameter is valid: colours in [0, 1], h ≥ 0. Raises
+    ValueError when nothing of a range is left."""
+    if kind not in SPIROGRAPH_SHIFTS:
+        raise ValueError(f"unknown shift {kind!r}; one of {', '.join(SPIROGRAPH_SHIFTS)}")
+    indices, valid = (_H, (0.0, float("inf"))) if kind.startswith("h") else (_BACKGROUND, (0, 1))
+    bounds = list(TRANSFORM_BOUNDS)
+    for i in indices:
+        lo, hi = bounds[i]
+        lo, hi = (lo + amount, hi + amount) if kind.endswith("mean") else (lo - amount, hi + amount)
+        lo, hi = max(lo, valid[0]), min(hi, valid[1])
+        if lo >= hi:
+            name = TRANSFORM_PARAMS[i]
+            raise ValueError(
+                f"--shift-{kind.replace('_', '-')} {amount:g} leaves no valid range of {name} "
+                f"(it must stay within [{valid[0]:g}, {valid[1]:g}]); give a smaller value"
+            )
+        bounds[i] = (lo, hi)
+    return tuple(bounds)
+
+
+def jitter_every_image(
+    images: Tensor, dataset: str, strength: float, generator: torch.Generator
+) -> Tensor:
+    """Normalised (B, 3, H, W) test images with colour jitter of ``strength`` applied to every
+    image (one draw each from ``generator``): the natural-image shift."""
+    views = NaturalViews(dataset, images.shape[-1], strength, generator=generator)
+    x = to_unit_float(images)
+    if strength == 0:
+        return views.plain(x)
+    every = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+    return views.distort(x, masks=(every, ~every))[0]
+
+
+def shifted_renderings(
+    params: Tensor, bounds: tuple[tuple[float, float], ...], generator: torch.Generator
+) -> Tensor:
+    """(B, 3, 32, 32) Spirograph test images rendered from one draw each of the transformation
+    parameters on ``bounds``: the Spirograph shift."""
+    return SpirographViews(generator=generator, bounds=bounds).augment(params)[0]

@@ -1,0 +1,153 @@
+"""Conditional variance, the paper's invariance measure, and the authors' computation of it.
+
+For each test image one crop and flip (Spirograph: its data parameters), then P draws of the
+colour distortion (Spirograph: of its six transformation parameters); ẑ_ip = h_ip / ‖h_ip‖, the
+unit representation of the p-th draw of image i. With one Rademacher vector ε_i per image,
+
+    conditional variance = mean_i  Var_p(ε_iᵀ ẑ_ip)            (unbiased over the P draws)
+
+absolute, divided by nothing. Its expectation over ε is the trace of the within-image covariance,
+mean_i tr Cov_p(ẑ_ip) (``trace``), the form the authors plotted for Spirograph. Beside them:
+``across``, the trace of the covariance across images under one draw (mean over draws), and
+``ratio`` = trace / across, the invariance ratio of `evaluation.invariance`.
+
+Two variants of what is redrawn: ``theta``, the penalty's parameters θ alone (each image keeps its
+crop, flip and random-apply choices), and ``distortion``, the whole colour distortion (the apply
+masks redrawn too, as the authors did). On Spirograph θ is all there is, so only ``theta`` exists.
+
+`authors_variance` is the computation in the authors' evaluation scripts, which is not the one
+above: each image is repeated P times image-major, distorted, encoded and normalised, the (B·P, D)
+result viewed as (P, B, D) and the variance taken over the first axis. Column b of that view holds
+rows p·B + b, i.e. images (p·B + b) // P for p < P: P *different* images when B > P, so it measures
+spread across images more than under the distortion. docs/evaluation.md says more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from augmentation.views import NaturalViews, SpirographViews
+
+AUTHORS_BATCH, AUTHORS_DRAWS = 100, 10  # the sizes of the authors' evaluation scripts
+
+
+def rademacher_signs(n: int, d: int, seed: int) -> Tensor:
+    """(n, d) float64 ±1 entries, from a CPU generator seeded with ``seed``."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 2, (n, d), generator=generator).double().mul_(2).sub_(1)
+
+
+def variance_terms(z: Tensor, signs: Tensor) -> dict[str, float]:
+    """The measures of the module docstring from unit representations ``z`` (P, N, D) of N
+    images under P draws, and one sign vector per image, ``signs`` (N, D)."""
+    if z.shape[0] < 2 or z.shape[1] < 2:
+        raise ValueError(f"need at least 2 draws of at least 2 images, got {tuple(z.shape[:2])}")
+    z = z.double()
+    projected = torch.einsum("pnd,nd->pn", z, signs.to(z))
+    trace = z.var(dim=0).sum(dim=-1).mean()
+    across = z.var(dim=1).sum(dim=-1).mean()
+    return {
+        "conditional_variance": projected.var(dim=0).mean().item(),
+        "trace": trace.item(),
+        "across": across.item(),
+        "ratio": (trace / across).item(),
+    }
+
+
+@torch.no_grad()
+def unit_draws(
+    encoder: nn.Module,
+    batches: Iterable[Tensor],
+    draws: Callable[[Tensor], list[Tensor]],
+    device: torch.device,
+) -> Tensor:
+    """(P, N, D) float64 unit representations: ``draws(batch)`` gives the P views of every image
+    of a batch; the encoder runs in eval mode."""
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        chunks = [
+            torch.stack([F.normalize(encoder(v).double(), dim=1) for v in draws(b.to(device))])
+            for b in batches
+        ]
+    finally:
+        encoder.train(was_training)
+    return torch.cat(chunks, dim=1)
+
+
+def conditional_variance(
+    encoder: nn.Module,
+    batches: Callable[[], Iterable[Tensor]],
+    views: NaturalViews | SpirographViews,
+    num_draws: int,
+    *,
+    seed: int,
+    device: torch.device,
+) -> dict[str, dict[str, float]]:
+    """The paper's conditional variance, both variants (``theta``; ``distortion`` on natural
+    images), on the images of ``batches()`` (called once per variant; the views' generator goes
+    on between them). ``seed`` seeds the Rademacher signs."""
+    variants = {"theta": True} if isinstance(views, SpirographViews) else {}
+    variants = variants or {"theta": True, "distortion": False}
+    measured = {}
+    for name, fixed_masks in variants.items():
+        z = unit_draws(
+            encoder,
+            batches(),
+            lambda x, fixed=fixed_masks: views.nuisance_draws(x, num_draws, fixed_masks=fixed),
+            device,
+        )
+        measured[name] = variance_terms(z, rademacher_signs(z.shape[1], z.shape[2], seed))
+    return measured
+
+
+def authors_draws(views: NaturalViews | SpirographViews, inputs: Tensor, draws: int) -> Tensor:
+    """(B·P, ...) views of ``inputs`` (B images) as the authors made them: each image's crop and
+    flip once (natural images), then the rows repeated P times image-major (row j is image
+    j // P) and each row given its own draw of the whole distortion."""
+    if isinstance(views, SpirographViews):
+        return views.augment(inputs.repeat_interleave(draws, dim=0))[0]
+    return views.distort(views.crop_flip(inputs).repeat_interleave(draws, dim=0))[0]
+
+
+@torch.no_grad()
+def authors_variance(
+    encoder: nn.Module,
+    batches: Iterable[Tensor],
+    views: NaturalViews | SpirographViews,
+    *,
+    seed: int,
+    device: torch.device,
+    draws: int = AUTHORS_DRAWS,
+) -> dict[str, float]:
+    """The authors' computation as they wrote it, on ``batches`` of `AUTHORS_BATCH` images:
+    `authors_draws`, encode, normalise, view as (P, B, D), unbiased variance over the first
+    axis; ``trace`` sums it over D, ``projected`` takes it of εᵀẑ with one Rademacher ε per
+    column (seeded by ``seed``); both are averaged over columns and batches."""
+    was_training = encoder.training
+    encoder.eval()
+    projected_sum = trace_sum = 0.0
+    columns = 0
+    generator = torch.Generator().manual_seed(seed)
+    try:
+        for batch in batches:
+            b = batch.shape[0]
+            z = F.normalize(encoder(authors_draws(views, batch.to(device), draws)).double(), dim=1)
+            z = z.view(draws, b, -1)
+            signs = torch.randint(0, 2, z.shape[1:], generator=generator).double() * 2 - 1
+            projected = (z * signs.to(z.device)).sum(dim=-1)  # (P, B)
+            projected_sum += projected.var(dim=0).sum().item()
+            trace_sum += z.var(dim=0).sum().item()
+            columns += b
+    finally:
+        encoder.train(was_training)
+    return {
+        "projected": projected_sum / columns,
+        "trace": trace_sum / columns,
+        "batch": AUTHORS_BATCH,
+        "draws": draws,
+    }
