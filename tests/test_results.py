@@ -74,7 +74,10 @@ def test_table_pairs_seeds_and_says_what_the_difference_shows():
     assert "| 50% |" in text  # the mean of the epochs' clamp fractions
     assert "| random-initialisation encoder | 0.0800 ± 0.0000 |" in text
     assert "MSE (paired by seed, 3 seeds): -0.009 ± 0.00058 (standard error): supports" in text
-    assert "invariance (paired by seed, 3 seeds): +0 ± 0.029 (standard error): too noisy" in text
+    assert (
+        "invariance ratio (this project's measure) (paired by seed, 3 seeds): +0 ± 0.029 "
+        "(standard error): too noisy" in text
+    )
     assert "seeds [0, 1, 2]: ×0.38, ×0.39, ×0.40" in text
     assert "1,000 test images, one augmented view per image, reg-weight auto (chose 0.0001)" in text
     assert "NOT converged" not in text
@@ -89,6 +92,11 @@ def test_table_pairs_seeds_and_says_what_the_difference_shows():
 )  # fmt: skip
 def test_verdicts(mean, half, lower, says):
     assert results.verdict(mean, half, lower).startswith(says)
+
+
+def test_a_measure_of_our_own_gives_no_verdict_on_the_paper():
+    assert results.verdict(1.0, 0.5, True, paper=False) == "higher for InvCLR"
+    assert results.verdict(-1.0, 0.5, True, paper=False) == "lower for InvCLR"
 
 
 def test_a_record_made_with_other_settings_is_refused(tmp_path):
