@@ -235,3 +235,19 @@ def test_gpu_epoch_refuses_fewer_images_than_a_batch(tmp_path):
     argv = ["--cifar", str(folder), "--batch-size", "8", "--images", "4", "--device", "cpu"]
     with pytest.raises(UsageError, match="less than one batch"):
         gpu_epoch.main(gpu_epoch.get_args_parser().parse_args(argv))
+
+
+def test_evaluation_suite_benchmark_records_every_measure_and_its_cost(tmp_path, capsys):
+    from test_evaluation import write_checkpoint
+
+    from benchmarks import evaluation_suite
+
+    checkpoint = write_checkpoint(tmp_path / "s.pth", "spirograph", 0.0005)
+    args = evaluation_suite.get_args_parser().parse_args(
+        [str(checkpoint), "--only-variance", "--random-init", "--out", str(tmp_path / "out")]
+    )
+    (record,) = evaluation_suite.main(args)
+    assert (tmp_path / "out" / "s-random.json").is_file()
+    assert record["result"]["random_init"] is True
+    assert set(record["result"]["measure_seconds"]) == {"conditional_variance", "authors_variance"}
+    assert "x the probe" in capsys.readouterr().out
