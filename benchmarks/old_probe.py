@@ -27,13 +27,13 @@ from pathlib import Path
 import torch
 
 from datasets.sources import load_dataset
+from evaluation.encoding import representations
 from evaluation.probe import (
     DEFAULT_REG_WEIGHT,
     evaluate_linear,
     fit_linear,
     gradient_norm,
     objective_value,
-    representations,
 )
 from models.pretrained import load_encoder
 from utils.checkpoint import resolve_checkpoint

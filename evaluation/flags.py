@@ -7,6 +7,8 @@ import argparse
 from pathlib import Path
 
 from evaluation.encoding import ENCODE_BATCH_SIZE
+from evaluation.measures import CURVE_PASSES, DEFAULT_FRACTIONS
+from evaluation.shift import DEFAULT_STRENGTHS, SPIROGRAPH_SHIFTS
 from utils.cli import add_runtime_args, float_at_least, int_at_least, proportion, seed_value
 
 
@@ -140,7 +142,8 @@ def add_measure_args(p: argparse.ArgumentParser, rendered: bool) -> None:
         default=None,
         metavar="M",
         help="the probe on the mean of M augmented copies for each M, from one run of the "
-        "largest (given bare: 1 5 10 30 on Spirograph, 1 5 10 30 100 otherwise)",
+        f"largest (given bare: {_words(CURVE_PASSES['spirograph'])} on Spirograph, "
+        f"{_words(CURVE_PASSES['natural'])} otherwise)",
     )
     g.add_argument(
         "--curve-full-passes",
@@ -169,7 +172,7 @@ def add_measure_args(p: argparse.ArgumentParser, rendered: bool) -> None:
         default=None,
         metavar="F",
         help="the probe on a stratified fraction F of the labelled training set, test set "
-        "unchanged (given bare: 0.1 0.25 0.5 1)",
+        f"unchanged (given bare: {_words(DEFAULT_FRACTIONS)})",
     )
     if not rendered:
         g.add_argument(
@@ -179,16 +182,14 @@ def add_measure_args(p: argparse.ArgumentParser, rendered: bool) -> None:
             default=None,
             metavar="S",
             help="score the probe on test images with colour jitter of strength S applied to "
-            "every image (given bare: 0 0.25 0.5 0.75 0.875; training used 0.5)",
+            f"every image (given bare: {_words(DEFAULT_STRENGTHS)}; training used 0.5)",
         )
         return
-    shifts = (
-        ("background-mean", float, "moved by D", "0 0.1 0.2 0.3 0.4"),
-        ("background-range", float_at_least(0.0), "widened by W on each side", "0 0.1 ... 0.4"),
-        ("h-mean", float, "moved by D", "-0.5 -0.25 0 0.25 0.5"),
-        ("h-range", float_at_least(0.0), "widened by W on each side", "0 0.125 ... 0.5"),
-    )
-    for kind, kind_type, how, default in shifts:
+    for kind, default in SPIROGRAPH_SHIFTS.items():
+        kind = kind.replace("_", "-")
+        moved = kind.endswith("mean")
+        kind_type = float if moved else float_at_least(0.0)
+        how = "moved by X" if moved else "widened by X on each side"
         what = "the background colours' ranges" if kind.startswith("b") else "h's range"
         g.add_argument(
             f"--shift-{kind}",
@@ -197,5 +198,9 @@ def add_measure_args(p: argparse.ArgumentParser, rendered: bool) -> None:
             default=None,
             metavar="X",
             help=f"score the probe on test images rendered with {what} {how}, cut to "
-            f"colours in [0, 1] and h >= 0 (given bare: {default})",
+            f"colours in [0, 1] and h >= 0 (given bare: {_words(default)})",
         )
+
+
+def _words(values) -> str:
+    return " ".join(f"{v:g}" for v in values)

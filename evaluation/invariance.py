@@ -61,13 +61,20 @@ def invariance_measure(
     }
 
 
+def seeded_rows(n: int, k: int, seed: int) -> torch.Tensor:
+    """``min(k, n)`` of the row indices 0..n-1, chosen at random by ``seed``, in order."""
+    if n <= k:
+        return torch.arange(n)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return order[:k].sort().values
+
+
 def seeded_subset(split, max_images: int, seed: int):
     """At most ``max_images`` rows of ``split`` (anything with ``subset``), a random subset in
     the split's order, chosen by ``seed``; the split itself when it is no larger."""
     if len(split) <= max_images:
         return split
-    order = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))
-    return split.subset(order[:max_images].sort().values)
+    return split.subset(seeded_rows(len(split), max_images, seed))
 
 
 def measure_invariance(

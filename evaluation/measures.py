@@ -8,29 +8,25 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
+from augmentation.views import NaturalViews, SpirographViews
 from datasets.natural import stratified_indices
 from datasets.sources import DatasetBundle, DatasetInfo
 from evaluation.encoding import Encoded, encode, prefix_means
-from evaluation.invariance import seeded_subset
+from evaluation.invariance import seeded_rows, seeded_subset
 from evaluation.nuisance import encode_with_nuisance, nuisance_names, nuisance_prediction
-from evaluation.probe import LinearFit, evaluate_linear, fit_and_score
-from evaluation.shift import (
-    DEFAULT_STRENGTHS,
-    SPIROGRAPH_SHIFTS,
-    jitter_every_image,
-    shifted_bounds,
-    shifted_renderings,
-)
+from evaluation.probe import MAX_ITERATIONS, LinearFit, fit_and_score
+from evaluation.shift import DEFAULT_STRENGTHS, SPIROGRAPH_SHIFTS, shift_scores, shifted_bounds
 from evaluation.variance import AUTHORS_BATCH, authors_variance, conditional_variance
 from utils.cli import UsageError
 
-# Offsets of each measure's seed from the evaluation's (+1 is --invariance's).
-_SEEDS = {"variance": 2, "authors": 3, "shift": 4, "curve": 5, "nuisance": 6}
+# Each measure's seed is the evaluation's plus its offset: adding a measure moves no other's draws.
+SEED_OFFSETS = {"invariance": 1, "variance": 2, "authors": 3, "shift": 4, "curve": 5, "nuisance": 6}
 CURVE_PASSES = {"spirograph": (1, 5, 10, 30), "natural": (1, 5, 10, 30, 100)}
 DEFAULT_FRACTIONS = (0.1, 0.25, 0.5, 1.0)
 MEASURES = ("conditional_variance", "authors_variance", "averaging_curve", "nuisance")
@@ -75,33 +71,35 @@ def wanted(args: argparse.Namespace, info: DatasetInfo) -> bool:
 def run_measures(
     encoder: nn.Module,
     data: DatasetBundle,
-    make_views,
-    encoded: Encoded,
-    fit: LinearFit,
-    reg_weight: float,
+    make_views: Callable[[int], NaturalViews | SpirographViews],
+    probe: tuple[Encoded, LinearFit, float, bool],
     args: argparse.Namespace,
     *,
     seed: int,
+    max_iter: int,
     device: torch.device,
 ) -> dict[str, Any]:
     """Every measure ``args`` asks for, as summary fields, with ``measure_seconds``.
     ``make_views(seed)`` returns the evaluation's view maker (crop, flip, colour; Spirograph's
-    renderer) drawing from a generator seeded with ``seed``; ``encoded``, ``fit`` and
-    ``reg_weight`` are the probe's."""
+    renderer) drawing from a generator seeded with ``seed``; ``probe`` is the probe's encoding,
+    fit, regularisation weight and whether it encoded plain images."""
+    encoded, fit, reg_weight, plain = probe
     info, fields, seconds = data.info, {}, {}
-    task = info.task
     common = dict(batch_size=args.batch_size, num_workers=args.num_workers)
+    subset = seeded_subset(data.probe_test, args.invariance_images, seed)
+
+    def offset(name: str) -> int:
+        return seed + SEED_OFFSETS[name]
 
     def timed(name: str, start: float) -> None:
         seconds[name] = round(time.perf_counter() - start, 2)
 
-    subset = seeded_subset(data.probe_test, args.invariance_images, seed)
     if args.conditional_variance:
         start = time.perf_counter()
         fields["conditional_variance"] = {
             **conditional_variance(
-                encoder, lambda: subset.batches(args.batch_size, args.num_workers),
-                make_views(seed + _SEEDS["variance"]), args.conditional_variance,
+                encoder, lambda: subset.batches(**common),
+                lambda: make_views(offset("variance")), args.conditional_variance,
                 seed=seed, device=device,
             ),
             "draws": args.conditional_variance, "images": len(subset),
@@ -112,42 +110,31 @@ def run_measures(
         fields["authors_variance"] = {
             **authors_variance(
                 encoder, subset.batches(AUTHORS_BATCH, args.num_workers),
-                make_views(seed + _SEEDS["authors"]), seed=seed, device=device,
+                make_views(offset("authors")), seed=seed, device=device,
             ),
             "images": len(subset),
         }  # fmt: skip
         timed("authors_variance", start)
-    for kind in shift_flags(info):
-        amounts = getattr(args, kind)
-        if not amounts:
-            continue
-        start = time.perf_counter()
-        scores = []
-        for amount in amounts:
-            # The same seed for every amount: each image's draw is scaled, not redrawn.
-            generator = torch.Generator(device).manual_seed(seed + _SEEDS["shift"])
-            if info.rendered:
-                bounds = shifted_bounds(kind.removeprefix("shift_"), amount)
-                to_images = lambda x, b=bounds, g=generator: shifted_renderings(x, b, g)  # noqa: E731
-            else:
-                to_images = lambda x, s=amount, g=generator: jitter_every_image(  # noqa: E731
-                    x, info.name, s, g
-                )
-            test_x = encode(encoder, data.probe_test.batches(**common), to_images, device)
-            result = evaluate_linear(fit, test_x, encoded.test_y, task)
-            scores.append({"amount": amount, **_scores(result)})
-        fields[kind] = scores
-        timed(kind, start)
+    for flag in shift_flags(info):
+        if getattr(args, flag):
+            start = time.perf_counter()
+            fields[flag] = shift_scores(
+                encoder, lambda: data.probe_test.batches(**common),
+                (encoded.test_x, encoded.test_y), fit, dataset=info.name,
+                kind=flag.removeprefix("shift_"), amounts=getattr(args, flag),
+                plain_probe=plain, seed=offset("shift"), device=device,
+            )  # fmt: skip
+            timed(flag, start)
     if args.averaging_curve:
         start = time.perf_counter()
         fields["averaging_curve"] = averaging_curve(
-            encoder, data, make_views(seed + _SEEDS["curve"]), args, reg_weight,
-            seed=seed, device=device,
+            encoder, data, make_views(offset("curve")), args, reg_weight,
+            seed=seed, max_iter=max_iter, device=device,
         )  # fmt: skip
         timed("averaging_curve", start)
     if args.nuisance:
         start = time.perf_counter()
-        views = make_views(seed + _SEEDS["nuisance"])
+        views = make_views(offset("nuisance"))
         train = encode_with_nuisance(encoder, data.probe_train.batches(**common), views, device)
         test = encode_with_nuisance(encoder, data.probe_test.batches(**common), views, device)
         fields["nuisance"] = nuisance_prediction(train, test, nuisance_names(views))
@@ -155,7 +142,7 @@ def run_measures(
     if args.label_fractions:
         start = time.perf_counter()
         fields["label_fractions"] = label_fractions(
-            encoded, info, args.label_fractions, reg_weight, seed=seed
+            encoded, info, args.label_fractions, reg_weight, seed=seed, max_iter=max_iter
         )
         timed("label_fractions", start)
     if seconds:
@@ -166,73 +153,93 @@ def run_measures(
 def averaging_curve(
     encoder: nn.Module,
     data: DatasetBundle,
-    views,
+    views: NaturalViews | SpirographViews,
     args: argparse.Namespace,
     reg_weight: float,
     *,
     seed: int,
+    max_iter: int,
     device: torch.device,
-) -> list[dict[str, Any]]:
+) -> dict[str, Any]:
     """The probe on the mean of M augmented copies for every M of ``--averaging-curve``, from
     one run of the largest M (`evaluation.encoding.prefix_means`): every image for M ≤
-    ``--curve-full-passes``, and for every M on a seeded subset of ``--curve-subset`` images per
-    split, so that the whole curve can be read on one set of images."""
+    ``--curve-full-passes``, and for every M on a random subset (seeded by ``seed``) of
+    ``--curve-subset`` images per split, so that the whole curve can be read on one set of
+    images."""
     info, passes = data.info, sorted(set(args.averaging_curve))
-    means = {}
+    means, rows = {}, {}
     for name, split in (("train", data.probe_train), ("test", data.probe_test)):
-        n = len(split)
-        rows = torch.arange(n)
-        if n > args.curve_subset:
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-            rows = order[: args.curve_subset].sort().values
+        rows[name] = seeded_rows(len(split), args.curve_subset, seed)
 
-        def encode_pass(chosen, split=split):
+        def encode_pass(chosen: Tensor | None, split=split) -> Tensor:
             part = split if chosen is None else split.subset(chosen)
             batches = part.batches(args.batch_size, args.num_workers)
             return encode(encoder, batches, lambda x: views.augment(x)[0], device)
 
-        means[name] = prefix_means(encode_pass, passes, args.curve_full_passes, rows)
-        means[name + "_rows"] = rows
+        means[name] = prefix_means(encode_pass, passes, args.curve_full_passes, rows[name])
     train_y = torch.as_tensor(data.probe_train.targets).to(device)
     test_y = torch.as_tensor(data.probe_test.targets).to(device)
-    curve = []
-    for images, which in (("all", 0), ("subset", 1)):
+    labels = {
+        "all": (train_y, test_y),
+        "subset": (train_y[rows["train"].to(device)], test_y[rows["test"].to(device)]),
+    }
+    points = []
+    for which, images in enumerate(("all", "subset")):
+        ty, sy = labels[images]
         for m in passes:
             if m not in means["train"][which]:
                 continue
-            ty, sy = (train_y, test_y) if which == 0 else (
-                train_y[means["train_rows"]], test_y[means["test_rows"]]
-            )  # fmt: skip
             encoded = Encoded(means["train"][which][m], ty, means["test"][which][m], sy)
             fit, result, _ = fit_and_score(
-                encoded, info.task, info.num_outputs, reg_weight=reg_weight, seed=seed
-            )
-            curve.append(
+                encoded, info.task, info.num_outputs, reg_weight=reg_weight, seed=seed,
+                max_iter=max_iter,
+            )  # fmt: skip
+            points.append(
                 {"passes": m, "images": images, "n_train": len(ty), "n_test": len(sy),
                  **_scores(result), "converged": fit.converged}
             )  # fmt: skip
-    return curve
+    return {
+        "points": points,
+        "full_passes": args.curve_full_passes,
+        "subset": {"train": len(rows["train"]), "test": len(rows["test"]), "seed": seed},
+    }
+
+
+def check_label_fractions(fractions: list[float] | None, n_train: int, info: DatasetInfo) -> None:
+    """Refuse, before anything is encoded, a label fraction that leaves a class without an
+    image (or Spirograph with fewer than two)."""
+    for fraction in fractions or []:
+        per_class = int(n_train * fraction / (info.num_classes or 1))
+        if per_class < (1 if info.num_classes else 2):
+            raise UsageError(
+                f"--label-fractions {fraction:g} of {n_train} labelled training images leaves "
+                f"{per_class} per {'class' if info.num_classes else 'probe'}; give a larger one"
+            )
 
 
 def label_fractions(
-    encoded: Encoded, info: DatasetInfo, fractions: list[float], reg_weight: float, *, seed: int
+    encoded: Encoded,
+    info: DatasetInfo,
+    fractions: list[float],
+    reg_weight: float,
+    *,
+    seed: int,
+    max_iter: int = MAX_ITERATIONS,
 ) -> list[dict[str, Any]]:
     """The probe refitted on a stratified ``fraction`` of the labelled training set's
-    representations (Spirograph: a seeded random fraction), scored on the whole test set."""
+    representations, floor(N·fraction / classes) of each class (Spirograph: a seeded random
+    fraction), scored on the whole test set."""
     results = []
     n = encoded.train_x.shape[0]
     for fraction in fractions:
         if info.num_classes is not None:
             rows = stratified_indices(encoded.train_y.cpu(), fraction, info.num_classes, seed)
-        elif fraction >= 1:
-            rows = torch.arange(n)
         else:
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-            rows = order[: max(2, int(n * fraction))].sort().values
+            rows = seeded_rows(n, int(n * fraction), seed)
         rows = rows.to(encoded.train_x.device)
         part = Encoded(encoded.train_x[rows], encoded.train_y[rows], encoded.test_x, encoded.test_y)
         fit, result, _ = fit_and_score(
-            part, info.task, info.num_outputs, reg_weight=reg_weight, seed=seed
+            part, info.task, info.num_outputs, reg_weight=reg_weight, seed=seed, max_iter=max_iter
         )
         results.append(
             {"fraction": fraction, "n_train": len(rows), **_scores(result),

@@ -17,10 +17,10 @@ from torch import Tensor, nn
 
 from augmentation.spirograph import TRANSFORM_PARAMS
 from augmentation.views import NaturalViews, SpirographViews
-from evaluation.probe import fit_linear
+from evaluation.probe import DEFAULT_REG_WEIGHT, fit_linear
 
 JITTER_PARAMS = ("brightness", "contrast", "saturation", "hue")
-NUISANCE_REG_WEIGHT = 1e-8  # the regression probe's default (evaluation.probe.DEFAULT_REG_WEIGHT)
+NUISANCE_REG_WEIGHT = DEFAULT_REG_WEIGHT["regression"]  # the regression probe's weight
 
 
 def nuisance_views(views: NaturalViews | SpirographViews, inputs: Tensor) -> tuple[Tensor, Tensor]:

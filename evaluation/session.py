@@ -17,7 +17,13 @@ from augmentation.views import NaturalViews, SpirographViews
 from datasets.sources import DATASETS, DatasetBundle, load_dataset
 from evaluation.encoding import Encoded, encode_sets, probe_views
 from evaluation.invariance import measure_invariance
-from evaluation.measures import resolve_measure_args, run_measures, wanted
+from evaluation.measures import (
+    SEED_OFFSETS,
+    check_label_fractions,
+    resolve_measure_args,
+    run_measures,
+    wanted,
+)
 from evaluation.probe import MAX_ITERATIONS, LinearFit, fit_and_score
 from models.pretrained import load_encoder
 from utils.checkpoint import resolve_checkpoint, write_text
@@ -87,6 +93,7 @@ class Evaluation:
         self.start = time.perf_counter()
         share = args.proportion if args.proportion is not None else run.get("proportion", 1.0)
         data = load_dataset(run["dataset"], proportion=share, seed=self.seed)
+        check_label_fractions(args.label_fractions, len(data.probe_train), data.info)
         return data, self.views(data, self.seed)
 
     def probe(
@@ -114,8 +121,9 @@ class Evaluation:
         if not wanted(self.args, self.info):
             return {}
         return run_measures(
-            self.encoder, data, lambda seed: self.views(data, seed), encoded, fit, reg_weight,
-            self.args, seed=self.seed, device=self.device,
+            self.encoder, data, lambda seed: self.views(data, seed),
+            (encoded, fit, reg_weight, self.plain), self.args, seed=self.seed,
+            max_iter=getattr(self.args, "max_iter", None) or MAX_ITERATIONS, device=self.device,
         )  # fmt: skip
 
     def summary(self, data: DatasetBundle, **scores: Any) -> dict[str, Any]:
@@ -129,7 +137,8 @@ class Evaluation:
         }  # fmt: skip
         if args.invariance:
             measured = measure_invariance(
-                self.encoder, data.probe_test, self.views(data, self.seed + 1), args.invariance,
+                self.encoder, data.probe_test,
+                self.views(data, self.seed + SEED_OFFSETS["invariance"]), args.invariance,
                 max_images=args.invariance_images, seed=self.seed, batch_size=args.batch_size,
                 num_workers=args.num_workers, device=self.device,
             )  # fmt: skip

@@ -9,11 +9,16 @@ Spirograph: test images rendered from a shifted distribution of its transformati
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from functools import partial
+
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from augmentation.spirograph import TRANSFORM_BOUNDS, TRANSFORM_PARAMS
 from augmentation.views import NaturalViews, SpirographViews, to_unit_float
+from evaluation.encoding import encode
+from evaluation.probe import LinearFit, evaluate_linear
 
 # The paper's sweeps, and the project's for the widenings (the paper gives no list for them).
 DEFAULT_STRENGTHS = (0.0, 0.25, 0.5, 0.75, 0.875)
@@ -44,7 +49,7 @@ def shifted_bounds(kind: str, amount: float) -> tuple[tuple[float, float], ...]:
             name = TRANSFORM_PARAMS[i]
             raise ValueError(
                 f"--shift-{kind.replace('_', '-')} {amount:g} leaves no valid range of {name} "
-                f"(it must stay within [{valid[0]:g}, {valid[1]:g}]); give a smaller value"
+                f"(it must stay within [{valid[0]:g}, {valid[1]:g}]); give a value nearer 0"
             )
         bounds[i] = (lo, hi)
     return tuple(bounds)
@@ -69,3 +74,45 @@ def shifted_renderings(
     """(B, 3, 32, 32) Spirograph test images rendered from one draw each of the transformation
     parameters on ``bounds``: the Spirograph shift."""
     return SpirographViews(generator=generator, bounds=bounds).augment(params)[0]
+
+
+def shift_scores(
+    encoder: nn.Module,
+    batches: Callable[[], Iterable[Tensor]],
+    encoded_test: tuple[Tensor, Tensor],
+    fit: LinearFit,
+    *,
+    dataset: str,
+    kind: str,
+    amounts: list[float],
+    plain_probe: bool,
+    seed: int,
+    device: torch.device,
+) -> list[dict[str, float]]:
+    """The probe ``fit`` scored on the test images of ``batches()`` under each shift ``amount``
+    of ``kind`` (``shift`` for natural images: colour strengths; else a `SPIROGRAPH_SHIFTS`
+    key), one draw per image from a generator seeded with ``seed`` afresh for every amount, so
+    that an image's draw is moved, not redrawn. ``encoded_test`` (features, targets) is the
+    probe's test encoding, reused for strength 0 when the probe encoded plain images."""
+    test_x, test_y = encoded_test
+    task = "regression" if dataset == "spirograph" else "classification"
+    scores = []
+    for amount in amounts:
+        generator = torch.Generator(device).manual_seed(seed)
+        if dataset == "spirograph":
+            shifted = partial(
+                shifted_renderings, bounds=shifted_bounds(kind, amount), generator=generator
+            )
+            features = encode(encoder, batches(), shifted, device)
+        elif amount == 0 and plain_probe:
+            features = test_x  # the plain images the probe was scored on
+        else:
+            shifted = partial(
+                jitter_every_image, dataset=dataset, strength=amount, generator=generator
+            )
+            features = encode(encoder, batches(), shifted, device)
+        result = evaluate_linear(fit, features, test_y, task)
+        scores.append(
+            {"amount": amount, **{k: v for k, v in result.items() if k != "mse_per_target"}}
+        )
+    return scores

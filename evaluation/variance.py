@@ -41,9 +41,10 @@ def rademacher_signs(n: int, d: int, seed: int) -> Tensor:
     return torch.randint(0, 2, (n, d), generator=generator).double().mul_(2).sub_(1)
 
 
-def variance_terms(z: Tensor, signs: Tensor) -> dict[str, float]:
+def variance_terms(z: Tensor, signs: Tensor) -> dict[str, float | None]:
     """The measures of the module docstring from unit representations ``z`` (P, N, D) of N
-    images under P draws, and one sign vector per image, ``signs`` (N, D)."""
+    images under P draws, and one sign vector per image, ``signs`` (N, D). ``ratio`` is None
+    when the representation does not vary across images (a constant encoder)."""
     if z.shape[0] < 2 or z.shape[1] < 2:
         raise ValueError(f"need at least 2 draws of at least 2 images, got {tuple(z.shape[:2])}")
     z = z.double()
@@ -54,7 +55,7 @@ def variance_terms(z: Tensor, signs: Tensor) -> dict[str, float]:
         "conditional_variance": projected.var(dim=0).mean().item(),
         "trace": trace.item(),
         "across": across.item(),
-        "ratio": (trace / across).item(),
+        "ratio": (trace / across).item() if across > 0 else None,
     }
 
 
@@ -82,25 +83,26 @@ def unit_draws(
 def conditional_variance(
     encoder: nn.Module,
     batches: Callable[[], Iterable[Tensor]],
-    views: NaturalViews | SpirographViews,
+    make_views: Callable[[], NaturalViews | SpirographViews],
     num_draws: int,
     *,
     seed: int,
     device: torch.device,
-) -> dict[str, dict[str, float]]:
+) -> dict[str, dict[str, float | None]]:
     """The paper's conditional variance, both variants (``theta``; ``distortion`` on natural
-    images), on the images of ``batches()`` (called once per variant; the views' generator goes
-    on between them). ``seed`` seeds the Rademacher signs."""
-    variants = {"theta": True} if isinstance(views, SpirographViews) else {}
-    variants = variants or {"theta": True, "distortion": False}
+    images), on the images of ``batches()``. Each variant gets fresh views from
+    ``make_views()`` (a generator seeded the same way), so both see the same crops and flips
+    and the same signs (seeded by ``seed``)."""
+    rendered = isinstance(make_views(), SpirographViews)
+    variants = {"theta": True} if rendered else {"theta": True, "distortion": False}
     measured = {}
     for name, fixed_masks in variants.items():
-        z = unit_draws(
-            encoder,
-            batches(),
-            lambda x, fixed=fixed_masks: views.nuisance_draws(x, num_draws, fixed_masks=fixed),
-            device,
-        )
+        views = make_views()
+
+        def draws(x: Tensor, views=views, fixed=fixed_masks) -> list[Tensor]:
+            return views.nuisance_draws(x, num_draws, fixed_masks=fixed)
+
+        z = unit_draws(encoder, batches(), draws, device)
         measured[name] = variance_terms(z, rademacher_signs(z.shape[1], z.shape[2], seed))
     return measured
 

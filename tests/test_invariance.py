@@ -94,13 +94,17 @@ def test_natural_images_keep_one_crop_and_redraw_the_colour():
             seen.append(x)
             return x.flatten(1)
 
-    views.distort = lambda x: (x, None)  # colour off: only the crop is left
+    views.distort = lambda x, **_: (x, None)  # colour off: only the crop is left
     split = Labelled(images, torch.zeros(6, dtype=torch.long))
     result = measure_invariance(
         Records(), split, views, 3, max_images=6, seed=0, batch_size=6, num_workers=0, device=CPU
     )
     assert torch.equal(seen[0], seen[1]) and torch.equal(seen[1], seen[2])
     assert result["invariance"] == 0.0
+    # The draws of θ alone (the conditional variance's theta variant) keep the crop too.
+    held = views.nuisance_draws(images, 3, fixed_masks=True)
+    assert torch.equal(held[0], held[1]) and torch.equal(held[1], held[2])
+    assert not torch.equal(held[0], seen[0])  # a fresh crop for the next call
 
 
 def test_classification_script_reports_invariance_and_raw_pixels(tmp_path):

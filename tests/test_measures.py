@@ -1,6 +1,8 @@
 """The measures beyond the probe (evaluation/variance.py, shift.py, nuisance.py, measures.py and
 the averaging curve of encoding.py), each against an answer computed another way."""
 
+import argparse
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -14,6 +16,7 @@ from augmentation.views import NaturalViews, SpirographViews
 from datasets.natural import stratified_indices
 from datasets.sources import DATASETS
 from evaluation.encoding import Encoded, prefix_means
+from evaluation.invariance import seeded_rows
 from evaluation.measures import label_fractions
 from evaluation.nuisance import nuisance_prediction, nuisance_views
 from evaluation.probe import fit_and_score
@@ -88,7 +91,7 @@ def test_variance_terms_follow_their_definitions():
 def test_conditional_variance_is_zero_for_an_encoder_blind_to_colour():
     images = grey_patterns(64)
     measured = conditional_variance(
-        ColourBlind(), lambda: images.split(16), natural_views(0), 10, seed=0, device=CPU
+        ColourBlind(), lambda: images.split(16), lambda: natural_views(0), 10, seed=0, device=CPU
     )
     assert set(measured) == {"theta", "distortion"}
     for variant in measured.values():
@@ -128,7 +131,7 @@ def test_conditional_variance_of_a_fixed_embedding_of_the_draw_is_its_variance_o
     assert whole > 1.3 * theta_only
     images = COLOUR.view(1, 3, 1, 1).expand(4000, 3, 8, 8)
     measured = conditional_variance(
-        MeanColour(), lambda: images.split(500), natural_views(0), 10, seed=0, device=CPU
+        MeanColour(), lambda: images.split(500), lambda: natural_views(0), 10, seed=0, device=CPU
     )
     assert measured["theta"]["trace"] == pytest.approx(theta_only, rel=0.05)
     assert measured["theta"]["conditional_variance"] == pytest.approx(theta_only, rel=0.08)
@@ -145,7 +148,7 @@ def test_theta_only_draws_hold_the_apply_masks():
     images = torch.rand(32, 3, 8, 8, generator=torch.Generator().manual_seed(2))
     views = natural_views(0, strength=0.0)
     measured = conditional_variance(
-        MeanColour(), lambda: images.split(16), views, 6, seed=0, device=CPU
+        MeanColour(), lambda: images.split(16), lambda: views, 6, seed=0, device=CPU
     )
     assert measured["theta"]["trace"] == 0.0
     assert measured["distortion"]["trace"] > 1e-3
@@ -155,7 +158,7 @@ def test_spirograph_has_only_the_theta_variant():
     params = sample_data_params(12, generator=torch.Generator().manual_seed(0))
     views = SpirographViews(generator=torch.Generator().manual_seed(0))
     measured = conditional_variance(
-        MeanColour(), lambda: params.split(6), views, 4, seed=0, device=CPU
+        MeanColour(), lambda: params.split(6), lambda: views, 4, seed=0, device=CPU
     )
     assert list(measured) == ["theta"] and measured["theta"]["trace"] > 0
 
@@ -178,7 +181,14 @@ def test_the_authors_computation_measures_spread_across_images():
     assert measured["trace"] == pytest.approx(sum(expected) / 200, rel=1e-6)
     across = y.var(dim=0).sum().item()
     assert measured["trace"] == pytest.approx(across, rel=0.25) and measured["trace"] > 0.1
-    assert measured["projected"] == pytest.approx(measured["trace"], rel=0.3)
+    # The projected form: one sign vector per column, drawn batch by batch from the seed.
+    generator, projected = torch.Generator().manual_seed(0), []
+    for start in (0, 100):
+        signs = torch.randint(0, 2, (100, y.shape[1]), generator=generator).double() * 2 - 1
+        for b in range(100):
+            rows = [start + (p * 100 + b) // 10 for p in range(10)]
+            projected.append((y[rows] @ signs[b]).var().item())
+    assert measured["projected"] == pytest.approx(sum(projected) / 200, rel=1e-6)
     assert (measured["batch"], measured["draws"]) == (100, 10)
 
 
@@ -237,6 +247,43 @@ def test_prefix_means_encode_each_pass_once_and_average_the_first_m():
     assert sorted(every) == [1, 2] and sorted(on_subset) == [1, 2, 5]
     for m, mean in on_subset.items():
         torch.testing.assert_close(mean[:, 0], ((m + 1) / 2 + subset / 100).float())
+
+
+def test_the_curve_pairs_each_subset_with_its_labels(monkeypatch):
+    """Every fit of the curve gets the features and targets of the same rows: the subset's
+    means at M ≤ the full passes are the full means' rows, with those rows' targets."""
+    from datasets.natural import Labelled
+    from datasets.sources import DatasetBundle
+    from evaluation import measures
+
+    g = torch.Generator().manual_seed(9)
+    train, test = sample_data_params(30, generator=g), sample_data_params(12, generator=g)
+    data = DatasetBundle(
+        DATASETS["spirograph"], train, Labelled(train, train), Labelled(test, test)
+    )
+    seen = []
+    real = measures.fit_and_score
+    monkeypatch.setattr(
+        measures, "fit_and_score", lambda e, *a, **k: seen.append(e) or real(e, *a, **k)
+    )
+    args = argparse.Namespace(
+        averaging_curve=[1, 2], curve_full_passes=2, curve_subset=10, batch_size=8, num_workers=0
+    )
+    views = SpirographViews(generator=torch.Generator().manual_seed(0))
+    curve = measures.averaging_curve(
+        MeanColour(), data, views, args, 1e-8, seed=3, max_iter=100, device=CPU
+    )
+    assert [(p["passes"], p["images"]) for p in curve["points"]] == [
+        (1, "all"), (2, "all"), (1, "subset"), (2, "subset"),
+    ]  # fmt: skip
+    rows_train = seeded_rows(30, 10, 3)
+    rows_test = seeded_rows(12, 10, 3)
+    for full, part in zip(seen[:2], seen[2:], strict=True):
+        assert torch.equal(part.train_x, full.train_x[rows_train])
+        assert torch.equal(part.train_y, full.train_y[rows_train])
+        assert torch.equal(part.test_x, full.test_x[rows_test])
+        assert torch.equal(part.test_y, full.test_y[rows_test])
+    assert torch.equal(seen[0].train_y, train)
 
 
 # --- nuisance prediction and label fractions -----------------------------------------------------
@@ -306,12 +353,23 @@ def test_classification_suite_writes_every_measure(tmp_path):
     assert result["authors_variance"]["images"] == 10
     assert [s["amount"] for s in result["shift"]] == [0.0, 0.25, 0.5, 0.75, 0.875]
     assert result["shift"][0]["accuracy"] == result["accuracy"]  # s = 0 is the plain score
-    assert [(c["passes"], c["images"]) for c in result["averaging_curve"]] == [
+    curve = result["averaging_curve"]
+    assert [(c["passes"], c["images"]) for c in curve["points"]] == [
         (1, "all"), (1, "subset"), (3, "subset"),
     ]  # fmt: skip
+    assert curve["full_passes"] == 1 and curve["subset"]["train"] == 20
     assert set(result["nuisance"]["per_param"]) == {"brightness", "contrast", "saturation", "hue"}
     assert result["label_fractions"][-1]["accuracy"] == result["accuracy"]
     assert set(result["measure_seconds"]) >= {"conditional_variance", "shift", "nuisance"}
+
+
+def test_a_label_fraction_that_leaves_a_class_empty_is_refused_before_encoding(tmp_path):
+    write_paths(tmp_path, cifar10=write_cifar_pickles(tmp_path / "data", per_class=2))
+    write_checkpoint(tmp_path / "checkpoint" / "c.pth", "cifar10", 1.0)
+    out = script("lbfgs_linear_clf.py", tmp_path, "--load-from", "c", "--label-fractions", "0.01")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "--label-fractions 0.01 of 50 labelled training images leaves 0 per class" in out.stderr
+    assert "encoded" not in out.stdout
 
 
 def test_spirograph_shift_that_leaves_no_range_is_refused_in_one_line(tmp_path):
@@ -334,7 +392,9 @@ def test_spirograph_shifts_sweep_one_fit(tmp_path):
     assert out.returncode == 0, out.stderr
     result = last_json(out.stdout)
     assert [s["amount"] for s in result["shift_h_mean"]] == [-0.5, -0.25, 0.0, 0.25, 0.5]
-    assert len(result["shift_background_range"]) == 2
+    widened = result["shift_background_range"]
+    # Amount 0 is the same draw in every sweep; a widened range is another distribution.
+    assert widened[0]["mse"] == result["shift_h_mean"][2]["mse"] != widened[1]["mse"]
     assert "shift_background_mean" not in result and "shift_h_range" not in result
     assert list(result["nuisance"]["per_param"]) == [
         "h",
