@@ -26,7 +26,7 @@ from utils.cli import UsageError, run_cli
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="The evaluation suite's numbers and cost.")
-    p.add_argument("checkpoints", nargs="+", type=Path, help="training checkpoints (.pth)")
+    p.add_argument("checkpoints", nargs="*", type=Path, help="training checkpoints (.pth)")
     p.add_argument(
         "--random-init",
         action="store_true",
@@ -38,6 +38,11 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="the conditional variance, the authors' computation and the ratio alone",
     )
     p.add_argument(
+        "--table",
+        action="store_true",
+        help="print the tables of docs/evaluation.md from the records in --out; run nothing",
+    )
+    p.add_argument(
         "--out",
         type=Path,
         default=REPO / "docs" / "results" / "suite",
@@ -46,7 +51,76 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _g(value: float | None, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}g}"
+
+
+def table(folder: Path) -> str:
+    """Markdown tables of every record in ``folder``, one per dataset, a row per record."""
+    records = sorted(folder.glob("*.json"))
+    if not records:
+        raise UsageError(f"no records in {folder}; run the suite on checkpoints first")
+    lines = []
+    for dataset in ("spirograph", "cifar10"):
+        mine = [r for r in records if r.name.startswith(dataset)]
+        # SimCLR, InvCLR, then the random-initialisation baselines.
+        mine.sort(key=lambda r: ("random" in r.stem, "invclr" in r.stem, r.stem))
+        rows = [json.loads(r.read_text()) for r in mine]
+        if not rows:
+            continue
+        score = "mse" if dataset == "spirograph" else "accuracy"
+        variants = ["theta"] + ([] if dataset == "spirograph" else ["distortion"])
+        head = [f"`{r.stem.removeprefix(dataset + '-')}`" for r in mine]
+        lines += [f"**{dataset}**", "", "| measure | " + " | ".join(head) + " |",
+                  "|---" * (len(rows) + 1) + "|"]  # fmt: skip
+
+        def row(label: str, values: list[str], lines: list[str] = lines) -> None:
+            lines.append(f"| {label} | " + " | ".join(values) + " |")
+
+        results = [r["result"] for r in rows]
+        row("weights", ["random init" if x["random_init"] else "trained" for x in results])
+        row(f"probe {score}", [_g(x[score], 4) for x in results])
+        for v in variants:
+            cv = [x["conditional_variance"][v] for x in results]
+            row(f"conditional variance, {v} (εᵀẑ)", [_g(c["conditional_variance"]) for c in cv])
+            row(f"trace, {v}", [_g(c["trace"]) for c in cv])
+            row(f"across images, {v}", [_g(c["across"]) for c in cv])
+            row(f"ratio, {v}", [_g(c["ratio"]) for c in cv])
+        row("authors' computation, εᵀẑ", [_g(x["authors_variance"]["projected"]) for x in results])
+        row("authors' computation, trace", [_g(x["authors_variance"]["trace"]) for x in results])
+        full = next((x for x in results if "averaging_curve" in x), None)
+        if full is not None:  # the suite's other measures, "–" where a record lacks them
+            for point in full["averaging_curve"]["points"]:
+                key = (point["passes"], point["images"])
+                row(f"averaging M = {key[0]} ({key[1]})", [
+                    _g(next(q[score] for q in x["averaging_curve"]["points"]
+                            if (q["passes"], q["images"]) == key), 4)
+                    if "averaging_curve" in x else "–" for x in results
+                ])  # fmt: skip
+            for flag in [k for k in full if k.startswith("shift")]:
+                for i, s in enumerate(full[flag]):
+                    row(f"{flag} {s['amount']:g}", [
+                        _g(x[flag][i][score], 4) if flag in x else "–" for x in results
+                    ])  # fmt: skip
+            row("nuisance MSE / baseline", [
+                _g(x["nuisance"]["relative"]) if "nuisance" in x else "–" for x in results
+            ])  # fmt: skip
+            for i, f in enumerate(full["label_fractions"]):
+                row(f"labels {f['fraction']:g}", [
+                    _g(x["label_fractions"][i][score], 4) if "label_fractions" in x else "–"
+                    for x in results
+                ])  # fmt: skip
+        row("wall time (s)", [f"{r['wall_seconds']:.0f}" for r in rows])
+        lines.append("")
+    return "\n".join(lines)
+
+
 def main(args: argparse.Namespace) -> list[dict]:
+    if args.table:
+        print(table(args.out))
+        return []
+    if not args.checkpoints:
+        raise UsageError("give checkpoints to evaluate, or --table to print the records")
     args.out.mkdir(parents=True, exist_ok=True)
     records = []
     for checkpoint in args.checkpoints:

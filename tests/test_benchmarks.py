@@ -251,3 +251,5 @@ def test_evaluation_suite_benchmark_records_every_measure_and_its_cost(tmp_path,
     assert record["result"]["random_init"] is True
     assert set(record["result"]["measure_seconds"]) == {"conditional_variance", "authors_variance"}
     assert "x the probe" in capsys.readouterr().out
+    text = evaluation_suite.table(tmp_path / "out")
+    assert "| conditional variance, theta (εᵀẑ) |" in text and "| weights | random init |" in text
