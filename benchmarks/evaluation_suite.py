@@ -62,7 +62,7 @@ def table(folder: Path) -> str:
         raise UsageError(f"no records in {folder}; run the suite on checkpoints first")
     lines = []
     for dataset in ("spirograph", "cifar10"):
-        mine = [r for r in records if r.name.startswith(dataset)]
+        mine = [r for r in records if json.loads(r.read_text())["result"]["dataset"] == dataset]
         # SimCLR, InvCLR, then the random-initialisation baselines.
         mine.sort(key=lambda r: ("random" in r.stem, "invclr" in r.stem, r.stem))
         rows = [json.loads(r.read_text()) for r in mine]

@@ -98,7 +98,19 @@ def test_sigkill_at_random_moments_then_resume_ends_bit_identical(tmp_path, unin
             assert code == 0, err[-2000:]
             break
         wait_for_training(proc)
-        time.sleep(rng.uniform(0.5, 4.0))  # anywhere in a step, a save, or between them
+        # Let 1-3 steps save, then kill anywhere in a step, a save, or between them. Counting
+        # saves rather than seconds keeps every kill inside the run on a fast machine too (3 kills
+        # of at most 3 steps and a part leave the 14 steps unfinished).
+        saves_to_wait, seen = (
+            rng.randint(1, 3),
+            latest.stat().st_mtime_ns if latest.is_file() else 0,
+        )
+        while saves_to_wait and proc.poll() is None:
+            stamp = latest.stat().st_mtime_ns if latest.is_file() else 0
+            if stamp != seen:
+                seen, saves_to_wait = stamp, saves_to_wait - 1
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 0.5))
         if proc.poll() is None:
             proc.kill()  # SIGKILL: no handler runs, no cleanup
             kills += 1
