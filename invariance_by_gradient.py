@@ -14,6 +14,7 @@ global `--batch-size` (utils/distributed.py); only rank 0 writes and prints.
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from augmentation.views import NaturalViews, SpirographViews
+from datasets.paths import dataset_folder
 from datasets.sources import DATASETS, DatasetBundle, load_dataset, pretrain_batches
 from evaluation.encoding import ENCODE_BATCH_SIZE, probe_views
 from evaluation.probe import DEFAULT_REG_WEIGHT, probe_encoder
@@ -54,6 +56,7 @@ from utils.distributed import (
     process_group_backend,
 )
 from utils.lars import LARS, param_groups_excluding_bn_bias
+from utils.lock import run_lock
 from utils.metrics import RunLog, format_epoch
 from utils.run import (
     NonFiniteLoss,
@@ -373,14 +376,15 @@ def preview(
 def main(args: argparse.Namespace) -> Path:
     shard = launched_shard()
     try:
-        return train(args, shard)
+        with contextlib.ExitStack() as held:
+            return train(args, shard, held)
     finally:
         close_distributed()
 
 
-def train(args: argparse.Namespace, shard: Shard) -> Path:
+def train(args: argparse.Namespace, shard: Shard, held: contextlib.ExitStack) -> Path:
     """The run of `main`, as process ``shard.rank`` of ``shard.world``; only rank 0 writes files
-    and prints."""
+    and prints, and holds the run's lock in ``held``."""
     args, resumed = resume_args(args, get_args_parser())
     if args.test_freq is None:  # no probe where the dataset has none (ImageNet)
         probe_every = TEST_FREQ if DATASETS[args.dataset].full_batch_probe else 0
@@ -390,6 +394,11 @@ def train(args: argparse.Namespace, shard: Shard) -> Path:
     device = init_distributed(shard, device)
     lead = shard.rank == 0
     say = print if lead else lambda *_, **__: None
+    if not DATASETS[args.dataset].rendered:
+        dataset_folder(args.dataset)  # a missing dataset is refused before any folder is made
+    checkpoint_dir = ensure_writable(args.checkpoint_dir)
+    if lead and not args.preview:  # before any data is loaded or any file of the run touched
+        held.enter_context(run_lock(checkpoint_dir, args.filename))
     torch.manual_seed(args.seed)
     data = load_dataset(args.dataset, proportion=args.proportion, seed=args.seed)
     info = data.info
@@ -398,7 +407,6 @@ def train(args: argparse.Namespace, shard: Shard) -> Path:
             f"--batch-size {args.batch_size} exceeds the {len(data.pretrain)} training images; "
             "lower it or raise --proportion"
         )
-    checkpoint_dir = ensure_writable(args.checkpoint_dir)
     if args.preview:
         return preview(args, data, device, checkpoint_dir, lead)
     latest = checkpoint_dir / f"{args.filename}.pth"

@@ -270,7 +270,7 @@ def test_bad_inputs_are_one_line_each(tmp_path, capsys, monkeypatch):
     (tmp_path / "a-file").write_text("")
     line = error(*RUN, "--checkpoint-dir", "a-file/sub")
     assert "cannot write checkpoints to a-file/sub" in line
-    (tmp_path / "checkpoint").mkdir()
+    (tmp_path / "checkpoint").mkdir(exist_ok=True)  # a failed start may have made it
     (tmp_path / "checkpoint" / "output.pth").write_text("an earlier run's")
     line = error(*RUN)
     assert "checkpoint/output.pth exists" in line and "--resume" in line

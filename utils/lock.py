@@ -1,0 +1,106 @@
+"""One run per name: a lock on ``<checkpoint-dir>/<filename>.lock`` held for the run's whole life.
+
+Two runs on one ``--filename`` would replace each other's checkpoint at every save and interleave
+their epochs in one metrics file. The lock is an ``flock`` on the lock file, which the kernel
+releases when the process ends however it ends (``kill -9`` included), so nothing stale is left to
+clean. Where the file system has no ``flock`` (some network file systems), the lock is a file
+``<filename>.pidlock``, created exclusively and holding the host and process id, and taken over
+only when that process is gone from this host; a holder on another host cannot be checked from
+here, so such a file is then refused until it is removed by hand (docs/checkpoints.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+from utils.cli import UsageError
+
+try:
+    import fcntl
+except ImportError:  # not on Windows: the file-only lock below is used
+    fcntl = None
+
+
+def _holder(path: Path) -> str:
+    try:
+        text = path.read_text().split()
+    except OSError:
+        text = []
+    return f"process {text[1]} on {text[0]}" if len(text) == 2 else "another process"
+
+
+def _refuse(path: Path) -> UsageError:
+    return UsageError(
+        f"another run is using this name: {path} is held by {_holder(path)}; wait for it to "
+        "end, or give another --filename"
+    )
+
+
+def _alive_here(host: str, pid: int) -> bool:
+    """Whether process ``pid`` may still be running: certainly if on another host."""
+    if host != socket.gethostname():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """The lock as an exclusively created file naming its holder (no ``flock`` here)."""
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            break
+        except FileExistsError:
+            words = path.read_text().split() if path.is_file() else []
+            if len(words) == 2 and words[1].isdigit() and not _alive_here(words[0], int(words[1])):
+                path.unlink(missing_ok=True)  # its holder is gone: take it over
+                continue
+            raise _refuse(path) from None
+    else:
+        raise _refuse(path)
+    with os.fdopen(fd, "w") as out:
+        out.write(f"{socket.gethostname()} {os.getpid()}\n")
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def run_lock(folder: Path, name: str) -> Iterator[Path]:
+    """Hold the lock of run ``name`` in ``folder`` until the block ends; a run that holds it
+    already makes this a one-line `UsageError` naming the holder."""
+    path = folder / f"{name}.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if fcntl is None:
+            raise OSError(errno.ENOLCK, "no flock")
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise _refuse(path) from None
+    except OSError as error:
+        os.close(fd)
+        if error.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+            raise
+        # The file just opened is the flock's; the file-only lock needs one it creates itself.
+        with _file_lock(path.with_suffix(".pidlock")):
+            yield path
+        return
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{socket.gethostname()} {os.getpid()}\n".encode())
+        yield path
+    finally:
+        os.close(fd)  # releases the flock; the file stays, unlocked, for the next run
