@@ -167,7 +167,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                       "save)")
     more.add_argument("--resume", default=None, metavar="FILE",
                       help="continue the run saved in FILE (a path, or a name in "
-                      "--checkpoint-dir)")
+                      "--checkpoint-dir); 'auto': <checkpoint-dir>/<filename>.pth if it exists, "
+                      "else start (for requeued jobs and torchrun restarts)")
     more.add_argument("--git", action="store_true",
                       help="also record `git diff` in the checkpoint (the hash is always recorded)")
     more.add_argument("--tensorboard", action="store_true",

@@ -356,3 +356,27 @@ def test_imagenet_crops_depend_on_seed_epoch_and_image_only(tmp_path):
     assert not torch.equal(in_order[0][0], in_order[0][1])  # the two views differ
     data.epoch = 4
     assert not torch.equal(data[0][0], in_order[0][0])
+
+
+def test_resume_auto_starts_then_continues_with_one_unchanged_command(tmp_path, uninterrupted):
+    """A requeued job reruns its command as it was: the first time it starts the run, the next
+    continues it, and the run ends as one that was never interrupted."""
+    command = [*RUN, "--resume", "auto", "--save-every-steps", "1"]
+    proc = start(tmp_path, *command)
+    wait_for_training(proc)
+    latest = tmp_path / "checkpoint" / "output.pth"
+    while not latest.is_file() and proc.poll() is None:
+        time.sleep(0.01)
+    proc.kill()  # preempted after its first saved step
+    proc.communicate()
+    assert latest.is_file()
+    code, out, err = finish(start(tmp_path, *command))
+    assert code == 0, err[-2000:]
+    assert_same_weights(latest, uninterrupted["weights"])
+    assert losses(load_checkpoint(latest)["results"]) == losses(uninterrupted["results"])
+    # A name with no checkpoint starts a new run; --overwrite contradicts it.
+    code, _, err = finish(start(tmp_path, *command, "--filename", "fresh", "--cut-off", "1"))
+    assert code == 0, err[-2000:]
+    assert len(load_checkpoint(tmp_path / "checkpoint" / "fresh.pth")["results"]) == 1
+    code, _, err = finish(start(tmp_path, *command, "--overwrite"))
+    assert code == 2 and err.strip().count("\n") == 0 and "drop one of them" in err

@@ -129,10 +129,25 @@ def resume_args(
     args: argparse.Namespace, parser: argparse.ArgumentParser
 ) -> tuple[argparse.Namespace, tuple[Path, dict[str, Any]] | None]:
     """With ``--resume``: the run's arguments merged from its checkpoint (`merge_resumed_args`)
-    and the checkpoint (path, state); without: ``args`` unchanged and None."""
-    if not args.resume:
+    and the checkpoint (path, state); without: ``args`` unchanged and None.
+
+    ``--resume auto`` continues ``<checkpoint-dir>/<filename>.pth`` when it exists and starts a
+    new run when it does not, so that one unchanged command serves a first start, a requeued job
+    and a torchrun restart (``--preview`` ignores it)."""
+    target = args.resume
+    if target == "auto":
+        if args.overwrite:
+            raise UsageError(
+                "--resume auto continues <filename>.pth when it exists and --overwrite replaces "
+                "it; drop one of them"
+            )
+        candidate = Path(args.checkpoint_dir) / f"{args.filename}.pth"
+        if args.preview or not candidate.is_file():
+            return args, None
+        target = str(candidate)
+    if not target:
         return args, None
-    path, state = load_run(args.resume, args.checkpoint_dir)
+    path, state = load_run(target, args.checkpoint_dir)
     return merge_resumed_args(args, state["args"], parser), (path, state)
 
 
