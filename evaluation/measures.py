@@ -20,7 +20,7 @@ from datasets.sources import DatasetBundle, DatasetInfo
 from evaluation.encoding import Encoded, encode, prefix_means
 from evaluation.invariance import seeded_rows, seeded_subset
 from evaluation.nuisance import encode_with_nuisance, nuisance_names, nuisance_prediction
-from evaluation.probe import MAX_ITERATIONS, LinearFit, fit_and_score
+from evaluation.probe import MAX_ITERATIONS, LinearFit, fit_and_score, headline_scores
 from evaluation.shift import DEFAULT_STRENGTHS, SPIROGRAPH_SHIFTS, shift_scores, shifted_bounds
 from evaluation.variance import AUTHORS_BATCH, authors_variance, conditional_variance
 from utils.cli import UsageError
@@ -196,7 +196,7 @@ def averaging_curve(
             )  # fmt: skip
             points.append(
                 {"passes": m, "images": images, "n_train": len(ty), "n_test": len(sy),
-                 **_scores(result), "converged": fit.converged}
+                 **headline_scores(result), "converged": fit.converged}
             )  # fmt: skip
     return {
         "points": points,
@@ -242,11 +242,7 @@ def label_fractions(
             part, info.task, info.num_outputs, reg_weight=reg_weight, seed=seed, max_iter=max_iter
         )
         results.append(
-            {"fraction": fraction, "n_train": len(rows), **_scores(result),
+            {"fraction": fraction, "n_train": len(rows), **headline_scores(result),
              "converged": fit.converged}
         )  # fmt: skip
     return results
-
-
-def _scores(result: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in result.items() if k in ("accuracy", "loss", "mse")}

@@ -225,6 +225,11 @@ def _minimise_lbfgs(
     return iterations
 
 
+def headline_scores(result: dict[str, Any]) -> dict[str, Any]:
+    """The scores a measure reports of an `evaluate_linear` result: no per-target breakdown."""
+    return {k: v for k, v in result.items() if k in ("accuracy", "loss", "mse")}
+
+
 @torch.no_grad()
 def evaluate_linear(
     fit: LinearFit, features: Tensor, targets: Tensor, task: str

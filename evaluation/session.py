@@ -64,6 +64,8 @@ class Evaluation:
                 f"{self.path} was trained on {self.info.name}; use {self.info.evaluation_script}"
             )
         resolve_measure_args(args, self.info)
+        # Every fit (the probe's and each measure's) stops at one cap; only L-BFGS scripts set it.
+        self.max_iter = getattr(args, "max_iter", None) or MAX_ITERATIONS
         self.seed = args.seed if args.seed is not None else self.run.get("seed", 0)
         # What the probe encodes: plain images, or the mean of `passes` augmented copies.
         self.plain, self.passes = probe_views(
@@ -109,7 +111,7 @@ class Evaluation:
         )  # fmt: skip
         fit, result, weight = fit_and_score(
             encoded, data.info.task, data.info.num_outputs, reg_weight=args.reg_weight,
-            seed=self.seed, max_iter=getattr(args, "max_iter", None) or MAX_ITERATIONS,
+            seed=self.seed, max_iter=self.max_iter,
             verbose=True,
         )  # fmt: skip
         return encoded, fit, result, weight
@@ -123,7 +125,7 @@ class Evaluation:
         return run_measures(
             self.encoder, data, lambda seed: self.views(data, seed),
             (encoded, fit, reg_weight, self.plain), self.args, seed=self.seed,
-            max_iter=getattr(self.args, "max_iter", None) or MAX_ITERATIONS, device=self.device,
+            max_iter=self.max_iter, device=self.device,
         )  # fmt: skip
 
     def summary(self, data: DatasetBundle, **scores: Any) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from augmentation.spirograph import TRANSFORM_BOUNDS, TRANSFORM_PARAMS
 from augmentation.views import NaturalViews, SpirographViews, to_unit_float
 from evaluation.encoding import encode
-from evaluation.probe import LinearFit, evaluate_linear
+from evaluation.probe import LinearFit, evaluate_linear, headline_scores
 
 # The paper's sweeps, and the project's for the widenings (the paper gives no list for them).
 DEFAULT_STRENGTHS = (0.0, 0.25, 0.5, 0.75, 0.875)
@@ -112,7 +112,5 @@ def shift_scores(
             )
             features = encode(encoder, batches(), shifted, device)
         result = evaluate_linear(fit, features, test_y, task)
-        scores.append(
-            {"amount": amount, **{k: v for k, v in result.items() if k != "mse_per_target"}}
-        )
+        scores.append({"amount": amount, **headline_scores(result)})
     return scores

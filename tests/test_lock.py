@@ -2,9 +2,11 @@
 
 import errno
 import json
+import os
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 from test_crash_safety import RUN, finish, start, wait_for_training
@@ -15,7 +17,7 @@ from utils.cli import UsageError
 
 def test_a_held_name_is_refused_with_its_holder_and_free_again_after(tmp_path):
     with lock.run_lock(tmp_path, "run") as path:
-        assert path.read_text().split() == [socket.gethostname(), str(__import__("os").getpid())]
+        assert path.read_text().split() == [socket.gethostname(), str(os.getpid())]
         with pytest.raises(UsageError, match=r"held by process \d+ on .*another --filename"):
             with lock.run_lock(tmp_path, "run"):
                 pass
@@ -34,7 +36,7 @@ def test_without_flock_the_lock_file_names_its_holder_and_is_taken_over_when_it_
     monkeypatch.setattr(lock.fcntl, "flock", no_flock)
     pidlock = tmp_path / "run.pidlock"
     with lock.run_lock(tmp_path, "run"):
-        assert pidlock.read_text().split()[1] == str(__import__("os").getpid())
+        assert pidlock.read_text().split()[1] == str(os.getpid())
         with pytest.raises(UsageError, match="held by process"):
             with lock.run_lock(tmp_path, "run"):
                 pass
@@ -65,7 +67,7 @@ def test_a_lock_left_by_a_killed_run_does_not_block_its_resume(tmp_path):
     proc = start(tmp_path, *RUN, "--save-every-steps", "1")
     wait_for_training(proc)
     while not (tmp_path / "checkpoint" / "output.pth").is_file() and proc.poll() is None:
-        pass
+        time.sleep(0.01)
     proc.kill()  # SIGKILL: the kernel drops the flock with the process
     proc.communicate()
     code, _, err = finish(start(tmp_path, *RUN, "--resume", "output.pth"))
