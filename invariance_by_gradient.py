@@ -432,6 +432,7 @@ def train(args: argparse.Namespace, shard: Shard, held: contextlib.ExitStack) ->
     modules = dict(encoder=encoder, head=head, optimizer=optimizer, scheduler=scheduler,
                    scaler=scaler)  # fmt: skip
     run = RunState(modules, generator, args, lead=lead, device=device, git=git_info(args.git))
+    held.enter_context(run.stopped_on_write_failure())
     position = run.restore(resumed, say)
     log = RunLog(
         checkpoint_dir, args.filename, run.results, lead=lead, tensorboard=args.tensorboard

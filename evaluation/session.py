@@ -26,7 +26,7 @@ from evaluation.measures import (
 )
 from evaluation.probe import MAX_ITERATIONS, LinearFit, fit_and_score
 from models.pretrained import load_encoder
-from utils.checkpoint import resolve_checkpoint, write_text
+from utils.checkpoint import WriteError, resolve_checkpoint, write_text
 from utils.cli import UsageError, resolve_device
 
 
@@ -186,9 +186,8 @@ class Evaluation:
         if args.output is not None:
             try:
                 write_text(args.output, line + "\n")  # replaces an earlier result whole, or not
-            except OSError as error:
-                raise UsageError(
-                    f"cannot write --output {args.output} ({error.strerror}); the summary is the "
-                    "line above"
+            except WriteError as error:
+                raise WriteError(
+                    f"--output: {error}; the summary is the line above", error.path
                 ) from None
         return summary

@@ -265,6 +265,89 @@ def test_torchrun_stops_on_sigterm_resumes_on_one_process_and_evaluates(tmp_path
     assert json.loads(evaluated.stdout.splitlines()[-1])["mse"] > 0
 
 
+def launch_torchrun(workdir: Path, *flags: str, restarts: int = 0) -> subprocess.Popen:
+    return subprocess.Popen(
+        [
+            sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+            "--max-restarts", str(restarts), "--monitor-interval", "0.2",
+            "--master_port", str(free_port()), str(REPO / "invariance_by_gradient.py"), *flags,
+        ],
+        cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True,
+    )  # fmt: skip
+
+
+def finish_torchrun(proc: subprocess.Popen, timeout: float = 300) -> tuple[str, str]:
+    """Its output; a launch still running after ``timeout`` s is killed, workers and all."""
+    try:
+        return proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+
+
+def worker_pids(agent: int) -> dict[int, int]:
+    """The processes torchrun's agent ``agent`` started, by local rank (from their environment)."""
+    workers = {}
+    for proc in Path("/proc").iterdir():
+        try:
+            parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if parent != agent:
+                continue
+            env = (proc / "environ").read_text().split("\0")
+            local_rank = next(v.split("=", 1)[1] for v in env if v.startswith("LOCAL_RANK="))
+            workers[int(local_rank)] = int(proc.name)
+        except (OSError, ValueError, IndexError, StopIteration):
+            continue  # not a process, gone meanwhile, or not a worker
+    return workers
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the workers in /proc")
+def test_torchrun_restarts_a_killed_worker_and_the_same_command_ends_with_the_same_weights(
+    tmp_path,
+):
+    """`torchrun --max-restarts 1` with --resume auto: rank 1 killed (SIGKILL) in the middle of
+    the second epoch, torchrun stops rank 0 and starts both again with the same command, which
+    continues the last mid-epoch checkpoint: the encoder ends bit-identical to a run that was
+    never interrupted."""
+    flags = ["--dataset", "spirograph", "--arch", "resnet18", "--width", "0.25",
+             "--proportion", "0.0006", "--batch-size", "8", "--num-epochs", "2",
+             "--test-freq", "0", "--device", "cpu", "--lambda-gp", "1e-2",
+             "--gp-upper-limit", "1000", "--save-every-steps", "1", "--resume", "auto",
+             "--filename", "ddp"]  # fmt: skip
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    whole.mkdir(), cut.mkdir()
+    proc = launch_torchrun(whole, *flags)
+    _, err = finish_torchrun(proc)
+    assert proc.returncode == 0, err[-3000:]
+
+    proc = launch_torchrun(cut, *flags, restarts=1)
+    saved = cut / "checkpoint" / "ddp.pth"
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and time.monotonic() < deadline:
+        at = torch.load(saved, weights_only=True)["next"] if saved.exists() else {"epoch": 0}
+        if at["epoch"] == 1 and at["step"] >= 2:  # the second epoch's third step is under way
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, f"the run ended before the kill: {proc.communicate()[1][-3000:]}"
+    os.kill(worker_pids(proc.pid)[1], signal.SIGKILL)
+    out, err = finish_torchrun(proc)  # a restart that cannot connect would wait 30 minutes
+    assert proc.returncode == 0, err[-3000:]
+    assert "failed (exitcode: -9) local_rank: 1" in err  # torchrun saw the kill and restarted
+    resumed = [line for line in out.splitlines() if line.startswith("resuming ddp")]
+    assert len(resumed) == 1 and resumed[0].startswith("resuming ddp at epoch 2, step "), out
+    assert int(resumed[0].split("step ")[1].split(",")[0]) >= 3  # in the middle of the epoch
+
+    ends = [torch.load(d / "checkpoint" / "ddp.pth", weights_only=True) for d in (whole, cut)]
+    assert [e["next"]["epoch"] for e in ends] == [2, 2]
+    for key in ("encoder", "head"):
+        different = [k for k, v in ends[0][key].items() if not torch.equal(v, ends[1][key][k])]
+        assert not different, f"{key}: {len(different)} tensors differ, e.g. {different[:3]}"
+    rows = (cut / "checkpoint" / "ddp.metrics.jsonl").read_text().splitlines()
+    assert [json.loads(row)["epoch"] for row in rows] == [1, 2]
+
+
 def test_batch_that_does_not_split_is_one_line(tmp_path):
     done = torchrun(
         tmp_path, "--dataset", "spirograph", "--proportion", "0.0002", "--batch-size", "7",

@@ -9,8 +9,11 @@ of the unwrapped modules.
 from __future__ import annotations
 
 import contextlib
+import errno
+import math
 import os
 import pickle
+import shutil
 import tempfile
 import zipfile
 from pathlib import Path
@@ -26,6 +29,68 @@ VERSION = 2  # 2 adds the mid-epoch position ("next"), all RNG states and the lo
 
 class CheckpointError(InputError):
     """A checkpoint cannot be written or read; the message says what is wrong and what to do."""
+
+
+class WriteError(CheckpointError):
+    """A file of a run could not be written (``path``): a full disk, a quota, a size limit."""
+
+    def __init__(self, message: str, path: Path) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+def cannot_write(path: Path, error: BaseException) -> WriteError:
+    """The one line for ``error``, raised while ``path`` was written: which file, and why."""
+    return WriteError(f"cannot write {path} ({why_not_written(error, path.parent)})", path)
+
+
+def why_not_written(error: BaseException, folder: Path) -> str:
+    """Why a write failed, from the `OSError` behind ``error`` (torch's zip writer raises a
+    `RuntimeError` whose context is the `OSError` of the Python file it wrote to)."""
+    cause = error
+    while cause is not None and not isinstance(cause, OSError):
+        cause = cause.__cause__ or cause.__context__
+    code = getattr(cause, "errno", None)
+    if code == errno.ENOSPC:
+        return f"no space left on the device; {folder} has {_free(folder)} free"
+    if code == errno.EDQUOT:
+        return f"disk quota exceeded; {folder} has {_free(folder)} free by the file system"
+    if code == errno.EFBIG:
+        limit = _file_size_limit()
+        return (
+            f"larger than the file-size limit of this process (ulimit -f), {limit} bytes"
+            if limit is not None
+            else "larger than the file system allows for one file"
+        )
+    if cause is not None:
+        return cause.strerror or str(cause)
+    return f"torch could not write it: {str(error).strip().splitlines()[0][:200]}"
+
+
+def _free(folder: Path) -> str:
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return "an unknown amount"
+    if free < 1024:
+        return f"{free} bytes"
+    power = min(int(math.log(free, 1024)), 3)
+    return f"{free / 1024**power:.1f} {('KiB', 'MiB', 'GiB')[power - 1]}"
+
+
+def _file_size_limit() -> int | None:
+    try:
+        import resource  # POSIX only
+    except ImportError:
+        return None
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+def _from_zip_writer(error: RuntimeError) -> bool:
+    """Whether torch's zip writer raised ``error`` (it names its source file)."""
+    text = str(error)
+    return "inline_container" in text or "PytorchStreamWriter" in text
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
@@ -53,18 +118,23 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
         os.replace(tmp, path)
         _fsync_folder(path.parent)
     except BaseException as error:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(error, OSError):
-            raise CheckpointError(f"cannot write {path} ({error.strerror})") from None
+        Path(tmp).unlink(missing_ok=True)  # the previous checkpoint is untouched
+        if isinstance(error, OSError) or (
+            isinstance(error, RuntimeError) and _from_zip_writer(error)
+        ):
+            raise cannot_write(path, error) from None
         raise
     return path
 
 
 def write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` to ``path`` atomically (a temporary file in the same folder, then a rename):
-    a crash leaves the old file or the new one, never a part. Raises `OSError`."""
+    a crash leaves the old file or the new one, never a part. Raises `WriteError`."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:
+        raise cannot_write(path, error) from None
     try:
         with contextlib.suppress(OSError, AttributeError):
             os.fchmod(fd, 0o666 & ~_umask())  # as open() would make it
@@ -73,8 +143,10 @@ def write_text(path: str | Path, text: str) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise cannot_write(path, error) from None
         raise
     return path
 

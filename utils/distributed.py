@@ -23,6 +23,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 from torch.distributed.nn.functional import all_reduce as _autograd_all_reduce
+from torch.distributed.rendezvous import rendezvous
 
 T = TypeVar("T", Tensor, tuple[Tensor, ...])
 
@@ -72,12 +73,19 @@ def init_distributed(shard: Shard, device: torch.device) -> torch.device:
     forced = os.environ.get(FORCE_PROCESS_GROUP) == "1" and "MASTER_ADDR" in os.environ
     if shard.world == 1 and not forced:
         return device
+    # torchrun's agent keeps one store across the restarts of --max-restarts, so a restarted
+    # group could read the addresses its killed predecessor published there; a prefix per
+    # restart keeps each attempt's keys its own.
+    store, rank, world = next(rendezvous("env://"))
+    attempt = dist.PrefixStore(f"attempt{os.environ.get('TORCHELASTIC_RESTART_COUNT', 0)}", store)
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         torch.cuda.set_device(device)
-        dist.init_process_group("nccl", device_id=device)
+        dist.init_process_group(
+            "nccl", store=attempt, rank=rank, world_size=world, device_id=device
+        )
     else:
-        dist.init_process_group("gloo")
+        dist.init_process_group("gloo", store=attempt, rank=rank, world_size=world)
     if forced:
         dist.barrier()  # one collective, so that a forced one-process group is shown to work
     return device

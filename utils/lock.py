@@ -99,8 +99,11 @@ def run_lock(folder: Path, name: str) -> Iterator[Path]:
             yield path
         return
     try:
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{socket.gethostname()} {os.getpid()}\n".encode())
+        # The holder's name is for the refusal line only; the flock holds without it (a full
+        # disk may refuse the write, and the run's first write then says so in one line).
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{socket.gethostname()} {os.getpid()}\n".encode())
         yield path
     finally:
         os.close(fd)  # releases the flock; the file stays, unlocked, for the next run

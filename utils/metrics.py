@@ -9,12 +9,15 @@ then appends: the file always matches the state training continues from.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from utils.checkpoint import write_text
+from utils.checkpoint import cannot_write, write_text
 from utils.cli import UsageError
 
 
@@ -33,10 +36,23 @@ def rewrite_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def append_metrics(path: Path, row: dict[str, Any]) -> None:
-    with open(path, "a") as f:
-        f.write(metrics_line(row))
-        f.flush()
-        os.fsync(f.fileno())
+    """Add ``row``'s line, or raise `WriteError` with the file as it was: a full disk can take
+    part of a line, and a cut line would make the whole file unreadable. Unbuffered, so that
+    nothing is left to be written again when the file closes."""
+    data = memoryview(metrics_line(row).encode())
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            while data:
+                data = data[os.write(fd, data) :]
+            os.fsync(fd)
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)
+            raise cannot_write(path, error) from None
+    finally:
+        os.close(fd)
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
@@ -62,6 +78,20 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
+def _quiet_event_writer(hook: Callable[[Any], None]) -> Callable[[Any], None]:
+    """``hook`` (a `threading.excepthook`) without the traceback of TensorBoard's writer thread
+    failing to write: `TensorBoardLog.write` raises the same error as one line."""
+
+    def excepthook(failure: Any) -> None:
+        if not (
+            isinstance(failure.exc_value, OSError)
+            and type(failure.thread).__name__ == "_AsyncWriterThread"
+        ):
+            hook(failure)
+
+    return excepthook
+
+
 class TensorBoardLog:
     """Every numeric field of each row as a scalar at step = epoch."""
 
@@ -73,13 +103,27 @@ class TensorBoardLog:
                 "--tensorboard needs the tensorboard package, which is not installed here: "
                 "pip install tensorboard, or drop the flag (the metrics file is written either way)"
             ) from None
-        self.writer = SummaryWriter(log_dir=str(log_dir))
+        self.log_dir = log_dir
+        threading.excepthook = _quiet_event_writer(threading.excepthook)
+        try:
+            self.writer = SummaryWriter(log_dir=str(log_dir))
+        except OSError as error:
+            raise cannot_write(log_dir, error) from None
 
     def write(self, row: dict[str, Any]) -> None:
-        for key, value in row.items():
-            if key != "epoch" and isinstance(value, int | float) and not isinstance(value, bool):
+        # The events are written by a thread of the writer, which keeps the error and raises it
+        # at the next call; flush makes that this epoch's.
+        scalars = {
+            key: value
+            for key, value in row.items()
+            if key != "epoch" and isinstance(value, int | float) and not isinstance(value, bool)
+        }
+        try:
+            for key, value in scalars.items():
                 self.writer.add_scalar(key, value, row["epoch"] + 1)
-        self.writer.flush()
+            self.writer.flush()
+        except OSError as error:
+            raise cannot_write(self.log_dir, error) from None
 
     def close(self) -> None:
         self.writer.close()

@@ -9,6 +9,7 @@ first non-finite step without a per-step host synchronisation, and draws the pro
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import signal
 import subprocess
@@ -23,6 +24,7 @@ from torch import Tensor
 
 from utils.checkpoint import (
     CheckpointError,
+    WriteError,
     all_finite,
     load_checkpoint,
     resolve_checkpoint,
@@ -234,6 +236,22 @@ class RunState:
         lr = self.modules["optimizer"].param_groups[0]["lr"]
         say(f"resuming {self.args.filename} at epoch {position.epoch + 1}{within}, lr {lr:.4g}")
         return position
+
+    @contextlib.contextmanager
+    def stopped_on_write_failure(self) -> Iterator[None]:
+        """A file of the run that cannot be written (a full disk, a quota, a size limit) stops
+        the run, in one line that names the checkpoint it can continue from: training on would
+        risk every epoch after the last save."""
+        try:
+            yield
+        except WriteError as error:
+            kept = (
+                f"the last good checkpoint, {self.last_good}, is intact: make room and continue "
+                f"with --resume {self.last_good}"
+                if self.last_good is not None
+                else "no checkpoint of this run was written yet"
+            )
+            raise WriteError(f"{error}; {kept}", error.path) from None
 
     def save(self, path: Path, at: Position) -> None:
         """Write the run at position ``at`` to ``path``, unless a weight is not finite."""
