@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,7 @@ from utils.distributed import (
 from utils.lars import LARS, param_groups_excluding_bn_bias
 from utils.lock import run_lock
 from utils.metrics import RunLog, format_epoch
+from utils.resume import resume_args
 from utils.run import (
     NonFiniteLoss,
     Position,
@@ -66,7 +68,7 @@ from utils.run import (
     Stopped,
     git_info,
     optimizer_step,
-    resume_args,
+    shared_write,
     stop_exit,
 )
 from utils.schedule import CosineAnnealingWithLinearRampLR
@@ -130,7 +132,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=seed_value, default=0,
                      help="seed of initialisation, data order and augmentation")
 
-    # Everything here may change when a run is resumed (utils.run.merge_resumed_args).
+    # Everything here may change when a run is resumed (utils.resume.merge_resumed_args).
     more = p.add_argument_group("resumable", "how the run is carried out; may change on --resume")
     add_runtime_args(more)
     more.add_argument("--cut-off", type=int_at_least(1), default=None,
@@ -434,9 +436,8 @@ def train(args: argparse.Namespace, shard: Shard, held: contextlib.ExitStack) ->
     run = RunState(modules, generator, args, lead=lead, device=device, git=git_info(args.git))
     held.enter_context(run.stopped_on_write_failure())
     position = run.restore(resumed, say)
-    log = RunLog(
-        checkpoint_dir, args.filename, run.results, lead=lead, tensorboard=args.tensorboard
-    )
+    log = shared_write(lambda: RunLog(checkpoint_dir, args.filename, run.results, lead=lead,
+                                      tensorboard=args.tensorboard), device)  # fmt: skip
     end_epoch = min(args.num_epochs, args.cut_off or args.num_epochs)
     steps = len(data.pretrain) // args.batch_size
     processes = (
@@ -468,7 +469,8 @@ def train(args: argparse.Namespace, shard: Shard, held: contextlib.ExitStack) ->
                 scheduler.step()
             if args.test_freq and epoch % args.test_freq == args.test_freq - 1:
                 row |= run_probe(encoder, data, args, device)
-            say(format_epoch(log.add(row), args.num_epochs), flush=True)
+            row = shared_write(functools.partial(log.add, row), device)  # one failure stops all
+            say(format_epoch(row, args.num_epochs), flush=True)
             if epoch % args.save_freq == args.save_freq - 1:
                 kept = checkpoint_dir / f"{args.filename}_epoch{epoch + 1:03d}.pth"
                 run.save(kept, Position(epoch + 1))

@@ -3,6 +3,7 @@ global batch take the step one process takes on it, and a run survives a change 
 
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -13,6 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import invariance_by_gradient as train
@@ -265,7 +267,63 @@ def test_torchrun_stops_on_sigterm_resumes_on_one_process_and_evaluates(tmp_path
     assert json.loads(evaluated.stdout.splitlines()[-1])["mse"] > 0
 
 
-def launch_torchrun(workdir: Path, *flags: str, restarts: int = 0) -> subprocess.Popen:
+# A worker of torchrun's restart `RESTART`, as the agent starts it (the agent's store serves
+# MASTER_PORT); rank 0 of the restart is slow to start, so rank 1 looks up its address first.
+RESTARTED_WORKER = """
+import os, sys, time
+import torch
+import torch.distributed as dist
+sys.path.insert(0, sys.argv[1])
+from utils.distributed import Shard, init_distributed
+rank = int(os.environ["RANK"])
+if rank == 0 and os.environ["TORCHELASTIC_RESTART_COUNT"] != "0":
+    time.sleep(2)
+init_distributed(Shard(rank, 2), torch.device("cpu"))
+total = torch.ones(1)
+dist.all_reduce(total)
+print(int(total.item()), flush=True)
+os._exit(0)  # no clean shutdown, as a killed worker has none
+"""
+
+
+def test_a_restarted_group_does_not_read_the_addresses_of_the_group_before_it():
+    """The agent's store outlives a restart: without a prefix per restart, rank 1 of the second
+    group would read the address rank 0 of the first published, connect to a process that is
+    gone, and fail or wait out the timeout."""
+    port = free_port()
+    store = dist.TCPStore("127.0.0.1", port, 3, is_master=True, wait_for_workers=False)
+    for restart in ("0", "1"):
+        workers = [
+            subprocess.Popen(
+                [sys.executable, "-c", RESTARTED_WORKER, str(REPO)], stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, text=True, start_new_session=True,
+                env={**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+                     "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
+                     "LOCAL_WORLD_SIZE": "2", "TORCHELASTIC_USE_AGENT_STORE": "True",
+                     "TORCHELASTIC_RESTART_COUNT": restart, "OMP_NUM_THREADS": "1"},
+            )
+            for rank in range(2)
+        ]  # fmt: skip
+        try:
+            outputs = [worker.communicate(timeout=60) for worker in workers]
+        finally:
+            for worker in workers:
+                if worker.poll() is None:
+                    os.killpg(worker.pid, signal.SIGKILL)
+        assert [w.returncode for w in workers] == [0, 0], outputs[1][1][-2000:]
+        assert [out.strip() for out, _ in outputs] == ["2", "2"]
+    del store
+
+
+def launch_torchrun(
+    workdir: Path, *flags: str, restarts: int = 0, file_size: int | None = None
+) -> subprocess.Popen:
+    """torchrun with 2 CPU workers; ``file_size``: the most bytes any file they write may hold."""
+
+    def limited() -> None:
+        if file_size is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (file_size, resource.RLIM_INFINITY))
+
     return subprocess.Popen(
         [
             sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
@@ -273,7 +331,7 @@ def launch_torchrun(workdir: Path, *flags: str, restarts: int = 0) -> subprocess
             "--master_port", str(free_port()), str(REPO / "invariance_by_gradient.py"), *flags,
         ],
         cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True, preexec_fn=limited,
     )  # fmt: skip
 
 
@@ -324,17 +382,19 @@ def test_torchrun_restarts_a_killed_worker_and_the_same_command_ends_with_the_sa
 
     proc = launch_torchrun(cut, *flags, restarts=1)
     saved = cut / "checkpoint" / "ddp.pth"
-    deadline = time.monotonic() + 300
-    while proc.poll() is None and time.monotonic() < deadline:
-        at = torch.load(saved, weights_only=True)["next"] if saved.exists() else {"epoch": 0}
-        if at["epoch"] == 1 and at["step"] >= 2:  # the second epoch's third step is under way
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, f"the run ended before the kill: {proc.communicate()[1][-3000:]}"
-    os.kill(worker_pids(proc.pid)[1], signal.SIGKILL)
-    out, err = finish_torchrun(proc)  # a restart that cannot connect would wait 30 minutes
+    try:
+        deadline = time.monotonic() + 300
+        while proc.poll() is None and time.monotonic() < deadline:
+            at = torch.load(saved, weights_only=True)["next"] if saved.exists() else {"epoch": 0}
+            if at["epoch"] == 1 and at["step"] >= 2:  # the second epoch's third step is under way
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run ended before the kill"
+        os.kill(worker_pids(proc.pid)[1], signal.SIGKILL)
+    finally:
+        out, err = finish_torchrun(proc)  # a restart that cannot connect would wait 30 minutes
     assert proc.returncode == 0, err[-3000:]
-    assert "failed (exitcode: -9) local_rank: 1" in err  # torchrun saw the kill and restarted
+    assert "exitcode: -9" in err  # torchrun saw the kill, and restarted (one resume below)
     resumed = [line for line in out.splitlines() if line.startswith("resuming ddp")]
     assert len(resumed) == 1 and resumed[0].startswith("resuming ddp at epoch 2, step "), out
     assert int(resumed[0].split("step ")[1].split(",")[0]) >= 3  # in the middle of the epoch
@@ -346,6 +406,27 @@ def test_torchrun_restarts_a_killed_worker_and_the_same_command_ends_with_the_sa
         assert not different, f"{key}: {len(different)} tensors differ, e.g. {different[:3]}"
     rows = (cut / "checkpoint" / "ddp.metrics.jsonl").read_text().splitlines()
     assert [json.loads(row)["epoch"] for row in rows] == [1, 2]
+
+
+def test_a_checkpoint_rank_0_cannot_write_stops_every_process_in_one_line_each(tmp_path):
+    """Under a file-size limit rank 0's first save fails: every process stops there, rank 0
+    with the file and the reason, rank 1 saying it stopped with rank 0; no collective is left
+    waiting for a process that is gone."""
+    flags = ["--dataset", "spirograph", "--arch", "resnet18", "--width", "0.25",
+             "--proportion", "0.0006", "--batch-size", "8", "--num-epochs", "1",
+             "--test-freq", "0", "--device", "cpu", "--save-every-steps", "2"]  # fmt: skip
+    out, err = finish_torchrun(launch_torchrun(tmp_path, *flags, file_size=2**20))
+    ours = sorted(line for line in err.splitlines() if "invariance_by_gradient.py: error" in line)
+    assert ours == [
+        "invariance_by_gradient.py: error on rank 1: stopped with rank 0, which could not write "
+        "a file of the run (its line says which); no checkpoint of this run was written yet: "
+        "make room and run it again",
+        "invariance_by_gradient.py: error: cannot write checkpoint/output.pth (larger than the "
+        "file-size limit of this process (ulimit -f), 1048576 bytes); no checkpoint of this run "
+        "was written yet: make room and run it again",
+    ], err[-3000:]
+    assert "Connection reset" not in err and "DistBackendError" not in err
+    assert not (tmp_path / "checkpoint" / "output.pth").exists()
 
 
 def test_batch_that_does_not_split_is_one_line(tmp_path):

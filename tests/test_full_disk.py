@@ -13,6 +13,7 @@ import os
 import resource
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -130,6 +131,9 @@ def test_tensorboard_events_that_cannot_be_written_are_one_error_without_a_threa
         for epoch in range(50):
             log.write({"epoch": epoch, "loss": 1.0, "lr": 0.1, "penalty": 2.0})
     assert str(caught.value).startswith(f"cannot write {tmp_path / 'board'} (larger than the")
+    for thread in threading.enumerate():  # the writer's thread has ended, its hook has run
+        if type(thread).__name__ == "_AsyncWriterThread":
+            thread.join(timeout=10)
     assert "Traceback" not in capsys.readouterr().err
 
 
@@ -200,7 +204,8 @@ def small_disk(tmp_path):
     try:
         yield disk
     finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)
+        unmounted = subprocess.run(["umount", str(disk)], capture_output=True, text=True)
+        assert unmounted.returncode == 0, f"{disk} is still mounted: {unmounted.stderr}"
 
 
 def fill(folder: Path, leave: int) -> None:

@@ -9,6 +9,7 @@ import torch
 from tiny_data import write_cifar_pickles, write_image_folder, write_paths, write_stl10
 
 import invariance_by_gradient as train
+import utils.resume
 import utils.run
 from augmentation.views import NaturalViews
 from models.invclr import Networks
@@ -593,7 +594,7 @@ def test_the_resumable_group_holds_exactly_the_flags_a_resume_may_change():
     """`merge_resumed_args` lets these differ from the checkpoint's values; every other flag
     defines the run (the set the hand-kept RESUME_OVERRIDABLE list held before it became an
     argparse group)."""
-    assert utils.run.resumable_flags(train.get_args_parser()) == {
+    assert utils.resume.resumable_flags(train.get_args_parser()) == {
         "resume", "num_workers", "device", "test_freq", "save_freq", "cut_off",
         "checkpoint_dir", "filename", "git", "log_interval", "channels_last", "compile", "amp",
         "save_every_steps", "overwrite", "tensorboard", "preview",

@@ -31,10 +31,14 @@ class CheckpointError(InputError):
     """A checkpoint cannot be written or read; the message says what is wrong and what to do."""
 
 
+# The errors of a device or quota that is full, or of a file-size limit reached.
+FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
 class WriteError(CheckpointError):
     """A file of a run could not be written (``path``): a full disk, a quota, a size limit."""
 
-    def __init__(self, message: str, path: Path) -> None:
+    def __init__(self, message: str, path: Path | None) -> None:
         super().__init__(message)
         self.path = path
 
@@ -54,7 +58,7 @@ def why_not_written(error: BaseException, folder: Path) -> str:
     if code == errno.ENOSPC:
         return f"no space left on the device; {folder} has {_free(folder)} free"
     if code == errno.EDQUOT:
-        return f"disk quota exceeded; {folder} has {_free(folder)} free by the file system"
+        return "disk quota exceeded (quota -s shows yours)"
     if code == errno.EFBIG:
         limit = _file_size_limit()
         return (
@@ -101,6 +105,8 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as error:
+        if error.errno in FULL:  # no inode or block left for a new file
+            raise cannot_write(path, error) from None
         raise CheckpointError(
             f"cannot write checkpoints to {path.parent} ({error.strerror}); choose a writable "
             "--checkpoint-dir"
@@ -181,6 +187,10 @@ def ensure_writable(folder: str | Path) -> Path:
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as error:
+        if error.errno in FULL:
+            raise WriteError(
+                f"cannot write checkpoints to {folder} ({why_not_written(error, folder)})", folder
+            ) from None
         raise CheckpointError(
             f"cannot write checkpoints to {folder} ({error.strerror or error}); choose a "
             "writable --checkpoint-dir"

@@ -22,6 +22,7 @@ from typing import TypeVar
 import torch
 import torch.distributed as dist
 from torch import Tensor
+from torch.distributed.constants import default_pg_nccl_timeout, default_pg_timeout
 from torch.distributed.nn.functional import all_reduce as _autograd_all_reduce
 from torch.distributed.rendezvous import rendezvous
 
@@ -73,19 +74,24 @@ def init_distributed(shard: Shard, device: torch.device) -> torch.device:
     forced = os.environ.get(FORCE_PROCESS_GROUP) == "1" and "MASTER_ADDR" in os.environ
     if shard.world == 1 and not forced:
         return device
+    nccl = device.type == "cuda"
+    # The store's timeout of a plain init_process_group: the backend's default.
+    timeout = default_pg_nccl_timeout if nccl else default_pg_timeout
+    store, rank, world = next(rendezvous("env://", timeout=timeout))
     # torchrun's agent keeps one store across the restarts of --max-restarts, so a restarted
-    # group could read the addresses its killed predecessor published there; a prefix per
-    # restart keeps each attempt's keys its own.
-    store, rank, world = next(rendezvous("env://"))
-    attempt = dist.PrefixStore(f"attempt{os.environ.get('TORCHELASTIC_RESTART_COUNT', 0)}", store)
-    if device.type == "cuda":
+    # group could read the addresses its killed predecessor published there (and fail to
+    # connect, or wait out the timeout); a prefix per restart keeps each attempt's keys its own.
+    # On one node the agent's restart count is every worker's; across nodes the agents count
+    # apart, so there the keys stay as torch sets them.
+    if os.environ.get("LOCAL_WORLD_SIZE") == str(world):
+        restart = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        store = dist.PrefixStore(f"restart{restart}", store)
+    if nccl:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         torch.cuda.set_device(device)
-        dist.init_process_group(
-            "nccl", store=attempt, rank=rank, world_size=world, device_id=device
-        )
+        dist.init_process_group("nccl", store=store, rank=rank, world_size=world, device_id=device)
     else:
-        dist.init_process_group("gloo", store=attempt, rank=rank, world_size=world)
+        dist.init_process_group("gloo", store=store, rank=rank, world_size=world)
     if forced:
         dist.barrier()  # one collective, so that a forced one-process group is shown to work
     return device

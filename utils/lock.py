@@ -18,6 +18,7 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
+from utils.checkpoint import cannot_write
 from utils.cli import UsageError
 
 try:
@@ -67,10 +68,16 @@ def _file_lock(path: Path) -> Iterator[None]:
                 path.unlink(missing_ok=True)  # its holder is gone: take it over
                 continue
             raise _refuse(path) from None
+        except OSError as error:
+            raise cannot_write(path, error) from None
     else:
         raise _refuse(path)
-    with os.fdopen(fd, "w") as out:
-        out.write(f"{socket.gethostname()} {os.getpid()}\n")
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(f"{socket.gethostname()} {os.getpid()}\n")
+    except OSError as error:  # an empty lock file would name no holder to check, ever after
+        path.unlink(missing_ok=True)
+        raise cannot_write(path, error) from None
     try:
         yield
     finally:
@@ -82,7 +89,10 @@ def run_lock(folder: Path, name: str) -> Iterator[Path]:
     """Hold the lock of run ``name`` in ``folder`` until the block ends; a run that holds it
     already makes this a one-line `UsageError` naming the holder."""
     path = folder / f"{name}.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as error:  # ensure_writable passed: no inode left, most likely
+        raise cannot_write(path, error) from None
     try:
         if fcntl is None:
             raise OSError(errno.ENOLCK, "no flock")

@@ -40,7 +40,10 @@ def append_metrics(path: Path, row: dict[str, Any]) -> None:
     part of a line, and a cut line would make the whole file unreadable. Unbuffered, so that
     nothing is left to be written again when the file closes."""
     data = memoryview(metrics_line(row).encode())
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    except OSError as error:
+        raise cannot_write(path, error) from None
     try:
         size = os.fstat(fd).st_size
         try:
@@ -89,6 +92,7 @@ def _quiet_event_writer(hook: Callable[[Any], None]) -> Callable[[Any], None]:
         ):
             hook(failure)
 
+    excepthook.quiets_event_writer = True  # type: ignore[attr-defined]  # installed once
     return excepthook
 
 
@@ -104,7 +108,8 @@ class TensorBoardLog:
                 "pip install tensorboard, or drop the flag (the metrics file is written either way)"
             ) from None
         self.log_dir = log_dir
-        threading.excepthook = _quiet_event_writer(threading.excepthook)
+        if not getattr(threading.excepthook, "quiets_event_writer", False):
+            threading.excepthook = _quiet_event_writer(threading.excepthook)
         try:
             self.writer = SummaryWriter(log_dir=str(log_dir))
         except OSError as error:
@@ -126,7 +131,10 @@ class TensorBoardLog:
             raise cannot_write(self.log_dir, error) from None
 
     def close(self) -> None:
-        self.writer.close()
+        try:
+            self.writer.close()
+        except OSError as error:
+            raise cannot_write(self.log_dir, error) from None
 
 
 class RunLog:

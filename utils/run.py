@@ -17,20 +17,17 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
 
 from utils.checkpoint import (
-    CheckpointError,
     WriteError,
     all_finite,
-    load_checkpoint,
-    resolve_checkpoint,
     save_checkpoint,
 )
-from utils.cli import TrainingError, UsageError, given_flags
+from utils.cli import TrainingError
 from utils.distributed import any_process, average_gradients
 from utils.rng import capture_rng, restore_rng
 
@@ -39,8 +36,7 @@ try:
 except ImportError:  # a bare machine (the GPU check's python3 may lack it): no progress bar
     tqdm = None
 
-# What --resume needs from a checkpoint; evaluation-only files lack some.
-RESUME_KEYS = ("args", "encoder", "head", "optimizer", "results", "rng")
+T = TypeVar("T")
 
 
 @dataclass
@@ -114,79 +110,6 @@ def git_info(with_diff: bool) -> dict[str, str | None]:
     }
 
 
-def load_run(name: str, checkpoint_dir: str | Path) -> tuple[Path, dict[str, Any]]:
-    """The checkpoint ``--resume`` names, checked to hold a whole training run."""
-    path = resolve_checkpoint(name, checkpoint_dir)
-    state = load_checkpoint(path)
-    missing = [key for key in RESUME_KEYS if key not in state]
-    if missing or not isinstance(state["args"], dict):
-        raise CheckpointError(
-            f"{path} lacks {', '.join(missing) or 'valid args'}, so it cannot be resumed (it was "
-            "not written by this training script); start a new run"
-        )
-    return path, state
-
-
-def resume_args(
-    args: argparse.Namespace, parser: argparse.ArgumentParser
-) -> tuple[argparse.Namespace, tuple[Path, dict[str, Any]] | None]:
-    """With ``--resume``: the run's arguments merged from its checkpoint (`merge_resumed_args`)
-    and the checkpoint (path, state); without: ``args`` unchanged and None.
-
-    ``--resume auto`` continues ``<checkpoint-dir>/<filename>.pth`` when it exists and starts a
-    new run when it does not, so that one unchanged command serves a first start, a requeued job
-    and a torchrun restart (``--preview`` ignores it)."""
-    target = args.resume
-    if target == "auto":
-        if args.overwrite:
-            raise UsageError(
-                "--resume auto continues <filename>.pth when it exists and --overwrite replaces "
-                "it; drop one of them"
-            )
-        candidate = Path(args.checkpoint_dir) / f"{args.filename}.pth"
-        if args.preview or not candidate.is_file():
-            return args, None
-        target = str(candidate)
-    if not target:
-        return args, None
-    path, state = load_run(target, args.checkpoint_dir)
-    return merge_resumed_args(args, state["args"], parser), (path, state)
-
-
-def merge_resumed_args(
-    args: argparse.Namespace, saved: dict[str, Any], parser: argparse.ArgumentParser
-) -> argparse.Namespace:
-    """The checkpoint's run arguments, with the command line's resumable flags on top.
-
-    The resumable flags are those of ``parser``'s argument group titled "resumable"; every other
-    flag defines the run, and giving it a value other than the checkpoint's is an error. A flag
-    counts as given when the command line typed it, whatever its value (`given_flags`); for a
-    namespace that does not say, when its value differs from the parser's default."""
-    defaults = vars(parser.parse_args([]))
-    resumable = resumable_flags(parser)
-    given = given_flags(args)
-    saved = {"width": 1.0, **saved}  # checkpoints from before --width hold the full network
-    merged = dict(saved)
-    for key, value in vars(args).items():
-        explicit = key in given if given is not None else value != defaults.get(key)
-        if key in resumable or key not in saved:
-            if explicit or key not in saved:
-                merged[key] = value
-        elif explicit and value != saved[key]:
-            flag = "--" + key.replace("_", "-")
-            raise UsageError(
-                f"{flag} {value} conflicts with the resumed run's {saved[key]}; drop {flag} to "
-                "continue that run, or start a new one"
-            )
-    return argparse.Namespace(**{k: merged[k] for k in defaults})
-
-
-def resumable_flags(parser: argparse.ArgumentParser) -> set[str]:
-    """The destinations of ``parser``'s "resumable" argument group."""
-    groups = [g for g in parser._action_groups if g.title == "resumable"]
-    return {action.dest for group in groups for action in group._group_actions}
-
-
 class RunState:
     """Everything a checkpoint carries for a run to continue exactly: the state dicts of
     ``modules`` (None entries are saved as None), the generators, the run's arguments, its
@@ -249,7 +172,7 @@ class RunState:
                 f"the last good checkpoint, {self.last_good}, is intact: make room and continue "
                 f"with --resume {self.last_good}"
                 if self.last_good is not None
-                else "no checkpoint of this run was written yet"
+                else "no checkpoint of this run was written yet: make room and run it again"
             )
             raise WriteError(f"{error}; {kept}", error.path) from None
 
@@ -266,7 +189,10 @@ class RunState:
                 f"{at.step}; not saved. Last good checkpoint: {self.last_good or 'none'}; "
                 "lower --base-lr or --lambda-gp, or raise --gp-upper-limit less"
             )
-        if self.lead:
+
+        def write() -> None:
+            if not self.lead:
+                return
             states = {k: m.state_dict() if m is not None else None for k, m in self.modules.items()}
             save_checkpoint(
                 {
@@ -280,7 +206,26 @@ class RunState:
                 },
                 path,
             )
+
+        shared_write(write, self.device)
         self.last_good = path
+
+
+def shared_write(write: Callable[[], T], device: torch.device) -> T:
+    """``write()`` (which writes files on rank 0 alone), with its failure shared: a file rank 0
+    cannot write stops every process, not rank 0 alone while the others wait in their next
+    collective. One collective under torchrun; nothing more for one process."""
+    failure, result = None, None
+    try:
+        result = write()
+    except WriteError as error:
+        failure = error
+    if any_process(failure is not None, device):
+        raise failure or WriteError(
+            "stopped with rank 0, which could not write a file of the run (its line says which)",
+            None,
+        )
+    return result  # type: ignore[return-value]
 
 
 def optimizer_step(
