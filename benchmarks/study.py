@@ -59,6 +59,7 @@ PROTOCOL: dict[str, dict[str, Any]] = {
             for weight in ("1e-4", "1e-3", "1e-1")
         },
         "script": "lbfgs_linear_clf_spirograph.py",
+        "evaluate": ["--componentwise"],  # the MSE of each regression target too
         "metric": "mse",
     },
     "cifar10": {
@@ -74,6 +75,7 @@ PROTOCOL: dict[str, dict[str, Any]] = {
         },
         "sweep": {},
         "script": "lbfgs_linear_clf.py",
+        "evaluate": [],
         "metric": "accuracy",
     },
 }  # fmt: skip
@@ -89,13 +91,25 @@ VARIANCE = ["--conditional-variance", "--authors-variance"]
 
 @dataclass
 class Job:
-    """One command and the record it leaves: ``record`` exists once the job has run."""
+    """One command and the record it leaves: the job is done once ``record`` holds its
+    command (a record of another command, from an earlier protocol, is redone)."""
 
     name: str
     record: Path
     command: list[str]
     kind: str  # "train" or "evaluate"
     needs: list[Path] = field(default_factory=list)  # files that must exist before it runs
+
+    @property
+    def done(self) -> bool:
+        try:
+            return json.loads(self.record.read_text())["command"] == command_line(self.command)
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+
+
+def command_line(command: list[str]) -> str:
+    return f"python3 {shlex.join(command)}"
 
 
 def checkpoints(dataset: str) -> list[int]:
@@ -124,7 +138,8 @@ def evaluate_job(
     checkpoint = out / f"{run}_epoch{epoch or checkpoints(dataset)[-1]:03d}.pth"
     name = f"{run}-epoch{epoch:03d}" if epoch else f"{dataset}-random-seed{seed}"
     command = [PROTOCOL[dataset]["script"], "--load-from", shown(checkpoint), "--device", "cpu"]
-    command += ["--seed", str(seed), *PROBE, *(["--suite"] if suite else VARIANCE)]
+    command += ["--seed", str(seed), *PROBE, *PROTOCOL[dataset]["evaluate"]]
+    command += ["--suite"] if suite else VARIANCE
     command += [] if epoch else ["--random-init"]
     return Job(name, record / dataset / f"{name}.json", command, "evaluate", [checkpoint])
 
@@ -175,7 +190,7 @@ def execute(job: Job, out: Path) -> dict[str, Any]:
     seconds = time.perf_counter() - start
     if code != 0:
         raise UsageError(f"`python3 {shlex.join(job.command)}` failed (exit {code}); see {log}")
-    record: dict[str, Any] = {"command": f"python3 {shlex.join(job.command)}"}
+    record: dict[str, Any] = {"command": command_line(job.command)}
     if job.kind == "train":
         name = job.command[job.command.index("--filename") + 1]
         epochs = read_metrics(out / f"{name}.metrics.jsonl")
@@ -216,10 +231,10 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> list[Job]:
     jobs = plan(args.datasets, args.seeds, args.out, args.record)
-    todo = [job for job in jobs if not job.record.is_file()]
+    todo = [job for job in jobs if not job.done]
     if args.plan:
         for job in jobs:
-            print(f"{'done' if job.record.is_file() else 'todo'}  {job.name}  ({job.kind})")
+            print(f"{'done' if job.done else 'todo'}  {job.name}  ({job.kind})")
         print(f"{len(jobs) - len(todo)} of {len(jobs)} jobs done")
         return todo
     args.out.mkdir(parents=True, exist_ok=True)

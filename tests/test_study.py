@@ -77,4 +77,10 @@ def test_a_tiny_study_writes_each_record_once(tmp_path, monkeypatch):
     random = json.loads((folder / "spirograph-random-seed1.json").read_text())
     assert not trained["result"]["random_init"] and random["result"]["random_init"]
     assert trained["result"]["conditional_variance"]["theta"]["conditional_variance"] > 0
+    assert "mse_m" in trained["result"]  # --componentwise: each target's MSE
     assert study.main(study.get_args_parser().parse_args(argv)) == []  # all done: nothing runs
+    # A record of another command (an earlier protocol's) is redone, and only that one.
+    random["command"] = random["command"].replace(" --random-init", " --num-passes 2 --random-init")
+    (folder / "spirograph-random-seed1.json").write_text(json.dumps(random))
+    ran = study.main(study.get_args_parser().parse_args(argv))
+    assert [job.name for job in ran] == ["spirograph-random-seed1"]
