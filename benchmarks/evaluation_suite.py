@@ -18,7 +18,7 @@ import json
 import time
 from pathlib import Path
 
-from benchmarks.results import REPO, last_json, machine, run, shown
+from benchmarks.study import REPO, last_json, machine, run, shown
 from datasets.sources import DATASETS
 from utils.checkpoint import load_checkpoint
 from utils.cli import UsageError, run_cli

@@ -1,482 +1,602 @@
-"""The README's small-compute results: SimCLR and InvCLR against a random-initialisation encoder.
+"""The small-compute answer to the paper's claims, from the study's records (benchmarks/study.py).
 
-    python3 -m benchmarks.results                          # both halves, seeds 0 1 2
-    python3 -m benchmarks.results --datasets spirograph    # one half
-    python3 -m benchmarks.results --table-only             # the table from docs/results/
+    python3 -m benchmarks.results                  # run the study's missing jobs, then the tables
+    python3 -m benchmarks.results --table-only     # the tables from the records in docs/results/
+    python3 -m benchmarks.results --figures        # the tables, and docs/figures/*.png redrawn
 
-For each dataset and seed it trains SimCLR (λ = 0) and InvCLR with the settings of `PROTOCOL`,
-evaluates both with the evaluation script, and evaluates the same network at random
-initialisation. Every run writes `docs/results/<dataset>-<method>-seed<N>.json` as soon as it ends:
-the evaluation script's JSON, the exact commands, the training's per-epoch metrics (the clamp
-fraction among them), the training and evaluation times, and the machine. A run whose JSON
-exists is skipped, and a training whose checkpoint exists is resumed from it, so the halves can
-run at different times and an interrupted script picks up where it stopped (`--redo` starts
-afresh). Checkpoints and logs go to `--out` (ignored by git). Then the training curves of the
-first seed go to `docs/curves-<dataset>.png`, a preview of the views to
-`docs/<dataset>.preview.png`, and the table, built from the JSON files alone, between the
-`<!-- results:start -->` and `<!-- results:end -->` markers of the README.
+The tables come from the records alone: the README's section between the `<!-- results:start -->`
+and `<!-- results:end -->` markers (one verdict per claim and dataset) and docs/results.md (every
+seed's numbers, the cheap penalty, the λ sweep, InvCLR − SimCLR against training length). A
+record counts only when it holds the command the study's plan gives its job, so a table never
+mixes protocols. `--table-only` from a clone rewrites both files byte for byte; figures are a
+separate option, since PNG bytes follow the matplotlib version.
+
+A verdict is the paired difference InvCLR − SimCLR over seeds, with its standard error and a
+Student t interval. Claims 1 and 2 are primary: their p-values are Holm-corrected over the
+dataset's primary lines and each interval is at the level its Holm step tests (for three lines
+98.3%, 97.5%, 95%). The other claims are secondary: 95%, uncorrected, and say so.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
-import shlex
+import math
+import re
 import statistics
-import subprocess
-import sys
-import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
+from scipy import stats
 
-from utils.cli import UsageError, run_cli, seed_value
-from utils.metrics import read_metrics
-from utils.plot import plot_runs
+from benchmarks import study
+from utils.cli import UsageError, run_cli
 
-REPO = Path(__file__).resolve().parent.parent
-# The settings of each half. Both use a quarter-width ResNet-18 (--width 0.25): at full width a
-# CPU reaches too few steps in the time budget for the representation to learn much.
-PROTOCOL: dict[str, dict[str, Any]] = {
-    "spirograph": {
-        "train": [
-            "--dataset", "spirograph", "--arch", "resnet18", "--width", "0.25",
-            "--proportion", "0.05", "--batch-size", "64", "--base-lr", "1.5",
-            "--num-epochs", "10", "--test-freq", "0",
-        ],
-        "methods": {
-            "simclr": ["--lambda-gp", "0"],
-            "invclr": ["--lambda-gp", "1e-2", "--gp-upper-limit", "1000"],
-        },
-        "script": "lbfgs_linear_clf_spirograph.py",
-        "evaluate": ["--reg-weight", "auto", "--invariance", "10", "--invariance-images", "1000"],
-        "metric": "mse",
-    },
-    "cifar10": {
-        "train": [
-            "--dataset", "cifar10", "--arch", "resnet18", "--width", "0.25",
-            "--proportion", "0.2", "--batch-size", "64", "--base-lr", "1.5",
-            "--num-epochs", "10", "--test-freq", "0",
-        ],
-        "methods": {
-            "simclr": ["--lambda-gp", "0"],
-            # The paper's CIFAR setting. At this scale the limit binds on a quarter to a half of
-            # the first epoch's steps and on none after (README): the penalty acts.
-            "invclr": ["--lambda-gp", "0.1", "--gp-upper-limit", "1"],
-        },
-        "script": "lbfgs_linear_clf.py",
-        # Plain images, the evaluation's default for natural images.
-        "evaluate": ["--reg-weight", "auto", "--invariance", "10", "--invariance-images", "1000"],
-        "metric": "accuracy",
-    },
-}  # fmt: skip
-LABELS = {
-    "simclr": "SimCLR (λ = 0)",
-    "invclr": "InvCLR",
-    "random": "random-initialisation encoder",
-}
 START, END = "<!-- results:start -->", "<!-- results:end -->"
-# Two-sided 95% quantiles of Student's t for 1..10 degrees of freedom (normal beyond).
-T_95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
+ALPHA = 0.05
+NAME = re.compile(r"^[a-z0-9]+-(?P<method>.+?)-seed(?P<seed>\d+)(-epoch(?P<epoch>\d+))?$")
+LABELS = {
+    "simclr": "SimCLR",
+    "invclr": "InvCLR",
+    "gp4": "InvCLR, --gp-every 4",
+    "random": "random initialisation",
+}
+Result = dict[str, Any]
+WHAT = {"theta": "θ only", "distortion": "the whole distortion"}  # what each variance redraws
 
 
-def machine() -> dict[str, Any]:
-    """What the numbers ran on: processor, the instruction sets that change CPU speed, torch."""
-    model, flags = platform.processor(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-    except OSError:
-        pass
-    return {
-        "cpu": model,
-        "cores": torch.get_num_threads(),
-        "avx512": "avx512f" in flags,
-        "amx": "amx_tile" in flags,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-    }
+@dataclass
+class Half:
+    """One dataset's records: evaluation results by (method, seed, epoch) (epoch 0: the random
+    encoder), training records by (method, seed), and how many planned jobs have none."""
+
+    dataset: str
+    evaluations: dict[tuple[str, int, int], Result]
+    trainings: dict[tuple[str, int], Result]
+    missing: int
+
+    @property
+    def final(self) -> int:
+        return study.checkpoints(self.dataset)[-1]
+
+    @property
+    def lower_is_better(self) -> bool:
+        return study.PROTOCOL[self.dataset]["metric"] == "mse"
+
+    def results(self, method: str, epoch: int | None = None) -> dict[int, Result]:
+        """Seed -> result of ``method``'s checkpoint after ``epoch`` epochs (default: the last)."""
+        epoch = 0 if method == "random" else (epoch or self.final)
+        return {s: r for (m, s, e), r in self.evaluations.items() if (m, e) == (method, epoch)}
 
 
-def shown(path: Path) -> str:
-    """A path as a command written into a record shows it: relative to the repository."""
-    try:
-        return str(path.resolve().relative_to(REPO))
-    except ValueError:
-        return str(path)
-
-
-def run(command: list[str], log: Path) -> float:
-    """Run a project script to completion, its output into ``log``; returns the seconds taken.
-    A failure is a `UsageError` naming the log."""
-    start = time.perf_counter()
-    with open(log, "w") as out:
-        code = subprocess.call([sys.executable, *command], cwd=REPO, stdout=out, stderr=out)
-    if code != 0:
-        raise UsageError(f"`python3 {shlex.join(command)}` failed (exit {code}); see {log}")
-    return time.perf_counter() - start
-
-
-def last_json(log: Path) -> dict[str, Any]:
-    """The evaluation script's JSON line: the last line of its log that is a JSON object."""
-    for line in reversed(log.read_text().splitlines()):
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError:
+def read_half(dataset: str, record: Path, out: Path) -> Half:
+    """The records of the study's plan for ``dataset`` that hold their job's command."""
+    evaluations, trainings, missing = {}, {}, 0
+    for job in study.plan([dataset], list(study.SEEDS), out, record):
+        if not job.done:
+            missing += 1
             continue
-        if isinstance(value, dict):
-            return value
-    raise UsageError(f"{log} holds no JSON result line; see the log, then rerun")
+        content = json.loads(job.record.read_text())
+        match = NAME.match(job.name)
+        method, seed = match["method"], int(match["seed"])
+        if job.kind == "train":
+            trainings[(method, seed)] = content
+        else:
+            evaluations[(method, seed, int(match["epoch"] or 0))] = content["result"]
+    return Half(dataset, evaluations, trainings, missing)
 
 
-def defining_flags(dataset: str, method: str, seed: int) -> dict[str, str]:
-    """What a record's commands must contain to belong to the current protocol."""
-    spec = PROTOCOL[dataset]
-    evaluate = [*spec["evaluate"], "--seed", str(seed)]
-    if method == "random":
-        return {"eval_command": shlex.join([*evaluate, "--random-init"])}
-    train = [*spec["train"], *spec["methods"][method], "--seed", str(seed)]
-    return {"train_command": shlex.join(train), "eval_command": shlex.join(evaluate)}
+# The measures, each a function of one evaluation result.
+def score(half: Half) -> Callable[[Result], float]:
+    return lambda r: r[study.PROTOCOL[half.dataset]["metric"]]
 
 
-def check_record(path: Path, record: dict[str, Any], dataset: str, method: str, seed: int) -> None:
-    """Refuse a record made with other settings than the current `PROTOCOL`'s: the table's
-    caption describes the protocol, so it must describe every number under it."""
-    if dataset not in PROTOCOL or method not in LABELS:
-        raise UsageError(f"{path} names no dataset and method of the protocol; delete it")
-    for key, flags in defining_flags(dataset, method, seed).items():
-        # Before plain images were the default, CIFAR records asked for them by this flag.
-        if flags not in record.get(key, "").replace(" --untransformed", ""):
-            raise UsageError(
-                f"{path} was made with other settings than the protocol's ({key} lacks "
-                f"`{flags}`); rerun it with --redo, or delete it"
-            )
+def variance(kind: str, field: str = "conditional_variance") -> Callable[[Result], float]:
+    return lambda r: r["conditional_variance"][kind][field]
 
 
-def train_and_evaluate(
-    dataset: str, method: str, seed: int, out: Path, record: Path
-) -> dict[str, Any]:
-    """One row's run: train (resuming a checkpoint left by an interrupted run), evaluate, and
-    write the record."""
-    spec = PROTOCOL[dataset]
-    name = f"{dataset}-{method}-seed{seed}"
-    checkpoint = out / f"{name}.pth"
-    train = ["invariance_by_gradient.py", *spec["train"], *spec["methods"][method]]
-    train += ["--seed", str(seed), "--device", "cpu", "--checkpoint-dir", shown(out)]
-    train += ["--filename", name]
-    resume = ["--resume", shown(checkpoint)] if checkpoint.is_file() else []
-    print(f"== {name}: training" + (" (resuming its checkpoint)" if resume else ""), flush=True)
-    run([*train, *resume], out / f"{name}.train.log")
-    evaluate = [spec["script"], "--load-from", shown(checkpoint), "--device", "cpu"]
-    evaluate += [*spec["evaluate"], "--seed", str(seed)]
-    print(f"== {name}: evaluation", flush=True)
-    seconds = run(evaluate, out / f"{name}.eval.log")
-    epochs = read_metrics(out / f"{name}.metrics.jsonl")
-    return write_record(
-        record / f"{name}.json",
-        last_json(out / f"{name}.eval.log"),
-        train_command=f"python3 {shlex.join(train)}",
-        eval_command=f"python3 {shlex.join(evaluate)}",
-        train_time_s=epochs[-1]["wall_s"],
-        eval_time_s=seconds,
-        epochs=epochs,
-    )
+def authors(r: Result) -> float:
+    return r["authors_variance"]["trace"]
 
 
-def evaluate_random(dataset: str, seed: int, out: Path, record: Path) -> dict[str, Any]:
-    """The same network at random initialisation (seeded by ``seed``), with the same probe."""
-    spec = PROTOCOL[dataset]
-    name = f"{dataset}-random-seed{seed}"
-    checkpoint = out / f"{dataset}-simclr-seed{seed}.pth"  # read for its architecture only
-    if not checkpoint.exists():
-        raise UsageError(
-            f"{checkpoint} is missing: the random-initialisation row reads its architecture; "
-            f"rerun with --redo to train {dataset}'s SimCLR seed {seed} again"
+def averaging_gain(half: Half) -> Callable[[Result], float]:
+    """How much the mean of the most augmented copies improves on one copy (all images)."""
+
+    def gain(r: Result) -> float:
+        points = sorted(
+            (p for p in r["averaging_curve"]["points"] if p["images"] == "all"),
+            key=lambda p: p["passes"],
         )
-    evaluate = [spec["script"], "--load-from", shown(checkpoint), "--device", "cpu"]
-    evaluate += [*spec["evaluate"], "--seed", str(seed), "--random-init"]
-    print(f"== {name}: evaluation", flush=True)
-    seconds = run(evaluate, out / f"{name}.eval.log")
-    return write_record(
-        record / f"{name}.json",
-        last_json(out / f"{name}.eval.log"),
-        eval_command=f"python3 {shlex.join(evaluate)}",
-        eval_time_s=seconds,
-    )
+        first, last = score(half)(points[0]), score(half)(points[-1])
+        return first - last if half.lower_is_better else last - first
+
+    return gain
 
 
-def write_record(path: Path, evaluation: dict[str, Any], **fields: Any) -> dict[str, Any]:
-    record = {**evaluation, **fields, "machine": machine()}
-    record.pop("checkpoint", None)  # a path on the machine that ran it
-    path.write_text(json.dumps(record, indent=1) + "\n")
-    return record
+def shift_drop(half: Half, kind: str) -> Callable[[Result], float]:
+    """How much the score worsens from no shift to the largest one of ``kind``."""
+
+    def drop(r: Result) -> float:
+        points = sorted(r[kind], key=lambda p: abs(p["amount"]))
+        first, last = score(half)(points[0]), score(half)(points[-1])
+        return last - first if half.lower_is_better else first - last
+
+    return drop
 
 
-def read_records(
-    record: Path, required: bool = True
-) -> dict[tuple[str, str], dict[int, dict[str, Any]]]:
-    """(dataset, method) -> seed -> record, from the JSON files of `record`, each checked
-    against the protocol."""
-    groups: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
-    for path in sorted(record.glob("*-seed*.json")):
-        try:
-            dataset, method, seed_name = path.stem.rsplit("-", 2)
-            seed = int(seed_name.removeprefix("seed"))
-            content = json.loads(path.read_text())
-            if not isinstance(content, dict):
-                raise ValueError("not an object")
-            check_record(path, content, dataset, method, seed)
-            groups.setdefault((dataset, method), {})[seed] = content
-        except (json.JSONDecodeError, ValueError):
-            raise UsageError(f"{path} is not a results record; delete it and rerun") from None
-    if not groups and required:
-        raise UsageError(f"no results records in {record}; run python3 -m benchmarks.results")
-    return groups
+def nuisance(r: Result) -> float:
+    return r["nuisance"]["relative"]
 
 
-def clamp_fraction(record: dict[str, Any]) -> float | None:
-    """Penalised steps at the clamp over all penalised steps of the run (epochs weigh alike:
-    each has the same number of steps)."""
-    rows = record.get("epochs", [])
-    fractions = [row["clamp_fraction"] for row in rows if row.get("clamp_fraction") is not None]
-    return statistics.fmean(fractions) if fractions else None
+def fewest_labels(half: Half) -> Callable[[Result], float]:
+    return lambda r: score(half)(min(r["label_fractions"], key=lambda f: f["fraction"]))
 
 
-def spread(values: list[float], digits: str) -> str:
-    if len(values) < 2:
-        return f"{values[0]:{digits}}" if values else "–"
-    return f"{statistics.fmean(values):{digits}} ± {statistics.stdev(values):{digits}}"
+@dataclass
+class Claim:
+    """A claim of the paper on one dataset: InvCLR's ``measure`` is ``better`` ("lower" or
+    "higher") than SimCLR's, on every seed's final checkpoint or on the suite's seeds."""
+
+    number: int
+    text: str
+    measure: Callable[[Result], float]
+    better: str
+    primary: bool
+    digits: str = ".3g"
+
+
+def claims(half: Half) -> list[Claim]:
+    metric = "lower test MSE" if half.lower_is_better else "higher test accuracy (points)"
+    better = "lower" if half.lower_is_better else "higher"
+    kinds = ["theta"] + ([] if half.dataset == "spirograph" else ["distortion"])
+    found = [
+        *(
+            Claim(
+                1,
+                f"lower conditional variance ({WHAT[k]})",
+                variance(k),
+                "lower",
+                True,
+            )
+            for k in kinds
+        ),
+        Claim(2, f"a better linear probe ({metric})", score(half), better, True, ".4g"),
+        Claim(
+            3,
+            "more gain from feature averaging (largest M against M = 1)",
+            averaging_gain(half),
+            "higher",
+            False,
+            ".4g",
+        ),
+    ]
+    suite = next(iter(half.results("invclr").values()), {})
+    for kind in sorted(k for k in suite if k.startswith("shift")):
+        label = kind.removeprefix("shift").replace("_", " ").strip() or "colour jitter"
+        found.append(
+            Claim(
+                4,
+                f"more robust under a test-time shift ({label}: the drop at its largest amount)",
+                shift_drop(half, kind),
+                "lower",
+                False,
+                ".4g",
+            )
+        )
+    found += [
+        Claim(
+            5,
+            "less information about the nuisance (nuisance MSE / baseline)",
+            nuisance,
+            "higher",
+            False,
+        ),
+        Claim(
+            6,
+            "better with fewer labels (the smallest label fraction)",
+            fewest_labels(half),
+            better,
+            False,
+            ".4g",
+        ),
+    ]
+    return found
+
+
+@dataclass
+class Paired:
+    """InvCLR − SimCLR over ``n`` seeds: mean, standard error, p of the paired t test."""
+
+    mean: float
+    se: float
+    n: int
+    p: float
+
+    def interval(self, level: float) -> tuple[float, float]:
+        if self.n < 2:
+            return (math.nan, math.nan)
+        half_width = stats.t.ppf(0.5 + level / 2, self.n - 1) * self.se
+        return (self.mean - half_width, self.mean + half_width)
 
 
 def paired(
-    invclr: dict[int, dict[str, Any]], simclr: dict[int, dict[str, Any]], key: str
-) -> tuple[float, float, float, int]:
-    """Mean, standard error and 95% half-width of InvCLR − SimCLR over the seeds both have."""
-    seeds = sorted(set(invclr) & set(simclr))
-    differences = [invclr[s][key] - simclr[s][key] for s in seeds]
-    if len(differences) < 2:
-        mean = differences[0] if differences else float("nan")
-        return mean, float("nan"), float("nan"), len(differences)
-    se = statistics.stdev(differences) / len(differences) ** 0.5
-    t = T_95[len(differences) - 2] if len(differences) - 1 <= len(T_95) else 1.96
-    return statistics.fmean(differences), se, t * se, len(differences)
+    a: dict[int, Result], b: dict[int, Result], measure: Callable[[Result], float]
+) -> Paired:
+    """``measure`` of ``a`` minus that of ``b``, over the seeds both have that can be measured."""
+    differences = []
+    for seed in sorted(set(a) & set(b)):
+        try:
+            differences.append(measure(a[seed]) - measure(b[seed]))
+        except (KeyError, IndexError, TypeError):
+            continue  # a result without this measure (the suite's measures: seeds 0-2 only)
+    n = len(differences)
+    if n < 2:
+        return Paired(differences[0] if differences else math.nan, math.nan, n, math.nan)
+    mean, se = statistics.fmean(differences), statistics.stdev(differences) / math.sqrt(n)
+    p = (
+        1.0
+        if se == 0 and mean == 0
+        else (0.0 if se == 0 else 2 * stats.t.sf(abs(mean / se), n - 1))
+    )
+    return Paired(mean, se, n, p)
 
 
-def verdict(mean: float, half_width: float, better_when_lower: bool, paper: bool = True) -> str:
-    """Whether a paired difference supports the paper (InvCLR better), contradicts it, or is
-    within the noise of the seeds (95% interval containing 0). A measure the paper does not use
-    (``paper`` False: the invariance ratio) only says which way it went: a verdict on the paper's
-    claims is measured its way (docs/evaluation.md)."""
-    if not half_width == half_width or abs(mean) <= half_width:
-        return "too noisy to tell (the 95% interval includes 0)"
-    if not paper:
-        return "lower for InvCLR" if mean < 0 else "higher for InvCLR"
-    better = mean < 0 if better_when_lower else mean > 0
-    return "supports the paper's claim" if better else "contradicts the paper's claim"
+@dataclass
+class Verdict:
+    claim: Claim
+    difference: Paired
+    level: float  # of the interval shown
+    p: float  # Holm-adjusted for the primary claims
+    word: str
 
 
-def caption(rows: dict[str, dict[int, dict[str, Any]]], spec: dict[str, Any]) -> str:
-    """The protocol in words, from the training flags and what the records say was measured."""
-    flags = dict(zip(spec["train"][::2], spec["train"][1::2], strict=True))
-    first = next(iter(next(iter(rows.values())).values()))
-    # Records from before the evaluation said its views: plain only with --untransformed.
-    views = first.get("views") or ("plain" if first.get("untransformed") else "augmented")
-    if views == "plain":
-        images = "plain images"
-    elif first["num_passes"] == 1:
-        images = "one augmented view per image"
-    else:
-        images = f"the mean of {first['num_passes']} augmented views per image"
-    weights = sorted({r["reg_weight"] for records in rows.values() for r in records.values()})
+def verdicts(half: Half) -> list[Verdict]:
+    """One verdict per claim: Holm over the primary ones, 95% for the rest."""
+    found = []
+    for claim in claims(half):
+        difference = paired(half.results("invclr"), half.results("simclr"), claim.measure)
+        found.append(Verdict(claim, difference, 1 - ALPHA, difference.p, ""))
+    primary = sorted((v for v in found if v.claim.primary), key=lambda v: v.p)
+    adjusted = 0.0
+    for rank, v in enumerate(primary):
+        tests = len(primary) - rank
+        adjusted = max(adjusted, min(1.0, tests * v.p)) if not math.isnan(v.p) else math.nan
+        v.p, v.level = adjusted, 1 - ALPHA / tests
+    for v in found:
+        v.word = word(v.difference.mean, v.p, v.claim.better)
+    return found
+
+
+def word(mean: float, p: float, better: str) -> str:
+    if math.isnan(p) or p >= ALPHA:
+        return "cannot tell"
+    return "supports" if (mean < 0) == (better == "lower") else "contradicts"
+
+
+def fmt(value: float, digits: str = ".3g") -> str:
+    return "–" if value is None or math.isnan(value) else f"{value:+{digits}}"
+
+
+def verdict_row(half: Half, v: Verdict) -> str:
+    low, high = v.difference.interval(v.level)
+    d = v.claim.digits
+    detail = f"{fmt(v.difference.mean, d)} [{fmt(low, d)}, {fmt(high, d)}]"
+    said = (
+        v.word
+        if v.word != "cannot tell"
+        else (
+            f"cannot tell (resolution ±{(high - low) / 2:{d}})"
+            if not math.isnan(low)
+            else "cannot tell"
+        )
+    )
+    kind = "primary" if v.claim.primary else "secondary"
     return (
-        f"{flags['--arch']} at width {flags['--width']}, {flags['--num-epochs']} epochs on "
-        f"{first['n_train']:,} training images (batch {flags['--batch-size']}, base-lr "
-        f"{flags['--base-lr']}, constant rate); probe fitted on the {first['n_train']:,} labelled "
-        f"training images and scored on {first['n_test']:,} test images, {images}, reg-weight "
-        f"auto (chose {', '.join(f'{w:g}' for w in weights)}); invariance over "
-        f"{first['invariance_draws']} draws on {first['invariance_images']:,} test images."
+        f"| {v.claim.number}. {v.claim.text} | {half.dataset} | {detail} | "
+        f"{100 * v.level:.3g}% | {v.difference.n} | {kind} | {said} |"
     )
 
 
-def against_random(rows: dict[str, dict[int, dict[str, Any]]], metric: str) -> list[str]:
-    """Each trained encoder against the random-initialisation one of the same seed: the MSE
-    ratio, or the accuracy difference in points."""
-    if "random" not in rows:
-        return []
-    lines = []
-    for method in ("simclr", "invclr"):
-        seeds = sorted(set(rows.get(method, {})) & set(rows["random"]))
-        if not seeds:
-            continue
-        if metric == "mse":
-            values = [rows[method][s]["mse"] / rows["random"][s]["mse"] for s in seeds]
-            text = ", ".join(f"×{v:.2f}" for v in values)
-            what = "test MSE over the random-initialisation encoder's"
-        else:
-            values = [rows[method][s]["accuracy"] - rows["random"][s]["accuracy"] for s in seeds]
-            text = ", ".join(f"{v:+.1f}" for v in values)
-            what = "accuracy minus the random-initialisation encoder's, in points"
-        lines.append(f"- {LABELS[method].split(' (')[0]}: {what}, seeds {seeds}: {text}.")
-    return [*lines, ""] if lines else []
-
-
-def table(groups: dict[tuple[str, str], dict[int, dict[str, Any]]]) -> str:
-    lines = []
-    for dataset, spec in PROTOCOL.items():
-        rows = {m: groups[(dataset, m)] for m in LABELS if (dataset, m) in groups}
-        if not rows:
-            continue
-        metric = spec["metric"]
-        unit, digits = ("test MSE ↓", ".4f") if metric == "mse" else ("test accuracy (%) ↑", ".2f")
-        lines += [
-            f"**{dataset}**: {caption(rows, spec)}",
-            "",
-            f"| encoder | {unit} | per seed | invariance ↓ (across draws / across images) "
-            "| clamped | training time |",
-            "|---|---|---|---|---|---|",
+def authors_line(half: Half) -> str:
+    """Claim 7: which of the paper's measure and the spread across images the authors'
+    computation tracks, by the InvCLR/SimCLR ratio of each (means over seeds)."""
+    ratios = {}
+    for label, measure in (
+        ("their computation", authors),
+        ("the paper's definition", variance("theta")),
+        ("the spread across images", variance("theta", "across")),
+    ):
+        pairs = [
+            measure(half.results("invclr")[s]) / measure(half.results("simclr")[s])
+            for s in set(half.results("invclr")) & set(half.results("simclr"))
         ]
-        for method, records in rows.items():
-            ordered = [records[s] for s in sorted(records)]
-            scores = [r[metric] for r in ordered]
-            per_seed = ", ".join(f"{v:{digits}}" for v in scores)
-            invariance = spread([r["invariance"] for r in ordered], ".3f")
-            within = statistics.fmean(r["invariance_within"] for r in ordered)
-            across = statistics.fmean(r["invariance_across"] for r in ordered)
-            clamped = [c for r in ordered if (c := clamp_fraction(r)) is not None]
-            walls = [r["train_time_s"] / 60 for r in ordered if "train_time_s" in r]
-            label = method_label(dataset, method)
-            lines.append(
-                f"| {label} | {spread(scores, digits)} | {per_seed} | {invariance} "
-                f"({within:.3g} / {across:.3g}) | "
-                + (f"{100 * statistics.fmean(clamped):.0f}%" if clamped else "–")
-                + f" | {spread(walls, '.1f') + ' min' if walls else '–'} |"
+        ratios[label] = statistics.fmean(pairs) if pairs else math.nan
+    if any(math.isnan(r) for r in ratios.values()):
+        return f"| 7. what the authors' computation measures | {half.dataset} | – | | 0 | | – |"
+    theirs = math.log(ratios["their computation"])
+    tracks = min(list(ratios)[1:], key=lambda k: abs(math.log(ratios[k]) - theirs))
+    text = ", ".join(f"{k} {v:.3g}" for k, v in ratios.items())
+    n = len(set(half.results("invclr")) & set(half.results("simclr")))
+    return (
+        f"| 7. what the authors' computation measures (InvCLR/SimCLR: {text}) | "
+        f"{half.dataset} | | | {n} | secondary | tracks {tracks} |"
+    )
+
+
+VERDICT_HEAD = [
+    "| claim (InvCLR against SimCLR) | dataset | InvCLR − SimCLR [interval] | level | seeds | "
+    "kind | verdict |",
+    "|---|---|---|---|---|---|---|",
+]
+
+
+def cheap_penalty(half: Half) -> list[str]:
+    """--gp-every 4 against the exact penalty on claims 1 and 2, and each method's cost."""
+    lines = []
+    for claim in [c for c in claims(half) if c.primary]:
+        d = paired(half.results("gp4"), half.results("invclr"), claim.measure)
+        low, high = d.interval(1 - ALPHA)
+        said = (
+            "cannot tell them apart"
+            if math.isnan(d.p) or d.p >= ALPHA
+            else ("lower with --gp-every 4" if d.mean < 0 else "higher with --gp-every 4")
+        )
+        lines.append(
+            f"- {claim.text}: gp-every 4 − exact {fmt(d.mean, claim.digits)} "
+            f"[{fmt(low, claim.digits)}, {fmt(high, claim.digits)}] (95%, {d.n} seeds): "
+            f"{said}."
+        )
+    costs = epoch_seconds(half)
+    if "simclr" in costs:
+        lines.append(
+            "- seconds per epoch (a run's lower quartile, the median over seeds): "
+            + ", ".join(
+                f"{LABELS[m]} {s:.1f} (×{s / costs['simclr']:.2f})" for m, s in costs.items()
             )
-        lines.append("")
-        lines += against_random(rows, metric)
-        if "simclr" in rows and "invclr" in rows:
-            for key, name, lower, paper in (
-                (metric, unit.split(" ")[1] if metric == "mse" else "accuracy", metric == "mse",
-                 True),
-                ("invariance", "invariance ratio (this project's measure)", True, False),
-            ):  # fmt: skip
-                mean, se, half, n = paired(rows["invclr"], rows["simclr"], key)
+            + "."
+        )
+    return lines
+
+
+def epoch_seconds(half: Half) -> dict[str, float]:
+    """Each method's seconds per epoch: per run the lower quartile of its epochs' times (other
+    work on a 2-core machine only ever slows an epoch, and every epoch is the same work), then
+    the median over its seeds."""
+    costs = {}
+    for method in ("simclr", "invclr", "gp4"):
+        runs = [sorted(row["time_s"] for row in t["epochs"])
+                for (m, _), t in half.trainings.items() if m == method]  # fmt: skip
+        if runs:
+            costs[method] = statistics.median(times[(len(times) - 1) // 4] for times in runs)
+    return costs
+
+
+def readme_section(halves: list[Half], missing: int) -> str:
+    lines = list(VERDICT_HEAD)
+    for half in halves:
+        found = verdicts(half)
+        shifts = [v for v in found if v.claim.number == 4]
+        for v in found:
+            if v.claim.number != 4:
+                lines.append(verdict_row(half, v))
+            elif v is shifts[0]:  # the shifts in one row here; each in docs/results.md
+                words = [s.word for s in shifts]
+                summary = ", ".join(f"{w} ×{words.count(w)}" for w in dict.fromkeys(words))
                 lines.append(
-                    f"- InvCLR − SimCLR, {name} (paired by seed, {n} seeds): {mean:+.4g} ± "
-                    f"{se:.2g} (standard error): {verdict(mean, half, lower, paper)}."
+                    f"| 4. more robust under a test-time shift ({len(shifts)} of them) | "
+                    f"{half.dataset} | | 95% | {v.difference.n} | secondary | {summary} |"
                 )
-            lines.append("")
-        unconverged = [
-            f"{dataset}-{m}-seed{s}"
-            for m, records in rows.items()
-            for s, r in records.items()
-            if not r.get("converged") or r.get("reg_search_converged") is False
-        ]
-        if unconverged:
-            lines.append(f"- Probe NOT converged for {', '.join(unconverged)}.")
-            lines.append("")
+        lines.append(authors_line(half))
+    lines.append("")
+    for half in halves:
+        lines += [f"**{half.dataset}, the cheap penalty**", "", *cheap_penalty(half), ""]
+    if missing:
+        lines.append(
+            f"*{missing} of the study's jobs have no record yet: the numbers above are "
+            "those of the seeds done (`python3 -m benchmarks.study --plan`).*"
+        )
     return "\n".join(lines).rstrip() + "\n"
 
 
-def method_label(dataset: str, method: str) -> str:
-    if method != "invclr":
-        return LABELS[method]
-    flags = dict(zip(*[iter(PROTOCOL[dataset]["methods"]["invclr"])] * 2, strict=True))
-    return f"InvCLR (λ = {flags['--lambda-gp']}, limit {flags['--gp-upper-limit']})"
+def per_seed_table(half: Half) -> list[str]:
+    kinds = ["theta"] + ([] if half.dataset == "spirograph" else ["distortion"])
+    head = (
+        f"| encoder | seed | {study.PROTOCOL[half.dataset]['metric']} | "
+        + " | ".join(f"cond. var. {k}" for k in kinds)
+        + " | authors' trace | across images θ | probe converged | training (min) |"
+    )
+    lines = [head, "|---" * (head.count("|") - 1) + "|"]
+    for method in ("simclr", "invclr", "gp4", "random"):
+        for seed, r in sorted(half.results(method).items()):
+            train = half.trainings.get((method, seed))
+            lines.append(
+                f"| {LABELS[method]} | {seed} | {score(half)(r):.4g} | "
+                + " | ".join(f"{variance(k)(r):.3g}" for k in kinds)
+                + f" | {authors(r):.3g} | {variance('theta', 'across')(r):.3g} | "
+                f"{'yes' if r['converged'] else 'NO'} | "
+                + (f"{train['train_time_s'] / 60:.1f}" if train else "–")
+                + " |"
+            )
+    return lines
 
 
-def plot_curves(groups, dataset: str, seed: int, path: Path) -> None:
+def sweep_table(half: Half) -> list[str]:
+    """The conditional variance (θ) of seed 0 at every checkpoint, for each λ, both ways."""
     runs = {
-        method_label(dataset, m): groups[(dataset, m)][seed]["epochs"]
-        for m in ("simclr", "invclr")
-        if seed in groups.get((dataset, m), {})
+        "0 (SimCLR)": "simclr",
+        **{m.removeprefix("lambda"): m for m in study.PROTOCOL[half.dataset]["sweep"]},
+        "1e-2 (InvCLR)": "invclr",
     }
-    if runs:
-        plot_runs(runs, path)
-        print(f"wrote {path}")
+    epochs = study.checkpoints(half.dataset)
+    lines = [
+        "| λ | " + " | ".join(f"epoch {e}" for e in epochs) + " |",
+        "|---" * (len(epochs) + 1) + "|",
+    ]
+    for label, method in sorted(runs.items(), key=lambda kv: float(kv[0].split()[0])):
+        cells = []
+        for epoch in epochs:
+            r = half.evaluations.get((method, study.SWEEP_SEED, epoch))
+            cells.append(f"{variance('theta')(r):.3g} / {authors(r):.3g}" if r else "–")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
 
 
-def write_readme(readme: Path, text: str) -> None:
+def length_table(half: Half) -> list[str]:
+    """InvCLR − SimCLR at each checkpoint: the probe's score and the conditional variance."""
+    lines = [
+        "| epochs | probe: InvCLR − SimCLR | cond. var. θ: InvCLR − SimCLR | seeds |",
+        "|---|---|---|---|",
+    ]
+    for epoch in study.checkpoints(half.dataset):
+        a, b = half.results("invclr", epoch), half.results("simclr", epoch)
+        s, v = paired(a, b, score(half)), paired(a, b, variance("theta"))
+        lines.append(
+            f"| {epoch} | {fmt(s.mean, '.4g')} ± {s.se:.2g} | {fmt(v.mean)} ± {v.se:.2g} | {s.n} |"
+        )
+    return lines
+
+
+def against_random(half: Half) -> list[str]:
+    random = half.results("random")
+    lines = []
+    for method in ("simclr", "invclr", "gp4"):
+        d = paired(half.results(method), random, score(half))
+        if d.n:
+            better = [
+                s
+                for s in set(half.results(method)) & set(random)
+                if (score(half)(half.results(method)[s]) < score(half)(random[s]))
+                == half.lower_is_better
+            ]
+            lines.append(
+                f"- {LABELS[method]} − random initialisation, {half.dataset} probe: "
+                f"{fmt(d.mean, '.4g')} ± {d.se:.2g}; better in {len(better)} of "
+                f"{d.n} seeds."
+            )
+    return lines
+
+
+def machines(halves: list[Half]) -> str:
+    seen = {
+        (t["machine"]["cpu"], t["machine"]["cores"]) for h in halves for t in h.trainings.values()
+    }
+    return "; ".join(f"{cpu} ({cores} threads)" for cpu, cores in sorted(seen)) or "–"
+
+
+def results_md(halves: list[Half]) -> str:
+    lines = [
+        "# The small-compute study: records, tables and verdicts",
+        "",
+        "Generated by `python3 -m benchmarks.results --table-only` from the records in "
+        "`docs/results/<dataset>/` (one per job of `benchmarks/study.py`); do not edit.",
+        "",
+        f"Machines: {machines(halves)}.",
+        "",
+        "## Verdicts",
+        "",
+        *VERDICT_HEAD,
+    ]
+    for half in halves:
+        lines += [verdict_row(half, v) for v in verdicts(half)] + [authors_line(half)]
+    for half in halves:
+        walls = sum(t.get("wall_s", 0) for t in half.trainings.values())
+        lines += [
+            "",
+            f"## {half.dataset}",
+            "",
+            f"{len(half.trainings)} training runs ({walls / 3600:.1f} h of wall time in "
+            f"training), {len(half.evaluations)} evaluations; {half.missing} jobs to go.",
+            "",
+            "### Every seed's final checkpoint",
+            "",
+            *per_seed_table(half),
+            "",
+            *against_random(half),
+            "",
+            "### The cheap penalty",
+            "",
+            *cheap_penalty(half),
+            "",
+            "### InvCLR − SimCLR against training length (mean ± standard error)",
+            "",
+            *length_table(half),
+        ]
+        if study.PROTOCOL[half.dataset]["sweep"]:
+            lines += [
+                "",
+                "### The λ sweep (seed 0): conditional variance θ, the paper's "
+                "definition / the authors' computation",
+                "",
+                *sweep_table(half),
+            ]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_section(readme: Path, text: str) -> None:
     content = readme.read_text()
     if START not in content or END not in content:
         raise UsageError(f"{readme} lacks the {START} and {END} markers")
     head, rest = content.split(START, 1)
     _, tail = rest.split(END, 1)
     readme.write_text(f"{head}{START}\n{text}{END}{tail}")
-    print(f"updated {readme}")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--table-only", action="store_true", help="run nothing; tables from records")
+    p.add_argument("--figures", action="store_true", help="also redraw docs/figures/*.png")
     p.add_argument(
-        "--datasets",
-        nargs="+",
-        choices=list(PROTOCOL),
-        default=None,
-        help="halves to run (default: both)",
-    )
-    p.add_argument(
-        "--seeds", nargs="+", type=seed_value, default=[0, 1, 2], help="seeds (default: 0 1 2)"
-    )
-    p.add_argument(
-        "--out", type=Path, default=REPO / "results", help="checkpoints and logs (results/)"
+        "--out",
+        type=Path,
+        default=study.REPO / "results",
+        help="the study's checkpoints and logs (default: results/)",
     )
     p.add_argument(
         "--record",
         type=Path,
-        default=REPO / "docs" / "results",
-        help="JSON records (docs/results/)",
-    )
-    p.add_argument("--docs", type=Path, default=REPO / "docs", help="where the PNGs go (docs/)")
-    p.add_argument(
-        "--readme", type=Path, default=REPO / "README.md", help="file whose table is replaced"
+        default=study.REPO / "docs" / "results",
+        help="the records (default: docs/results/)",
     )
     p.add_argument(
-        "--table-only", action="store_true", help="run nothing; rebuild the table from --record"
+        "--readme",
+        type=Path,
+        default=study.REPO / "README.md",
+        help="the file whose results section is replaced",
     )
     p.add_argument(
-        "--redo", action="store_true", help="rerun runs whose record exists (and retrain afresh)"
+        "--docs",
+        type=Path,
+        default=study.REPO / "docs",
+        help="where results.md and figures/ go (default: docs/)",
     )
     return p
 
 
 def main(args: argparse.Namespace) -> str:
-    if not args.readme.is_file():  # before an hour of runs, not after
+    if not args.readme.is_file():  # before hours of runs, not after
         raise UsageError(f"--readme {args.readme} is not a file; give the README to update")
-    if args.table_only and (args.redo or args.datasets):
-        raise UsageError("--table-only runs nothing; drop --redo and --datasets (it tabulates all)")
     if not args.table_only:
-        args.out.mkdir(parents=True, exist_ok=True)
-        args.record.mkdir(parents=True, exist_ok=True)
-        if not args.redo:
-            read_records(args.record, required=False)  # refuse stale records before any run
-        for dataset in args.datasets or list(PROTOCOL):
-            start = time.perf_counter()
-            for seed in args.seeds:
-                for method in PROTOCOL[dataset]["methods"]:
-                    name = f"{dataset}-{method}-seed{seed}"
-                    if args.redo:
-                        (args.out / f"{name}.pth").unlink(missing_ok=True)
-                    if args.redo or not (args.record / f"{name}.json").is_file():
-                        train_and_evaluate(dataset, method, seed, args.out, args.record)
-                if args.redo or not (args.record / f"{dataset}-random-seed{seed}.json").is_file():
-                    evaluate_random(dataset, seed, args.out, args.record)
-            preview = ["invariance_by_gradient.py", *PROTOCOL[dataset]["train"], "--preview", "4"]
-            preview += ["--checkpoint-dir", shown(args.docs), "--filename", dataset]
-            run(preview, args.out / f"{dataset}.preview.log")
-            print(f"{dataset}: {(time.perf_counter() - start) / 60:.1f} min", flush=True)
-    groups = read_records(args.record)
-    for dataset in PROTOCOL:
-        plot_curves(groups, dataset, min(args.seeds), args.docs / f"curves-{dataset}.png")
-    text = table(groups)
-    print(text)
-    write_readme(args.readme, text)
-    return text
+        study.main(
+            study.get_args_parser().parse_args(
+                ["--out", str(args.out), "--record", str(args.record)]
+            )
+        )
+    every = [read_half(d, args.record, args.out) for d in study.PROTOCOL]
+    halves = [h for h in every if h.evaluations]
+    if not halves:
+        raise UsageError(f"no study records in {args.record}; run python3 -m benchmarks.study")
+    section = readme_section(halves, missing=sum(h.missing for h in every))
+    write_section(args.readme, section)
+    (args.docs / "results.md").write_text(results_md(halves))
+    if args.figures:
+        from benchmarks.figures import draw  # matplotlib: for the figures only
+
+        for path in draw(halves, args.docs / "figures"):
+            print(f"wrote {path}")
+    print(section)
+    return section
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import shlex
 import subprocess
 import sys
@@ -35,9 +36,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.results import REPO, last_json, machine, shown
+import torch
+
 from utils.cli import UsageError, run_cli, seed_value
 from utils.metrics import read_metrics
+
+REPO = Path(__file__).resolve().parent.parent
 
 # The laptop settings of the earlier table: quarter-width ResNet-18, batch 64, base-lr 1.5 and a
 # constant rate, 5,000 Spirograph images and 10,000 CIFAR-10 JPEGs.
@@ -87,6 +91,59 @@ SWEEP_SEED = 0
 # conditional variance, as the paper defines it and as the authors computed it.
 PROBE = ["--reg-weight", "auto"]
 VARIANCE = ["--conditional-variance", "--authors-variance"]
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers ran on: processor, the instruction sets that change CPU speed, torch."""
+    model, flags = platform.processor(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    except OSError:
+        pass
+    return {
+        "cpu": model,
+        "cores": torch.get_num_threads(),
+        "avx512": "avx512f" in flags,
+        "amx": "amx_tile" in flags,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def shown(path: Path) -> str:
+    """A path as a command written into a record shows it: relative to the repository."""
+    try:
+        return str(path.resolve().relative_to(REPO))
+    except ValueError:
+        return str(path)
+
+
+def run(command: list[str], log: Path) -> float:
+    """Run a project script to completion, its output into ``log``; returns the seconds taken.
+    A failure is a `UsageError` naming the log."""
+    start = time.perf_counter()
+    with open(log, "w") as out:
+        code = subprocess.call([sys.executable, *command], cwd=REPO, stdout=out, stderr=out)
+    if code != 0:
+        raise UsageError(f"`python3 {shlex.join(command)}` failed (exit {code}); see {log}")
+    return time.perf_counter() - start
+
+
+def last_json(log: Path) -> dict[str, Any]:
+    """The evaluation script's JSON line: the last line of its log that is a JSON object."""
+    for line in reversed(log.read_text().splitlines()):
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(value, dict):
+            return value
+    raise UsageError(f"{log} holds no JSON result line; see the log, then rerun")
 
 
 @dataclass
@@ -184,12 +241,7 @@ def execute(job: Job, out: Path) -> dict[str, Any]:
         )
     log = out / f"{job.name}.log"
     load = os.getloadavg()[0]
-    start = time.perf_counter()
-    with open(log, "w") as sink:
-        code = subprocess.call([sys.executable, *job.command], cwd=REPO, stdout=sink, stderr=sink)
-    seconds = time.perf_counter() - start
-    if code != 0:
-        raise UsageError(f"`python3 {shlex.join(job.command)}` failed (exit {code}); see {log}")
+    seconds = run(job.command, log)
     record: dict[str, Any] = {"command": command_line(job.command)}
     if job.kind == "train":
         name = job.command[job.command.index("--filename") + 1]

@@ -1,133 +1,151 @@
-"""The results driver: records written per run and skipped once written, a table built from the
-records alone, paired differences and their verdicts."""
+"""The study's tables and verdicts (benchmarks/results.py), on records made up so that the right
+answer is known: paired differences, Holm's correction, and tables that a rerun rewrites byte
+for byte."""
 
 import json
+import math
 
 import pytest
 
-from benchmarks import results
+from benchmarks import results, study
 
-TINY = {
-    "spirograph": {
-        **results.PROTOCOL["spirograph"],
-        "train": [
-            "--dataset", "spirograph", "--arch", "resnet18", "--width", "0.125",
-            "--proportion", "0.0002", "--batch-size", "8", "--base-lr", "1.5",
-            "--num-epochs", "1", "--test-freq", "0",
-        ],
-        "evaluate": ["--reg-weight", "auto", "--invariance", "3", "--num-workers", "0"],
+
+def made_up(dataset: str, method: str, seed: int, suite: bool) -> dict:
+    """An evaluation result: InvCLR's conditional variance is half SimCLR's on every seed; the
+    probe's score differs by seed-dependent noise of both signs; --gp-every 4 is InvCLR."""
+    cv = {"simclr": 0.02, "invclr": 0.01, "gp4": 0.01, "random": 0.004}.get(method, 0.01)
+    cv *= 1 + 0.01 * seed
+    noise = [0.3, -0.4, 0.2, -0.1, 0.05][seed]
+    base = 0.03 if dataset == "spirograph" else 40.0
+    metric = "mse" if dataset == "spirograph" else "accuracy"
+    value = base * (3 if method == "random" else 1) + (noise * 1e-3 if method == "invclr" else 0)
+    across = 0.3 if method != "random" else 0.01  # the spread across images: alike when trained
+    variance = {"conditional_variance": cv, "trace": cv, "across": across, "ratio": cv / across}
+    result = {
+        metric: value,
+        "conditional_variance": {"theta": variance, "distortion": dict(variance)},
+        # As the authors computed it: the spread across images, nearly
+        "authors_variance": {"projected": across + cv, "trace": across + cv},
+        "converged": True,
     }
-}  # fmt: skip
+    if suite:
+        result["averaging_curve"] = {"points": [
+            {"passes": 1, "images": images, metric: value}
+            if passes == 1 else {"passes": passes, "images": images, metric: value * 0.9}
+            for images in ("all", "subset") for passes in (1, 10)
+        ]}  # fmt: skip
+        result["shift"] = [{"amount": 0.0, metric: value}, {"amount": 0.5, metric: value * 0.8}]
+        result["nuisance"] = {"relative": 0.5 if method == "simclr" else 0.7}
+        result["label_fractions"] = [{"fraction": 0.1, metric: value}]
+    return result
 
 
-def test_each_run_writes_a_record_and_a_second_call_reruns_nothing(tmp_path, monkeypatch):
-    monkeypatch.setattr(results, "PROTOCOL", TINY)
+def write_records(record, out, seeds=(0, 1, 2, 3, 4)):
+    for job in study.plan(list(study.PROTOCOL), list(seeds), out, record):
+        job.record.parent.mkdir(parents=True, exist_ok=True)
+        content = {"command": study.command_line(job.command)}
+        if job.kind == "train":
+            epochs = [{"epoch": e + 1, "time_s": 10.0 * (2 if "invclr" in job.name else 1),
+                       "contrastive_loss": 3.0 - e, "loss": 3.0 - e, "lr": 0.375}
+                      for e in range(3)]  # fmt: skip
+            content |= {"epochs": epochs, "train_time_s": 30.0, "wall_s": 31.0,
+                        "machine": {"cpu": "test CPU", "cores": 2}}  # fmt: skip
+        else:
+            match = results.NAME.match(job.name)
+            content["result"] = made_up(
+                job.name.split("-")[0], match["method"], int(match["seed"]),
+                "--suite" in job.command,
+            )  # fmt: skip
+        job.record.write_text(json.dumps(content))
+
+
+@pytest.fixture
+def tables(tmp_path):
+    record, out, docs = tmp_path / "rec", tmp_path / "out", tmp_path / "docs"
+    docs.mkdir()
+    write_records(record, out)
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{results.START}\nold\n{results.END}\nrest\n")
-    argv = ["--seeds", "0", "--out", str(tmp_path / "out"), "--record", str(tmp_path / "rec")]
-    argv += ["--docs", str(tmp_path / "docs"), "--readme", str(readme)]
+    argv = ["--table-only", "--record", str(record), "--out", str(out), "--readme", str(readme)]
+    argv += ["--docs", str(docs)]
+    return readme, docs, argv
+
+
+def test_the_verdicts_are_the_paired_differences_with_holm_on_the_primary_claims(tables):
+    readme, docs, argv = tables
     results.main(results.get_args_parser().parse_args(argv))
-    records = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "rec").glob("*.json")}
-    assert set(records) == {f"spirograph-{m}-seed0" for m in ("simclr", "invclr", "random")}
-    invclr = records["spirograph-invclr-seed0"]
-    assert invclr["train_command"].startswith("python3 invariance_by_gradient.py --dataset")
-    assert "--lambda-gp 1e-2 --gp-upper-limit 1000" in invclr["train_command"]
-    assert "--seed 0" in invclr["eval_command"] and invclr["converged"]
-    assert invclr["epochs"][0]["clamp_fraction"] == 0.0 and invclr["train_time_s"] > 0
-    assert "cpu" in invclr["machine"] and "checkpoint" not in invclr
-    assert records["spirograph-random-seed0"]["random_init"]
-    assert (tmp_path / "docs" / "curves-spirograph.png").is_file()
-    assert (tmp_path / "docs" / "spirograph.preview.png").is_file()
     text = readme.read_text()
-    assert "old" not in text and text.startswith("intro\n") and text.endswith("rest\n")
-    assert "| InvCLR (λ = 1e-2, limit 1000) |" in text
-
-    # Done runs are skipped: a second call trains nothing.
-    (tmp_path / "out" / "spirograph-simclr-seed0.pth").unlink()
-    before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "rec").iterdir()}
-    results.main(results.get_args_parser().parse_args(argv))
-    assert not (tmp_path / "out" / "spirograph-simclr-seed0.pth").exists()
-    assert before == {p.name: p.stat().st_mtime_ns for p in (tmp_path / "rec").iterdir()}
-
-
-def record(mse: float, invariance: float, **extra) -> dict:
-    return {
-        "mse": mse, "invariance": invariance, "invariance_within": invariance / 10,
-        "invariance_across": 0.1, "invariance_draws": 10, "invariance_images": 100,
-        "n_train": 5000, "n_test": 1000, "untransformed": False, "views": "augmented",
-        "num_passes": 1,
-        "reg_weight": 1e-4, "converged": True, "train_time_s": 60.0,
-        "epochs": [{"clamp_fraction": 0.25}, {"clamp_fraction": 0.75}], **extra,
-    }  # fmt: skip
-
-
-def test_table_pairs_seeds_and_says_what_the_difference_shows():
-    # InvCLR's MSE lower on every seed by about 0.009: a clear paired difference.
-    invclr = {s: record(0.02 + s * 2e-3, 0.20 + (s - 1) * 0.05) for s in range(3)}
-    groups = {
-        ("spirograph", "simclr"): {s: record(0.03 + s * 1e-3, 0.20) for s in range(3)},
-        ("spirograph", "invclr"): invclr,
-        ("spirograph", "random"): {s: record(0.08, 0.9, epochs=[]) for s in range(3)},
-    }  # fmt: skip
-    text = results.table(groups)
-    assert "| SimCLR (λ = 0) | 0.0310 ± 0.0010 | 0.0300, 0.0310, 0.0320 |" in text
-    assert "| 50% |" in text  # the mean of the epochs' clamp fractions
-    assert "| random-initialisation encoder | 0.0800 ± 0.0000 |" in text
-    assert "MSE (paired by seed, 3 seeds): -0.009 ± 0.00058 (standard error): supports" in text
+    rows = {line.split(" | ")[0] + "|" + line.split(" | ")[1]: line
+            for line in text.splitlines() if line.startswith("| ")}  # fmt: skip
+    theta = rows["| 1. lower conditional variance (θ only)|spirograph"]
+    # Halved on every seed, with the seeds' 1% steps: a mean difference of -0.0102.
+    assert "| -0.0102 [" in theta and theta.endswith("| 5 | primary | supports |")
+    # Spirograph has two primary lines: the smaller p is tested at 97.5%.
+    assert "| 97.5% |" in theta
+    probe = rows["| 2. a better linear probe (lower test MSE)|spirograph"]
+    assert "cannot tell (resolution ±" in probe and "| 95% |" in probe
+    # CIFAR-10 has three primary lines.
+    assert "| 98.3% |" in rows["| 1. lower conditional variance (θ only)|cifar10"]
+    nuisance = rows["| 5. less information about the nuisance (nuisance MSE / baseline)|cifar10"]
+    assert "| 3 | secondary | supports |" in nuisance  # the suite's seeds only
+    assert text.count("| secondary | tracks the spread across images |") == 2
     assert (
-        "invariance ratio (this project's measure) (paired by seed, 3 seeds): +0 ± 0.029 "
-        "(standard error): too noisy" in text
+        "- seconds per epoch (a run's lower quartile, the median over seeds): SimCLR 10.0 (×1.00), "
+        "InvCLR 20.0 (×2.00), InvCLR, --gp-every 4 10.0 (×1.00)." in text
     )
-    assert "seeds [0, 1, 2]: ×0.38, ×0.39, ×0.40" in text
-    assert "1,000 test images, one augmented view per image, reg-weight auto (chose 0.0001)" in text
-    assert "NOT converged" not in text
-    groups[("spirograph", "invclr")][1]["converged"] = False
-    assert "Probe NOT converged for spirograph-invclr-seed1" in results.table(groups)
+    # --gp-every 4 is InvCLR's variance and SimCLR's probe here.
+    assert "(θ only): gp-every 4 − exact +0 [+0, +0] (95%, 5 seeds): cannot tell" in text
+    assert text.startswith("intro\n") and text.endswith(f"{results.END}\nrest\n")
+    assert "| random initialisation | 4 |" in (docs / "results.md").read_text()
 
 
-@pytest.mark.parametrize(
-    ("mean", "half", "lower", "says"),
-    [(-1.0, 0.5, True, "supports"), (1.0, 0.5, True, "contradicts"),
-     (1.0, 0.5, False, "supports"), (0.2, 0.5, True, "too noisy")],
-)  # fmt: skip
-def test_verdicts(mean, half, lower, says):
-    assert results.verdict(mean, half, lower).startswith(says)
+def test_a_rerun_rewrites_both_files_byte_for_byte(tables):
+    readme, docs, argv = tables
+    results.main(results.get_args_parser().parse_args(argv))
+    first = readme.read_bytes(), (docs / "results.md").read_bytes()
+    results.main(results.get_args_parser().parse_args(argv))
+    assert (readme.read_bytes(), (docs / "results.md").read_bytes()) == first
 
 
-def test_a_measure_of_our_own_gives_no_verdict_on_the_paper():
-    assert results.verdict(1.0, 0.5, True, paper=False) == "higher for InvCLR"
-    assert results.verdict(-1.0, 0.5, True, paper=False) == "lower for InvCLR"
+def test_a_record_of_another_command_does_not_count(tables, tmp_path):
+    readme, docs, argv = tables
+    path = tmp_path / "rec" / "spirograph" / "spirograph-invclr-seed4-epoch020.json"
+    content = json.loads(path.read_text())
+    content["command"] += " --num-passes 3"
+    path.write_text(json.dumps(content))
+    results.main(results.get_args_parser().parse_args(argv))
+    theta = next(
+        line
+        for line in readme.read_text().splitlines()
+        if line.startswith("| 1. lower conditional variance (θ only) | spirograph")
+    )
+    assert "| 4 | primary |" in theta  # seed 4 left out
+    assert "1 of the study's jobs have no record yet" in readme.read_text()
 
 
-def test_a_record_made_with_other_settings_is_refused(tmp_path):
-    flags = results.defining_flags("spirograph", "invclr", 0)
-    good = {**record(0.02, 0.2), **flags}
-    (tmp_path / "spirograph-invclr-seed0.json").write_text(json.dumps(good))
-    assert results.read_records(tmp_path)[("spirograph", "invclr")][0]["mse"] == 0.02
-    other = {**good, "train_command": good["train_command"].replace("1e-2", "1e-3")}
-    (tmp_path / "spirograph-invclr-seed0.json").write_text(json.dumps(other))
-    with pytest.raises(results.UsageError, match="other settings than the protocol's"):
-        results.read_records(tmp_path)
+def test_holm_adjusts_the_smaller_p_by_the_number_of_tests():
+    half = results.Half("cifar10", {}, {}, 0)
+    verdicts = results.verdicts(half)  # no records: every p is NaN, every word "cannot tell"
+    assert all(v.word == "cannot tell" for v in verdicts)
+    a = {s: {"x": v} for s, v in enumerate([1.0, 2.0, 3.0])}
+    b = {s: {"x": v} for s, v in enumerate([0.5, 1.9, 2.0])}
+    d = results.paired(a, b, lambda r: r["x"])
+    assert d.n == 3 and math.isclose(d.mean, 1.6 / 3)
+    low, high = d.interval(0.95)
+    assert math.isclose((low + high) / 2, d.mean) and low < 0 < high
 
 
-def test_the_evaluation_line_is_found_past_later_output(tmp_path):
-    log = tmp_path / "x.log"
-    log.write_text('encoded\n{"mse": 0.5}\nsome warning printed after it\n')
-    assert results.last_json(log) == {"mse": 0.5}
-    log.write_text("no result\n")
-    with pytest.raises(results.UsageError, match="no JSON result line"):
-        results.last_json(log)
-
-
-@pytest.mark.parametrize(
-    ("name", "content"),
-    [
-        ("spirograph-invclr-seed0.json", "[1, 2]"),
-        ("x-seed0.json", "{}"),
-        ("spirograph-invclr-seedX.json", "{}"),
-    ],
-)
-def test_a_file_that_is_not_a_record_is_one_line(tmp_path, name, content):
-    (tmp_path / name).write_text(content)
-    with pytest.raises(results.UsageError, match="is not a results record"):
-        results.read_records(tmp_path)
+def test_every_figure_is_drawn_from_the_records(tables, tmp_path):
+    readme, docs, argv = tables
+    for path in (tmp_path / "rec" / "spirograph").glob("*-epoch020.json"):
+        content = json.loads(path.read_text())  # --componentwise: each target's MSE
+        content["result"] |= {"mse_m": 0.01, "mse_b": 0.02, "mse_sigma": 0.03, "mse_rfore": 0.04}
+        path.write_text(json.dumps(content))
+    results.main(results.get_args_parser().parse_args([*argv, "--figures"]))
+    drawn = sorted(p.name for p in (docs / "figures").glob("*.png"))
+    assert drawn == [
+        "averaging-cifar10.png", "averaging-spirograph.png", "curves-cifar10.png",
+        "curves-spirograph.png", "lambda-sweep-cifar10.png",
+        "lambda-sweep-spirograph.png", "length-cifar10.png", "length-spirograph.png",
+        "per-target-spirograph.png", "robustness-cifar10.png", "robustness-spirograph.png",
+    ]  # fmt: skip

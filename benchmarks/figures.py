@@ -1,0 +1,217 @@
+"""The study's figures (docs/figures/), drawn from its records by `benchmarks.results --figures`.
+
+Seed 0's training curves; then, with seeds as points and their mean as a line: the conditional
+variance against epochs for each λ (the paper's figure, by its definition and by the authors'
+computation), the probe against the number of averaged copies M, the robustness curves,
+Spirograph's per-target MSE, and InvCLR − SimCLR against training length.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure  # not pyplot: no global figure state, no display needed
+
+from benchmarks import study
+from benchmarks.results import LABELS, Half, authors, score, variance
+from utils.plot import plot_runs
+
+COLOURS = {"simclr": "tab:blue", "invclr": "tab:orange", "gp4": "tab:green", "random": "tab:gray"}
+METHODS = ("simclr", "invclr", "random")
+
+
+def metric_label(half: Half) -> str:
+    return "test MSE (lower is better)" if half.lower_is_better else "test accuracy (%)"
+
+
+def seeds_and_mean(
+    ax, xs: list[float], per_seed: list[list[float]], colour: str, label: str
+) -> None:
+    """Each seed's values as points at ``xs``, their mean as a line."""
+    for values in per_seed:
+        ax.plot(xs[: len(values)], values, "o", color=colour, alpha=0.35, markersize=3)
+    columns = [[v[i] for v in per_seed if len(v) > i] for i in range(len(xs))]
+    means = [statistics.fmean(c) for c in columns if c]
+    ax.plot(xs[: len(means)], means, "-", color=colour, label=label)
+
+
+def save(fig: Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def lambda_sweep(half: Half, folder: Path) -> Path | None:
+    flags = study.PROTOCOL[half.dataset]["methods"]["invclr"]
+    runs = {
+        "λ = 0 (SimCLR)": "simclr",
+        f"λ = {flags[flags.index('--lambda-gp') + 1]} (InvCLR)": "invclr",
+    }
+    runs |= {f"λ = {m.removeprefix('lambda')}": m for m in study.PROTOCOL[half.dataset]["sweep"]}
+    epochs = study.checkpoints(half.dataset)
+    fig = Figure(figsize=(10, 4))
+    axes = fig.subplots(1, 2)
+    drawn = False
+    for ax, (title, measure) in zip(
+        axes,
+        (("the paper's definition", variance("theta")), ("the authors' computation", authors)),
+        strict=True,
+    ):
+        for index, (label, method) in enumerate(
+            sorted(runs.items(), key=lambda kv: _weight(kv[0]))
+        ):
+            points = [(e, half.evaluations.get((method, study.SWEEP_SEED, e))) for e in epochs]
+            points = [(e, measure(r)) for e, r in points if r is not None]
+            if points:
+                drawn = True
+                ax.plot(*zip(*points, strict=True), "o-", label=label, color=f"C{index}")
+        ax.set(
+            title=f"conditional variance (θ), {title}",
+            xlabel="training epochs",
+            ylabel="variance of the representation",
+            yscale="log",
+        )
+        ax.legend(fontsize=7)
+    return save(fig, folder / f"lambda-sweep-{half.dataset}.png") if drawn else None
+
+
+def _weight(label: str) -> float:
+    return float(label.split("=")[1].split()[0])
+
+
+def by_method(
+    half: Half, values: Callable[[dict[str, Any]], list[float]], xs: list[float], ax
+) -> bool:
+    drawn = False
+    for method in METHODS:
+        per_seed = []
+        for result in half.results(method).values():
+            try:
+                per_seed.append(values(result))
+            except (KeyError, TypeError):
+                continue  # not in this seed's record (the suite's measures: seeds 0-2)
+        if per_seed:
+            drawn = True
+            seeds_and_mean(ax, xs, per_seed, COLOURS[method], LABELS[method])
+    return drawn
+
+
+def averaging(half: Half, folder: Path) -> Path | None:
+    suite = next((r for r in half.results("invclr").values() if "averaging_curve" in r), None)
+    if suite is None:
+        return None
+    fig = Figure(figsize=(5, 4))
+    ax = fig.subplots()
+    points = [p for p in suite["averaging_curve"]["points"] if p["images"] == "subset"]
+    passes = [p["passes"] for p in points]
+
+    def curve(r: dict[str, Any]) -> list[float]:
+        subset = [p for p in r["averaging_curve"]["points"] if p["images"] == "subset"]
+        return [score(half)(p) for p in sorted(subset, key=lambda p: p["passes"])]
+
+    by_method(half, curve, passes, ax)
+    ax.set(
+        xscale="log",
+        xlabel="augmented copies averaged per image (M)",
+        ylabel=metric_label(half),
+        title=f"{half.dataset}: feature averaging (1,000 images)",
+    )
+    ax.legend(fontsize=7)
+    return save(fig, folder / f"averaging-{half.dataset}.png")
+
+
+def robustness(half: Half, folder: Path) -> Path | None:
+    suite = next((r for r in half.results("invclr").values() if "averaging_curve" in r), None)
+    if suite is None:
+        return None
+    kinds = sorted(k for k in suite if k.startswith("shift"))
+    fig = Figure(figsize=(4.2 * len(kinds), 3.6))
+    for ax, kind in zip(fig.subplots(1, len(kinds), squeeze=False)[0], kinds, strict=True):
+        amounts = [p["amount"] for p in suite[kind]]
+        by_method(half, lambda r, k=kind: [score(half)(p) for p in r[k]], amounts, ax)
+        ax.set(
+            xlabel=f"{kind.removeprefix('shift').replace('_', ' ').strip() or 'colour jitter'}"
+            " (shift amount)",
+            ylabel=metric_label(half),
+        )
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{half.dataset}: the probe on shifted test images")
+    return save(fig, folder / f"robustness-{half.dataset}.png")
+
+
+def per_target(half: Half, folder: Path) -> Path | None:
+    if half.dataset != "spirograph":
+        return None
+    from augmentation.spirograph import DATA_PARAMS
+
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
+    targets = list(range(len(DATA_PARAMS)))
+    drawn = by_method(half, lambda r: [r[f"mse_{name}"] for name in DATA_PARAMS], targets, ax)
+    ax.set(
+        xticks=targets,
+        xticklabels=DATA_PARAMS,
+        yscale="log",
+        xlabel="regression target",
+        ylabel="test MSE",
+        title="Spirograph: the probe's MSE on each target (final checkpoints)",
+    )
+    ax.legend(fontsize=7)
+    return save(fig, folder / "per-target-spirograph.png") if drawn else None
+
+
+def length(half: Half, folder: Path) -> Path | None:
+    epochs = study.checkpoints(half.dataset)
+    fig = Figure(figsize=(10, 4))
+    axes = fig.subplots(1, 2)
+    drawn = False
+    for ax, (title, measure) in zip(
+        axes,
+        ((metric_label(half), score(half)), ("conditional variance (θ)", variance("theta"))),
+        strict=True,
+    ):
+        per_seed = []
+        for seed in study.SEEDS:
+            row = []
+            for epoch in epochs:
+                a = half.evaluations.get(("invclr", seed, epoch))
+                b = half.evaluations.get(("simclr", seed, epoch))
+                if a is None or b is None:
+                    break
+                row.append(measure(a) - measure(b))
+            if row:
+                per_seed.append(row)
+        if per_seed:
+            drawn = True
+            seeds_and_mean(ax, epochs, per_seed, COLOURS["invclr"], "InvCLR − SimCLR")
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set(xlabel="training epochs", ylabel=f"InvCLR − SimCLR, {title}")
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{half.dataset}: the difference against training length (seeds as points)")
+    return save(fig, folder / f"length-{half.dataset}.png") if drawn else None
+
+
+def curves(half: Half, folder: Path) -> Path | None:
+    """The training curves of seed 0 of each method, from the training records' epochs."""
+    runs = {LABELS[m]: t["epochs"] for (m, seed), t in sorted(half.trainings.items())
+            if seed == 0 and m in ("simclr", "invclr", "gp4")}  # fmt: skip
+    if not runs:
+        return None
+    path = folder / f"curves-{half.dataset}.png"
+    folder.mkdir(parents=True, exist_ok=True)
+    plot_runs(runs, path)
+    return path
+
+
+def draw(halves: list[Half], folder: Path) -> list[Path]:
+    """Every figure the records have the numbers for; returns the files written."""
+    written = []
+    for half in halves:
+        for figure in (curves, lambda_sweep, averaging, robustness, per_target, length):
+            if (path := figure(half, folder)) is not None:
+                written.append(path)
+    return written
