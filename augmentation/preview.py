@@ -19,6 +19,7 @@ from torch import Tensor
 from augmentation.normalize import denormalize
 from augmentation.spirograph import DATA_PARAMS, TRANSFORM_PARAMS
 from augmentation.views import NaturalViews, SpirographViews, to_unit_float
+from utils.checkpoint import save_figure
 
 
 def _picture(image: Tensor) -> np.ndarray:
@@ -69,7 +70,6 @@ def write_preview(
                 ]
                 axes[i, j].set_xlabel(" ".join(pairs[:3]) + "\n" + " ".join(pairs[3:]), fontsize=6)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
+    save_figure(fig, path, dpi=80)
     print(f"wrote {path}")
     return path

@@ -17,6 +17,7 @@ from matplotlib.figure import Figure  # not pyplot: no global figure state, no d
 
 from benchmarks import study
 from benchmarks.results import LABELS, Half, authors, score, variance
+from utils.checkpoint import save_figure
 from utils.plot import plot_runs
 
 COLOURS = {"simclr": "tab:blue", "invclr": "tab:orange", "gp4": "tab:green", "random": "tab:gray"}
@@ -39,10 +40,8 @@ def seeds_and_mean(
 
 
 def save(fig: Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def lambda_sweep(half: Half, folder: Path) -> Path | None:

@@ -36,6 +36,7 @@ from utils.cli import UsageError, run_cli
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 ALPHA = 0.05
+TRACKS = 1.5  # claim 7: how near two ratios must be for one to track the other
 NAME = re.compile(r"^[a-z0-9]+-(?P<method>.+?)-seed(?P<seed>\d+)(-epoch(?P<epoch>\d+))?$")
 LABELS = {
     "simclr": "SimCLR",
@@ -116,12 +117,14 @@ def averaging_gain(half: Half) -> Callable[[Result], float]:
 
 
 def shift_drop(half: Half, kind: str) -> Callable[[Result], float]:
-    """How much the score worsens from no shift to the largest one of ``kind``."""
+    """How much the score worsens from no shift to the largest shift of ``kind`` (the mean of
+    both signs where the shift moves a mean either way)."""
 
     def drop(r: Result) -> float:
-        points = sorted(r[kind], key=lambda p: abs(p["amount"]))
-        first, last = score(half)(points[0]), score(half)(points[-1])
-        return last - first if half.lower_is_better else first - last
+        largest = max(abs(p["amount"]) for p in r[kind])
+        unshifted = next(score(half)(p) for p in r[kind] if p["amount"] == 0)
+        shifted = statistics.fmean(score(half)(p) for p in r[kind] if abs(p["amount"]) == largest)
+        return shifted - unshifted if half.lower_is_better else unshifted - shifted
 
     return drop
 
@@ -165,15 +168,15 @@ def claims(half: Half) -> list[Claim]:
         Claim(2, f"a better linear probe ({metric})", score(half), better, True, ".4g"),
         Claim(
             3,
-            "more gain from feature averaging (largest M against M = 1)",
+            "more gain from feature averaging (M = 10 copies against 1, every image)",
             averaging_gain(half),
             "higher",
             False,
             ".4g",
         ),
     ]
-    suite = next(iter(half.results("invclr").values()), {})
-    for kind in sorted(k for k in suite if k.startswith("shift")):
+    kinds = {k for r in half.evaluations.values() for k in r if k.startswith("shift")}
+    for kind in sorted(kinds):
         label = kind.removeprefix("shift").replace("_", " ").strip() or "colour jitter"
         found.append(
             Claim(
@@ -229,17 +232,14 @@ def paired(
     for seed in sorted(set(a) & set(b)):
         try:
             differences.append(measure(a[seed]) - measure(b[seed]))
-        except (KeyError, IndexError, TypeError):
+        except (KeyError, IndexError, TypeError, StopIteration):
             continue  # a result without this measure (the suite's measures: seeds 0-2 only)
     n = len(differences)
     if n < 2:
         return Paired(differences[0] if differences else math.nan, math.nan, n, math.nan)
     mean, se = statistics.fmean(differences), statistics.stdev(differences) / math.sqrt(n)
-    p = (
-        1.0
-        if se == 0 and mean == 0
-        else (0.0 if se == 0 else 2 * stats.t.sf(abs(mean / se), n - 1))
-    )
+    # A difference without spread (quantised scores, identical runs) has no t statistic.
+    p = math.nan if se == 0 else 2 * stats.t.sf(abs(mean / se), n - 1)
     return Paired(mean, se, n, p)
 
 
@@ -258,15 +258,24 @@ def verdicts(half: Half) -> list[Verdict]:
     for claim in claims(half):
         difference = paired(half.results("invclr"), half.results("simclr"), claim.measure)
         found.append(Verdict(claim, difference, 1 - ALPHA, difference.p, ""))
-    primary = sorted((v for v in found if v.claim.primary), key=lambda v: v.p)
-    adjusted = 0.0
-    for rank, v in enumerate(primary):
-        tests = len(primary) - rank
-        adjusted = max(adjusted, min(1.0, tests * v.p)) if not math.isnan(v.p) else math.nan
-        v.p, v.level = adjusted, 1 - ALPHA / tests
+    holm([v for v in found if v.claim.primary and not math.isnan(v.p)])
     for v in found:
         v.word = word(v.difference.mean, v.p, v.claim.better)
     return found
+
+
+def holm(family: list[Verdict]) -> None:
+    """Holm's step-down over ``family``: the k-th smallest p is tested at α / (m − k + 1) and
+    only while every smaller one passed. Each p becomes its adjusted value, and each interval is
+    shown at the level its step tested: a line after the first failed step at that step's
+    level, so that an interval excludes 0 exactly when its line passes."""
+    adjusted, failed = 0.0, None
+    for rank, v in enumerate(sorted(family, key=lambda v: v.p)):
+        tests = len(family) - rank
+        adjusted = max(adjusted, min(1.0, tests * v.p))
+        if failed is None and adjusted >= ALPHA:
+            failed = tests
+        v.p, v.level = adjusted, 1 - ALPHA / (failed or tests)
 
 
 def word(mean: float, p: float, better: str) -> str:
@@ -277,6 +286,10 @@ def word(mean: float, p: float, better: str) -> str:
 
 def fmt(value: float, digits: str = ".3g") -> str:
     return "–" if value is None or math.isnan(value) else f"{value:+{digits}}"
+
+
+def plain(value: float) -> str:
+    return "–" if math.isnan(value) else f"{value:.2g}"
 
 
 def verdict_row(half: Half, v: Verdict) -> str:
@@ -301,27 +314,31 @@ def verdict_row(half: Half, v: Verdict) -> str:
 
 def authors_line(half: Half) -> str:
     """Claim 7: which of the paper's measure and the spread across images the authors'
-    computation tracks, by the InvCLR/SimCLR ratio of each (means over seeds)."""
-    ratios = {}
+    computation tracks, by the InvCLR/SimCLR ratio of each (geometric means over seeds, with
+    their spread): the nearer on a log scale, if within a factor of `TRACKS`; else neither."""
+    invclr, simclr = half.results("invclr"), half.results("simclr")
+    seeds = sorted(set(invclr) & set(simclr))
+    if not seeds:
+        return f"| 7. what the authors' computation measures | {half.dataset} | – | | 0 | | – |"
+    logs = {}
     for label, measure in (
         ("their computation", authors),
-        ("the paper's definition", variance("theta")),
+        ("the paper's definition", variance("theta", "trace")),
         ("the spread across images", variance("theta", "across")),
     ):
-        pairs = [
-            measure(half.results("invclr")[s]) / measure(half.results("simclr")[s])
-            for s in set(half.results("invclr")) & set(half.results("simclr"))
-        ]
-        ratios[label] = statistics.fmean(pairs) if pairs else math.nan
-    if any(math.isnan(r) for r in ratios.values()):
-        return f"| 7. what the authors' computation measures | {half.dataset} | – | | 0 | | – |"
-    theirs = math.log(ratios["their computation"])
-    tracks = min(list(ratios)[1:], key=lambda k: abs(math.log(ratios[k]) - theirs))
-    text = ", ".join(f"{k} {v:.3g}" for k, v in ratios.items())
-    n = len(set(half.results("invclr")) & set(half.results("simclr")))
+        logs[label] = [math.log(measure(invclr[s]) / measure(simclr[s])) for s in seeds]
+    means = {k: statistics.fmean(v) for k, v in logs.items()}
+    theirs = means.pop("their computation")
+    nearest = min(means, key=lambda k: abs(means[k] - theirs))
+    tracks = nearest if abs(means[nearest] - theirs) <= math.log(TRACKS) else "neither"
+    text = ", ".join(
+        f"{k} {math.exp(statistics.fmean(v)):.3g}"
+        + (f" (×/÷ {math.exp(statistics.stdev(v)):.2g})" if len(v) > 1 else "")
+        for k, v in logs.items()
+    )
     return (
-        f"| 7. what the authors' computation measures (InvCLR/SimCLR: {text}) | "
-        f"{half.dataset} | | | {n} | secondary | tracks {tracks} |"
+        f"| 7. what the authors' computation measures (InvCLR/SimCLR, trace: {text}) | "
+        f"{half.dataset} | | | {len(seeds)} | secondary | tracks {tracks} |"
     )
 
 
@@ -339,14 +356,19 @@ def cheap_penalty(half: Half) -> list[str]:
         d = paired(half.results("gp4"), half.results("invclr"), claim.measure)
         low, high = d.interval(1 - ALPHA)
         said = (
-            "cannot tell them apart"
+            "no difference detected (which does not make them equal)"
             if math.isnan(d.p) or d.p >= ALPHA
             else ("lower with --gp-every 4" if d.mean < 0 else "higher with --gp-every 4")
         )
+        # How much of the exact penalty's effect the cheap one keeps, over the same seeds.
+        cheap = paired(half.results("gp4"), half.results("simclr"), claim.measure).mean
+        exact = paired(half.results("invclr"), half.results("simclr"), claim.measure).mean
+        share = cheap / exact if exact and not math.isnan(exact + cheap) else math.nan
+        kept = "" if math.isnan(share) else f"; it keeps {share:.0%} of InvCLR − SimCLR"
         lines.append(
             f"- {claim.text}: gp-every 4 − exact {fmt(d.mean, claim.digits)} "
             f"[{fmt(low, claim.digits)}, {fmt(high, claim.digits)}] (95%, {d.n} seeds): "
-            f"{said}."
+            f"{said}{kept}."
         )
     costs = epoch_seconds(half)
     if "simclr" in costs:
@@ -453,7 +475,8 @@ def length_table(half: Half) -> list[str]:
         a, b = half.results("invclr", epoch), half.results("simclr", epoch)
         s, v = paired(a, b, score(half)), paired(a, b, variance("theta"))
         lines.append(
-            f"| {epoch} | {fmt(s.mean, '.4g')} ± {s.se:.2g} | {fmt(v.mean)} ± {v.se:.2g} | {s.n} |"
+            f"| {epoch} | {fmt(s.mean, '.4g')} ± {plain(s.se)} | {fmt(v.mean)} ± {plain(v.se)} "
+            f"| {s.n} |"
         )
     return lines
 
@@ -472,7 +495,7 @@ def against_random(half: Half) -> list[str]:
             ]
             lines.append(
                 f"- {LABELS[method]} − random initialisation, {half.dataset} probe: "
-                f"{fmt(d.mean, '.4g')} ± {d.se:.2g}; better in {len(better)} of "
+                f"{fmt(d.mean, '.4g')} ± {plain(d.se)}; better in {len(better)} of "
                 f"{d.n} seeds."
             )
     return lines
@@ -501,7 +524,7 @@ def results_md(halves: list[Half]) -> str:
     for half in halves:
         lines += [verdict_row(half, v) for v in verdicts(half)] + [authors_line(half)]
     for half in halves:
-        walls = sum(t.get("wall_s", 0) for t in half.trainings.values())
+        walls = sum(t["train_time_s"] for t in half.trainings.values())  # resumes included
         lines += [
             "",
             f"## {half.dataset}",

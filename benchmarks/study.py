@@ -156,13 +156,28 @@ class Job:
     command: list[str]
     kind: str  # "train" or "evaluate"
     needs: list[Path] = field(default_factory=list)  # files that must exist before it runs
+    trained_by: Path | None = None  # an evaluation: the record of the training it evaluates
 
     @property
     def done(self) -> bool:
-        try:
-            return json.loads(self.record.read_text())["command"] == command_line(self.command)
-        except (OSError, ValueError, KeyError, TypeError):
+        """The record holds this command and, for an evaluation, was made of the checkpoint
+        of the training record there is now (a training redone makes its evaluations stale)."""
+        record = read_json(self.record)
+        if record.get("command") != command_line(self.command):
             return False
+        return self.trained_by is None or record.get("trained") == self.training_date()
+
+    def training_date(self) -> str | None:
+        return read_json(self.trained_by).get("date") if self.trained_by else None
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A record, or {} where there is none (or only a part of one)."""
+    try:
+        content = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return content if isinstance(content, dict) else {}
 
 
 def command_line(command: list[str]) -> str:
@@ -172,7 +187,8 @@ def command_line(command: list[str]) -> str:
 def checkpoints(dataset: str) -> list[int]:
     """The epochs whose checkpoints are kept (every --save-freq, the last included)."""
     flags = PROTOCOL[dataset]["train"]
-    epochs, every = int(flags[flags.index("--num-epochs") + 1]), 5
+    epochs = int(flags[flags.index("--num-epochs") + 1])
+    every = int(flags[flags.index("--save-freq") + 1])
     return list(range(every, epochs + 1, every))
 
 
@@ -198,7 +214,9 @@ def evaluate_job(
     command += ["--seed", str(seed), *PROBE, *PROTOCOL[dataset]["evaluate"]]
     command += ["--suite"] if suite else VARIANCE
     command += [] if epoch else ["--random-init"]
-    return Job(name, record / dataset / f"{name}.json", command, "evaluate", [checkpoint])
+    trained_by = record / dataset / f"{run}.train.json"
+    path = record / dataset / f"{name}.json"
+    return Job(name, path, command, "evaluate", [checkpoint], trained_by)
 
 
 def plan(datasets: list[str], seeds: list[int], out: Path, record: Path) -> list[Job]:
@@ -227,8 +245,12 @@ def plan(datasets: list[str], seeds: list[int], out: Path, record: Path) -> list
 
 
 def git_commit() -> str | None:
-    done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True)
-    return done.stdout.strip() or None
+    """The commit that ran, marked "+changes" when the working tree differs from it."""
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                             capture_output=True, text=True)  # fmt: skip
+    commit = head.stdout.strip()
+    return f"{commit}+changes" if commit and changed.stdout.strip() else commit or None
 
 
 def execute(job: Job, out: Path) -> dict[str, Any]:
@@ -243,6 +265,8 @@ def execute(job: Job, out: Path) -> dict[str, Any]:
     load = os.getloadavg()[0]
     seconds = run(job.command, log)
     record: dict[str, Any] = {"command": command_line(job.command)}
+    if job.trained_by is not None:
+        record["trained"] = job.training_date()
     if job.kind == "train":
         name = job.command[job.command.index("--filename") + 1]
         epochs = read_metrics(out / f"{name}.metrics.jsonl")
@@ -282,6 +306,13 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> list[Job]:
+    if shown(args.out).startswith("/") and not shown(args.record).startswith("/"):
+        # The records' commands name the checkpoints through --out; one outside the repository
+        # would make the repository's records hold commands no other clone can match.
+        raise UsageError(
+            f"--out {args.out} is outside the repository, where --record is; give a folder "
+            "inside it (or --record elsewhere too)"
+        )
     jobs = plan(args.datasets, args.seeds, args.out, args.record)
     todo = [job for job in jobs if not job.done]
     if args.plan:

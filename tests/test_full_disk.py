@@ -171,7 +171,9 @@ def test_a_checkpoint_past_the_size_limit_stops_training_with_the_last_good_one_
     assert [json.loads(row)["epoch"] for row in rows] == [1, 2]
 
 
-def test_the_export_and_the_evaluation_output_past_the_size_limit_are_one_line(tmp_path):
+def test_the_export_the_preview_and_the_evaluation_output_past_the_size_limit_are_one_line(
+    tmp_path,
+):
     latest = first_epoch(tmp_path)
     done = run(tmp_path, "-m", "models.export", str(latest), "encoder.pt", limit=2**20)
     assert one_line(done) == (
@@ -179,6 +181,14 @@ def test_the_export_and_the_evaluation_output_past_the_size_limit_are_one_line(t
         "process (ulimit -f), 1048576 bytes)"
     )
     assert not (tmp_path / "encoder.pt").exists() and leftovers(tmp_path) == []
+
+    train = str(REPO / "invariance_by_gradient.py")
+    done = run(tmp_path, train, *SMALL, "--filename", "look", "--preview", "2", limit=2000)
+    assert one_line(done) == (
+        "invariance_by_gradient.py: error: cannot write checkpoint/look.preview.png (larger than "
+        "the file-size limit of this process (ulimit -f), 2000 bytes)"
+    )
+    assert not (tmp_path / "checkpoint" / "look.preview.png").exists()
 
     (tmp_path / "result.json").write_text("an earlier result\n")
     probe = str(REPO / "lbfgs_linear_clf_spirograph.py")

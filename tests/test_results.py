@@ -35,7 +35,7 @@ def made_up(dataset: str, method: str, seed: int, suite: bool) -> dict:
             for images in ("all", "subset") for passes in (1, 10)
         ]}  # fmt: skip
         result["shift"] = [{"amount": 0.0, metric: value}, {"amount": 0.5, metric: value * 0.8}]
-        result["nuisance"] = {"relative": 0.5 if method == "simclr" else 0.7}
+        result["nuisance"] = {"relative": 0.5 + 0.01 * seed if method == "simclr" else 0.7}
         result["label_fractions"] = [{"fraction": 0.1, metric: value}]
     return result
 
@@ -94,7 +94,10 @@ def test_the_verdicts_are_the_paired_differences_with_holm_on_the_primary_claims
         "InvCLR 20.0 (×2.00), InvCLR, --gp-every 4 10.0 (×1.00)." in text
     )
     # --gp-every 4 is InvCLR's variance and SimCLR's probe here.
-    assert "(θ only): gp-every 4 − exact +0 [+0, +0] (95%, 5 seeds): cannot tell" in text
+    assert (
+        "(θ only): gp-every 4 − exact +0 [+0, +0] (95%, 5 seeds): no difference detected (which "
+        "does not make them equal); it keeps 100% of InvCLR − SimCLR." in text
+    )
     assert text.startswith("intro\n") and text.endswith(f"{results.END}\nrest\n")
     assert "| random initialisation | 4 |" in (docs / "results.md").read_text()
 
@@ -123,16 +126,37 @@ def test_a_record_of_another_command_does_not_count(tables, tmp_path):
     assert "1 of the study's jobs have no record yet" in readme.read_text()
 
 
-def test_holm_adjusts_the_smaller_p_by_the_number_of_tests():
-    half = results.Half("cifar10", {}, {}, 0)
-    verdicts = results.verdicts(half)  # no records: every p is NaN, every word "cannot tell"
-    assert all(v.word == "cannot tell" for v in verdicts)
-    a = {s: {"x": v} for s, v in enumerate([1.0, 2.0, 3.0])}
-    b = {s: {"x": v} for s, v in enumerate([0.5, 1.9, 2.0])}
-    d = results.paired(a, b, lambda r: r["x"])
-    assert d.n == 3 and math.isclose(d.mean, 1.6 / 3)
+def test_holm_steps_down_and_shows_each_interval_at_its_tested_level():
+    claim = results.Claim(1, "x", lambda r: 0.0, "lower", True)
+    family = [results.Verdict(claim, results.Paired(0, 1, 5, p), 0.95, p, "") for p in
+              (0.01, 0.04, 0.03)]  # fmt: skip
+    results.holm(family)
+    # Sorted 0.01, 0.03, 0.04: 3 x 0.01 = 0.03 passes at 0.05 / 3; 2 x 0.03 = 0.06 fails, and
+    # so does the last (max(0.06, 0.04)), shown at the failed step's level.
+    assert [round(v.p, 6) for v in family] == [0.03, 0.06, 0.06]
+    assert [round(v.level, 4) for v in family] == [round(1 - 0.05 / 3, 4), 0.975, 0.975]
+    assert [results.word(-1, v.p, "lower") for v in family] == [
+        "supports", "cannot tell", "cannot tell"
+    ]  # fmt: skip
+    # An interval at its level excludes 0 exactly when the line passes.
+    d = results.paired({s: {"x": 1.0 + 0.1 * s} for s in range(5)},
+                       {s: {"x": 0.0} for s in range(5)}, lambda r: r["x"])  # fmt: skip
+    assert d.n == 5 and math.isclose(d.mean, 1.2)
     low, high = d.interval(0.95)
-    assert math.isclose((low + high) / 2, d.mean) and low < 0 < high
+    assert math.isclose((low + high) / 2, d.mean) and 0 < low < high
+    same = results.paired({0: {"x": 1.0}, 1: {"x": 2.0}}, {0: {"x": 0.0}, 1: {"x": 1.0}},
+                          lambda r: r["x"])  # fmt: skip
+    assert math.isnan(same.p)  # no spread, no t statistic: "cannot tell", not "supports"
+
+
+def test_a_shift_both_ways_counts_both_sides():
+    half = results.Half("spirograph", {}, {}, 0)
+    points = ((-0.5, 0.9), (-0.25, 0.3), (0.0, 0.1), (0.25, 0.2), (0.5, 0.3))
+    shifted = {"shift_h_mean": [{"amount": a, "mse": m} for a, m in points]}
+    assert math.isclose(results.shift_drop(half, "shift_h_mean")(shifted), 0.5)  # (0.9+0.3)/2-0.1
+    cifar = results.Half("cifar10", {}, {}, 0)
+    jitter = {"shift": [{"amount": 0.0, "accuracy": 50.0}, {"amount": 0.875, "accuracy": 40.0}]}
+    assert results.shift_drop(cifar, "shift")(jitter) == 10.0  # points lost
 
 
 def test_every_figure_is_drawn_from_the_records(tables, tmp_path):

@@ -3,7 +3,10 @@ rerun skip what is done."""
 
 import json
 
+import pytest
+
 from benchmarks import study
+from utils.cli import UsageError
 
 
 def test_the_plan_pairs_methods_by_seed_and_evaluates_every_kept_checkpoint(tmp_path):
@@ -84,3 +87,16 @@ def test_a_tiny_study_writes_each_record_once(tmp_path, monkeypatch):
     (folder / "spirograph-random-seed1.json").write_text(json.dumps(random))
     ran = study.main(study.get_args_parser().parse_args(argv))
     assert [job.name for job in ran] == ["spirograph-random-seed1"]
+    # A training redone (another record) makes the evaluations of its checkpoints stale.
+    train["date"] = "2099-01-01 00:00"
+    (folder / "spirograph-simclr-seed1.train.json").write_text(json.dumps(train))
+    todo = study.main(study.get_args_parser().parse_args([*argv, "--plan"]))
+    assert [job.name for job in todo] == [
+        "spirograph-simclr-seed1-epoch005", "spirograph-random-seed1"
+    ]  # fmt: skip
+
+
+def test_checkpoints_outside_the_repository_are_refused_for_its_records(tmp_path):
+    argv = ["--out", str(tmp_path), "--plan"]
+    with pytest.raises(UsageError, match="outside the repository, where --record is"):
+        study.main(study.get_args_parser().parse_args(argv))

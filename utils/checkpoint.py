@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import math
 import os
 import pickle
@@ -134,8 +135,14 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
 
 
 def write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically (a temporary file in the same folder, then a rename):
-    a crash leaves the old file or the new one, never a part. Raises `WriteError`."""
+    """Write ``text`` to ``path`` atomically (`write_bytes`). Raises `WriteError`."""
+    return write_bytes(path, text.encode())
+
+
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (a temporary file in the same folder, then a rename):
+    a crash or a full disk leaves the old file or the new one, never a part. Raises
+    `WriteError`."""
     path = Path(path)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -144,8 +151,8 @@ def write_text(path: str | Path, text: str) -> Path:
     try:
         with contextlib.suppress(OSError, AttributeError):
             os.fchmod(fd, 0o666 & ~_umask())  # as open() would make it
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -155,6 +162,14 @@ def write_text(path: str | Path, text: str) -> Path:
             raise cannot_write(path, error) from None
         raise
     return path
+
+
+def save_figure(fig: Any, path: str | Path, dpi: int) -> Path:
+    """A matplotlib figure as a PNG at ``path``, written as `write_bytes` writes."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return write_bytes(path, buffer.getvalue())
 
 
 def _umask() -> int:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure  # not pyplot: no global figure state, no display needed
 
+from utils.checkpoint import save_figure
 from utils.cli import DefaultsHelpFormatter, UsageError, run_cli
 from utils.metrics import read_metrics
 
@@ -78,8 +79,7 @@ def plot_runs(runs: dict[str, list[dict]], out: Path) -> list[str]:
         ax.set_visible(False)
     axes[0].legend(fontsize=8)
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=90)
+    save_figure(fig, out, dpi=90)
     return [k for k, _ in keys]
 
 
