@@ -342,6 +342,20 @@ def authors_line(half: Half) -> str:
     )
 
 
+HOW = [
+    "Each claim of the paper is measured the way the paper measures it, on the final checkpoint "
+    "of every seed (claims 1 and 2) or on the whole suite's seeds 0-2 (the others): the "
+    "difference InvCLR − SimCLR of each seed's pair, their mean, standard error and a Student t "
+    "interval. Claims 1 and 2 are primary: Holm's step-down over a dataset's primary lines "
+    "(Spirograph 2: θ and the probe; CIFAR-10 3: θ, the whole distortion and the probe), each "
+    "interval at the level its step tested, so that it excludes 0 exactly when the line passes. "
+    "The rest are secondary, at 95% and uncorrected. *supports* and *contradicts* say which way "
+    "a difference that passes goes; *cannot tell* gives the interval's half-width, the smallest "
+    "difference this protocol could have detected (the paper's CIFAR-10 gain at full scale is "
+    "0.3 points of accuracy). A difference without spread over seeds has no t statistic and is "
+    "*cannot tell*. Claim 7 names the measure whose InvCLR/SimCLR ratio the authors' "
+    "computation is nearer to on a log scale, if within a factor of 1.5.",
+]
 VERDICT_HEAD = [
     "| claim (InvCLR against SimCLR) | dataset | InvCLR − SimCLR [interval] | level | seeds | "
     "kind | verdict |",
@@ -516,6 +530,10 @@ def results_md(halves: list[Half]) -> str:
         "`docs/results/<dataset>/` (one per job of `benchmarks/study.py`); do not edit.",
         "",
         f"Machines: {machines(halves)}.",
+        "",
+        "## How the verdicts are made",
+        "",
+        *HOW,
         "",
         "## Verdicts",
         "",
