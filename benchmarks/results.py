@@ -288,6 +288,10 @@ def fmt(value: float, digits: str = ".3g") -> str:
     return "–" if value is None or math.isnan(value) else f"{value:+{digits}}"
 
 
+def seeds(n: int) -> str:
+    return f"{n} seed" if n == 1 else f"{n} seeds"
+
+
 def plain(value: float) -> str:
     return "–" if math.isnan(value) else f"{value:.2g}"
 
@@ -354,7 +358,9 @@ HOW = [
     "difference this protocol could have detected (the paper's CIFAR-10 gain at full scale is "
     "0.3 points of accuracy). A difference without spread over seeds has no t statistic and is "
     "*cannot tell*. Claim 7 names the measure whose InvCLR/SimCLR ratio the authors' "
-    "computation is nearer to on a log scale, if within a factor of 1.5.",
+    "computation is nearer to on a log scale, if within a factor of 1.5. Training wall times "
+    "include whatever else the machine ran (each record has the load average before and after); "
+    "the seconds per epoch of the cheap-penalty lines use a run's lower-quartile epoch instead.",
 ]
 VERDICT_HEAD = [
     "| claim (InvCLR against SimCLR) | dataset | InvCLR − SimCLR [interval] | level | seeds | "
@@ -381,7 +387,7 @@ def cheap_penalty(half: Half) -> list[str]:
         kept = "" if math.isnan(share) else f"; it keeps {share:.0%} of InvCLR − SimCLR"
         lines.append(
             f"- {claim.text}: gp-every 4 − exact {fmt(d.mean, claim.digits)} "
-            f"[{fmt(low, claim.digits)}, {fmt(high, claim.digits)}] (95%, {d.n} seeds): "
+            f"[{fmt(low, claim.digits)}, {fmt(high, claim.digits)}] (95%, {seeds(d.n)}): "
             f"{said}{kept}."
         )
     costs = epoch_seconds(half)
@@ -441,7 +447,7 @@ def per_seed_table(half: Half) -> list[str]:
     head = (
         f"| encoder | seed | {study.PROTOCOL[half.dataset]['metric']} | "
         + " | ".join(f"cond. var. {k}" for k in kinds)
-        + " | authors' trace | across images θ | probe converged | training (min) |"
+        + " | authors' trace | across images θ | probe converged | training wall time (min) |"
     )
     lines = [head, "|---" * (head.count("|") - 1) + "|"]
     for method in ("simclr", "invclr", "gp4", "random"):
@@ -510,7 +516,7 @@ def against_random(half: Half) -> list[str]:
             lines.append(
                 f"- {LABELS[method]} − random initialisation, {half.dataset} probe: "
                 f"{fmt(d.mean, '.4g')} ± {plain(d.se)}; better in {len(better)} of "
-                f"{d.n} seeds."
+                f"{seeds(d.n)}."
             )
     return lines
 
