@@ -22,6 +22,7 @@ from utils.plot import plot_runs
 
 COLOURS = {"simclr": "tab:blue", "invclr": "tab:orange", "gp4": "tab:green", "random": "tab:gray"}
 METHODS = ("simclr", "invclr", "random")
+NAMES = {"spirograph": "Spirograph", "cifar10": "CIFAR-10"}
 
 
 def metric_label(half: Half) -> str:
@@ -117,7 +118,8 @@ def averaging(half: Half, folder: Path) -> Path | None:
         xscale="log",
         xlabel="augmented copies averaged per image (M)",
         ylabel=metric_label(half),
-        title=f"{half.dataset}: feature averaging (1,000 images)",
+        title=f"{NAMES[half.dataset]}: feature averaging "
+        f"({suite['averaging_curve']['subset']['train']:,} images)",
     )
     ax.legend(fontsize=7)
     return save(fig, folder / f"averaging-{half.dataset}.png")
@@ -138,7 +140,7 @@ def robustness(half: Half, folder: Path) -> Path | None:
             ylabel=metric_label(half),
         )
         ax.legend(fontsize=7)
-    fig.suptitle(f"{half.dataset}: the probe on shifted test images")
+    fig.suptitle(f"{NAMES[half.dataset]}: the probe on shifted test images")
     return save(fig, folder / f"robustness-{half.dataset}.png")
 
 
@@ -190,7 +192,7 @@ def length(half: Half, folder: Path) -> Path | None:
         ax.axhline(0, color="black", linewidth=0.8)
         ax.set(xlabel="training epochs", ylabel=f"InvCLR − SimCLR, {title}")
         ax.legend(fontsize=7)
-    fig.suptitle(f"{half.dataset}: the difference against training length (seeds as points)")
+    fig.suptitle(f"{NAMES[half.dataset]}: the difference against training length (seeds as points)")
     return save(fig, folder / f"length-{half.dataset}.png") if drawn else None
 
 

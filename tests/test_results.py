@@ -33,7 +33,7 @@ def made_up(dataset: str, method: str, seed: int, suite: bool) -> dict:
             {"passes": 1, "images": images, metric: value}
             if passes == 1 else {"passes": passes, "images": images, metric: value * 0.9}
             for images in ("all", "subset") for passes in (1, 10)
-        ]}  # fmt: skip
+        ], "subset": {"train": 1000, "test": 1000, "seed": 0}}  # fmt: skip
         result["shift"] = [{"amount": 0.0, metric: value}, {"amount": 0.5, metric: value * 0.8}]
         result["nuisance"] = {"relative": 0.5 + 0.01 * seed if method == "simclr" else 0.7}
         result["label_fractions"] = [{"fraction": 0.1, metric: value}]
