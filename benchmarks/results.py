@@ -464,6 +464,35 @@ def per_seed_table(half: Half) -> list[str]:
     return lines
 
 
+def invariance_table(half: Half) -> list[str]:
+    """The measures of invariance side by side (geometric mean over seeds, ×/÷ its spread), to
+    show how much of each is the spread across images: the paper's conditional variance, that
+    spread, their ratio, the authors' computation, and how well a linear probe reads the nuisance
+    (the suite's seeds; 1 would be no better than predicting its mean)."""
+    measures = {  # name -> (what it reads, the key a record needs for it)
+        "cond. var. θ": (variance("theta"), "conditional_variance"),
+        "across images θ": (variance("theta", "across"), "conditional_variance"),
+        "cond. var. / across": (variance("theta", "ratio"), "conditional_variance"),
+        "authors' trace": (authors, "authors_variance"),
+        "nuisance MSE / baseline": (lambda r: r["nuisance"]["relative"], "nuisance"),
+    }
+    lines = ["| encoder | " + " | ".join(measures) + " |", "|---" * (len(measures) + 1) + "|"]
+    for method in ("simclr", "invclr", "gp4", "random"):
+        results = half.results(method).values()
+        if not results:
+            continue
+        cells = []
+        for measure, key in measures.values():
+            logs = [math.log(measure(r)) for r in results if key in r]
+            if not logs:
+                cells.append("–")
+                continue
+            spread = math.exp(statistics.stdev(logs)) if len(logs) > 1 else 1.0
+            cells.append(f"{math.exp(statistics.fmean(logs)):.3g} (×/÷ {spread:.2f}, {len(logs)})")
+        lines.append(f"| {LABELS[method]} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def sweep_table(half: Half) -> list[str]:
     """The conditional variance (θ) of seed 0 at every checkpoint, for each λ, both ways."""
     runs = {
@@ -561,6 +590,10 @@ def results_md(halves: list[Half]) -> str:
             *per_seed_table(half),
             "",
             *against_random(half),
+            "",
+            "### Measures of invariance (geometric mean over seeds ×/÷ its spread, seeds)",
+            "",
+            *invariance_table(half),
             "",
             "### The cheap penalty",
             "",

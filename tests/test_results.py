@@ -4,6 +4,7 @@ for byte."""
 
 import json
 import math
+import statistics
 
 import pytest
 
@@ -173,3 +174,21 @@ def test_every_figure_is_drawn_from_the_records(tables, tmp_path):
         "lambda-sweep-spirograph.png", "length-cifar10.png", "length-spirograph.png",
         "per-target-spirograph.png", "robustness-cifar10.png", "robustness-spirograph.png",
     ]  # fmt: skip
+
+
+def test_the_invariance_table_holds_geometric_means_over_seeds(tables):
+    readme, docs, argv = tables
+    results.main(results.get_args_parser().parse_args(argv))
+    text = (docs / "results.md").read_text()
+    section = text[text.index("## spirograph") :]
+    row = next(line for line in section.splitlines() if line.startswith("| SimCLR | 0.0"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    # SimCLR's conditional variance is 0.02 × (1 + 0.01 seed) for seeds 0-4
+    logs = [math.log(0.02 * (1 + 0.01 * s)) for s in range(5)]
+    spread = math.exp(statistics.stdev(logs))
+    assert cells[1] == f"{math.exp(statistics.fmean(logs)):.3g} (×/÷ {spread:.2f}, 5)"
+    assert cells[2].startswith("0.3 (×/÷ 1.00, 5)")  # the spread across images
+    # nuisance only where the suite ran (seeds 0-2): 0.5, 0.51, 0.52
+    logs = [math.log(0.5 + 0.01 * s) for s in range(3)]
+    spread = math.exp(statistics.stdev(logs))
+    assert cells[5] == f"{math.exp(statistics.fmean(logs)):.3g} (×/÷ {spread:.2f}, 3)"
