@@ -42,6 +42,7 @@ LABELS = {
     "simclr": "SimCLR",
     "invclr": "InvCLR",
     "gp4": "InvCLR, --gp-every 4",
+    "nolimit": "InvCLR, no upper limit",
     "random": "random initialisation",
 }
 Result = dict[str, Any]
@@ -369,27 +370,34 @@ VERDICT_HEAD = [
 ]
 
 
-def cheap_penalty(half: Half) -> list[str]:
-    """--gp-every 4 against the exact penalty on claims 1 and 2, and each method's cost."""
+def against_exact(half: Half, method: str, name: str, base: str = "exact") -> list[str]:
+    """``method`` against InvCLR (the exact penalty, the paper's settings; ``base`` names it) on
+    claims 1 and 2, paired by seed, and how much of InvCLR − SimCLR it keeps."""
     lines = []
     for claim in [c for c in claims(half) if c.primary]:
-        d = paired(half.results("gp4"), half.results("invclr"), claim.measure)
+        d = paired(half.results(method), half.results("invclr"), claim.measure)
         low, high = d.interval(1 - ALPHA)
         said = (
             "no difference detected (which does not make them equal)"
             if math.isnan(d.p) or d.p >= ALPHA
-            else ("lower with --gp-every 4" if d.mean < 0 else "higher with --gp-every 4")
+            else (f"lower with {name}" if d.mean < 0 else f"higher with {name}")
         )
-        # How much of the exact penalty's effect the cheap one keeps, over the same seeds.
-        cheap = paired(half.results("gp4"), half.results("simclr"), claim.measure).mean
+        # How much of the exact penalty's effect the variant keeps, over the same seeds.
+        variant = paired(half.results(method), half.results("simclr"), claim.measure).mean
         exact = paired(half.results("invclr"), half.results("simclr"), claim.measure).mean
-        share = cheap / exact if exact and not math.isnan(exact + cheap) else math.nan
+        share = variant / exact if exact and not math.isnan(exact + variant) else math.nan
         kept = "" if math.isnan(share) else f"; it keeps {share:.0%} of InvCLR − SimCLR"
         lines.append(
-            f"- {claim.text}: gp-every 4 − exact {fmt(d.mean, claim.digits)} "
+            f"- {claim.text}: {name} − {base} {fmt(d.mean, claim.digits)} "
             f"[{fmt(low, claim.digits)}, {fmt(high, claim.digits)}] (95%, {seeds(d.n)}): "
             f"{said}{kept}."
         )
+    return lines
+
+
+def cheap_penalty(half: Half) -> list[str]:
+    """--gp-every 4 against the exact penalty on claims 1 and 2, and each method's cost."""
+    lines = against_exact(half, "gp4", "gp-every 4")
     costs = epoch_seconds(half)
     if "simclr" in costs:
         lines.append(
@@ -400,6 +408,40 @@ def cheap_penalty(half: Half) -> list[str]:
             + "."
         )
     return lines
+
+
+def upper_limit(half: Half) -> list[str]:
+    """InvCLR with the paper's upper limit against InvCLR without one, paired by seed: how often
+    the limit held the penalty (a clamped penalty has no gradient), the penalty each run ended
+    with, and claims 1 and 2."""
+    free = half.results("nolimit")
+    if not free:
+        return []
+    clamped, limit = half.results("invclr"), half.trainings.get(("invclr", 0))
+    lines = [
+        "| seed | epoch 1 at the limit | penalty, last epoch: limit / none | cond. var. θ: "
+        "limit / none | probe: limit / none |",
+        "|---|---|---|---|---|",
+    ]
+    for seed in sorted(set(free) & set(clamped)):
+        runs = [half.trainings.get((m, seed)) for m in ("invclr", "nolimit")]
+        if None in runs:
+            continue
+        lines.append(
+            f"| {seed} | {runs[0]['epochs'][0].get('clamp_fraction', math.nan):.0%} | "
+            + " / ".join(f"{t['epochs'][-1]['penalty']:.3g}" for t in runs)
+            + f" | {variance('theta')(clamped[seed]):.3g} / {variance('theta')(free[seed]):.3g}"
+            + f" | {score(half)(clamped[seed]):.4g} / {score(half)(free[seed]):.4g} |"
+        )
+    if limit:
+        later = sum(
+            (row.get("clamp_fraction") or 0) > 0
+            for (m, _), t in half.trainings.items() if m == "invclr" for row in t["epochs"][1:]
+        )  # fmt: skip
+        lines += ["", f"Epoch 1 at the limit: the share of its penalised steps at which the "
+                  f"penalty sat at the limit ({limit['epochs'][0]['gp_upper_limit']:g}); "
+                  f"{later} later epochs of any seed reached it."]  # fmt: skip
+    return [*lines, "", *against_exact(half, "nolimit", "no limit", "limit")]
 
 
 def epoch_seconds(half: Half) -> dict[str, float]:
@@ -610,6 +652,13 @@ def results_md(halves: list[Half]) -> str:
                 "definition / the authors' computation",
                 "",
                 *sweep_table(half),
+            ]
+        if upper_limit(half):
+            lines += [
+                "",
+                "### The upper limit: InvCLR with the paper's clamp and without one",
+                "",
+                *upper_limit(half),
             ]
     return "\n".join(lines).rstrip() + "\n"
 

@@ -19,7 +19,8 @@ a lopsided one): for each seed, SimCLR, InvCLR (the paper's λ and upper limit) 
 the conditional variance (both computations); the final checkpoints of seeds 0-2 of SimCLR and
 InvCLR get the whole suite; the random-initialisation encoder of each seed gets what the trained
 ones of that seed get. Then, on Spirograph, the λ sweep of the paper's conditional-variance
-figure, one seed (λ = 1e-2 is InvCLR's seed 0).
+figure, one seed (λ = 1e-2 is InvCLR's seed 0), and InvCLR without its upper limit, every seed
+(each checkpoint evaluated as the trained ones are).
 """
 
 from __future__ import annotations
@@ -62,6 +63,9 @@ PROTOCOL: dict[str, dict[str, Any]] = {
             f"lambda{weight}": ["--lambda-gp", weight, "--gp-upper-limit", "1000"]
             for weight in ("1e-4", "1e-3", "1e-1")
         },
+        # InvCLR without its clamp (a limit no step reaches), every seed: the paper's limit of
+        # 1000 sits at some seeds' first steps, where a clamped penalty has no gradient.
+        "ablations": {"nolimit": ["--lambda-gp", "1e-2", "--gp-upper-limit", "1e9"]},
         "script": "lbfgs_linear_clf_spirograph.py",
         "evaluate": ["--componentwise"],  # the MSE of each regression target too
         "metric": "mse",
@@ -78,6 +82,7 @@ PROTOCOL: dict[str, dict[str, Any]] = {
             "gp4": ["--lambda-gp", "0.1", "--gp-upper-limit", "1", "--gp-every", "4"],
         },
         "sweep": {},
+        "ablations": {},
         "script": "lbfgs_linear_clf.py",
         "evaluate": [],
         "metric": "accuracy",
@@ -241,6 +246,12 @@ def plan(datasets: list[str], seeds: list[int], out: Path, record: Path) -> list
                 run = f"{dataset}-{method}-seed{SWEEP_SEED}"
                 for epoch in checkpoints(dataset):
                     jobs.append(evaluate_job(dataset, run, epoch, SWEEP_SEED, out, record))
+        for method, flags in spec["ablations"].items():
+            for seed in seeds:
+                jobs.append(train_job(dataset, method, flags, seed, out, record))
+                run = f"{dataset}-{method}-seed{seed}"
+                for epoch in checkpoints(dataset):
+                    jobs.append(evaluate_job(dataset, run, epoch, seed, out, record))
     return jobs
 
 

@@ -38,6 +38,16 @@ def test_the_plan_pairs_methods_by_seed_and_evaluates_every_kept_checkpoint(tmp_
     assert sweep == ["spirograph-lambda1e-4-seed0", "spirograph-lambda1e-3-seed0",
                      "spirograph-lambda1e-1-seed0"]  # fmt: skip
     assert not [n for n in names if n.startswith("cifar10-lambda")]
+    # InvCLR without its upper limit: every seed on Spirograph, after the sweep, with each
+    # checkpoint evaluated; none on CIFAR-10.
+    free = [n for n in names if "nolimit" in n]
+    assert free == [f"spirograph-nolimit-seed{s}{e}" for s in (0, 3)
+                    for e in ("", "-epoch005", "-epoch010", "-epoch015", "-epoch020")]  # fmt: skip
+    assert names.index(free[0]) > names.index("spirograph-lambda1e-1-seed0-epoch020")
+    assert names.index(free[-1]) < names.index("cifar10-simclr-seed0")
+    assert " ".join(by_name["spirograph-nolimit-seed3"].command).count(
+        "--lambda-gp 1e-2 --gp-upper-limit 1e9 --seed 3"
+    ) == 1
     train = by_name["spirograph-gp4-seed3"].command
     assert " ".join(train).endswith(
         "--lambda-gp 1e-2 --gp-upper-limit 1000 --gp-every 4 --seed 3 --device cpu "
@@ -59,6 +69,7 @@ def test_a_tiny_study_writes_each_record_once(tmp_path, monkeypatch):
             ],
             "methods": {"simclr": ["--lambda-gp", "0"]},
             "sweep": {},
+            "ablations": {},
         }
     }  # fmt: skip
     monkeypatch.setattr(study, "PROTOCOL", tiny)
