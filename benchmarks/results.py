@@ -6,10 +6,10 @@
 
 The tables come from the records alone: the README's section between the `<!-- results:start -->`
 and `<!-- results:end -->` markers (one verdict per claim and dataset) and docs/results.md (every
-seed's numbers, the cheap penalty, the λ sweep, InvCLR − SimCLR against training length). A
-record counts only when it holds the command the study's plan gives its job, so a table never
-mixes protocols. `--table-only` from a clone rewrites both files byte for byte; figures are a
-separate option, since PNG bytes follow the matplotlib version.
+seed's numbers, the cheap penalty, the λ sweep, InvCLR − SimCLR against training length, and
+InvCLR without its upper limit). A record counts only when it holds the command the study's plan
+gives its job, so a table never mixes protocols. `--table-only` from a clone rewrites both files
+byte for byte; figures are a separate option, since PNG bytes follow the matplotlib version.
 
 A verdict is the paired difference InvCLR − SimCLR over seeds, with its standard error and a
 Student t interval. Claims 1 and 2 are primary: their p-values are Holm-corrected over the
@@ -382,14 +382,23 @@ def against_exact(half: Half, method: str, name: str, base: str = "exact") -> li
             if math.isnan(d.p) or d.p >= ALPHA
             else (f"lower with {name}" if d.mean < 0 else f"higher with {name}")
         )
-        # How much of the exact penalty's effect the variant keeps, over the same seeds.
-        variant = paired(half.results(method), half.results("simclr"), claim.measure).mean
-        exact = paired(half.results("invclr"), half.results("simclr"), claim.measure).mean
+        # How much of the exact penalty's effect the variant keeps, over the seeds all three have
+        # (a variant still running has fewer seeds than InvCLR).
+        common = set(half.results(method)) & set(half.results("invclr"))
+        variant, exact = (
+            paired(
+                {s: r for s, r in half.results(m).items() if s in common},
+                half.results("simclr"),
+                claim.measure,
+            ).mean
+            for m in (method, "invclr")
+        )
         share = variant / exact if exact and not math.isnan(exact + variant) else math.nan
         kept = "" if math.isnan(share) else f"; it keeps {share:.0%} of InvCLR − SimCLR"
         lines.append(
             f"- {claim.text}: {name} − {base} {fmt(d.mean, claim.digits)} "
-            f"[{fmt(low, claim.digits)}, {fmt(high, claim.digits)}] (95%, {seeds(d.n)}): "
+            f"[{fmt(low, claim.digits)}, {fmt(high, claim.digits)}] (95%, uncorrected, "
+            f"{seeds(d.n)}): "
             f"{said}{kept}."
         )
     return lines
@@ -417,10 +426,11 @@ def upper_limit(half: Half) -> list[str]:
     free = half.results("nolimit")
     if not free:
         return []
-    clamped, limit = half.results("invclr"), half.trainings.get(("invclr", 0))
+    clamped = half.results("invclr")
+    limited = [t for (m, _), t in sorted(half.trainings.items()) if m == "invclr"]
     lines = [
-        "| seed | epoch 1 at the limit | penalty, last epoch: limit / none | cond. var. θ: "
-        "limit / none | probe: limit / none |",
+        "| seed | epoch 1 at the limit (InvCLR) | penalty, last epoch: limit / none | "
+        "cond. var. θ: limit / none | probe: limit / none |",
         "|---|---|---|---|---|",
     ]
     for seed in sorted(set(free) & set(clamped)):
@@ -433,14 +443,14 @@ def upper_limit(half: Half) -> list[str]:
             + f" | {variance('theta')(clamped[seed]):.3g} / {variance('theta')(free[seed]):.3g}"
             + f" | {score(half)(clamped[seed]):.4g} / {score(half)(free[seed]):.4g} |"
         )
-    if limit:
-        later = sum(
-            (row.get("clamp_fraction") or 0) > 0
-            for (m, _), t in half.trainings.items() if m == "invclr" for row in t["epochs"][1:]
-        )  # fmt: skip
-        lines += ["", f"Epoch 1 at the limit: the share of its penalised steps at which the "
-                  f"penalty sat at the limit ({limit['epochs'][0]['gp_upper_limit']:g}); "
-                  f"{later} later epochs of any seed reached it."]  # fmt: skip
+    if limited:
+        later = sum((r.get("clamp_fraction") or 0) > 0 for t in limited for r in t["epochs"][1:])
+        lines += [
+            "",
+            "Epoch 1 at the limit: the share of InvCLR's penalised steps in its first epoch at "
+            f"which the penalty sat at the limit ({limited[0]['epochs'][0]['gp_upper_limit']:g}); "
+            f"later epochs of any seed that reached it: {later}.",
+        ]
     return [*lines, "", *against_exact(half, "nolimit", "no limit", "limit")]
 
 
