@@ -67,6 +67,12 @@ class Half:
     def lower_is_better(self) -> bool:
         return study.PROTOCOL[self.dataset]["metric"] == "mse"
 
+    @property
+    def pairs(self) -> int:
+        """How many seeds have both SimCLR's and InvCLR's final checkpoint evaluated: a half
+        without one has no verdict yet."""
+        return len(set(self.results("simclr")) & set(self.results("invclr")))
+
     def results(self, method: str, epoch: int | None = None) -> dict[int, Result]:
         """Seed -> result of ``method``'s checkpoint after ``epoch`` epochs (default: the last)."""
         epoch = 0 if method == "random" else (epoch or self.final)
@@ -467,9 +473,19 @@ def epoch_seconds(half: Half) -> dict[str, float]:
     return costs
 
 
+def not_judged(halves: list[Half]) -> list[str]:
+    return [
+        f"*{h.dataset}: no seed has both its SimCLR and its InvCLR checkpoint evaluated yet, so "
+        "no verdict.*"
+        for h in halves
+        if not h.pairs
+    ]
+
+
 def readme_section(halves: list[Half], missing: int) -> str:
     lines = list(VERDICT_HEAD)
-    for half in halves:
+    judged = [h for h in halves if h.pairs]
+    for half in judged:
         found = verdicts(half)
         shifts = [v for v in found if v.claim.number == 4]
         for v in found:
@@ -483,8 +499,8 @@ def readme_section(halves: list[Half], missing: int) -> str:
                     f"{half.dataset} | | 95% | {v.difference.n} | secondary | {summary} |"
                 )
         lines.append(authors_line(half))
-    lines.append("")
-    for half in halves:
+    lines += ["", *(f"{line}\n" for line in not_judged(halves))]
+    for half in judged:
         lines += [f"**{half.dataset}, the cheap penalty**", "", *cheap_penalty(half), ""]
     if missing:
         lines.append(
@@ -626,8 +642,9 @@ def results_md(halves: list[Half]) -> str:
         "",
         *VERDICT_HEAD,
     ]
-    for half in halves:
+    for half in [h for h in halves if h.pairs]:
         lines += [verdict_row(half, v) for v in verdicts(half)] + [authors_line(half)]
+    lines += ["", *not_judged(halves)] if not_judged(halves) else []
     for half in halves:
         walls = sum(t["train_time_s"] for t in half.trainings.values())  # resumes included
         lines += [

@@ -234,3 +234,16 @@ def test_the_invariance_table_holds_geometric_means_over_seeds(tables):
     logs = [math.log(0.5 + 0.01 * s) for s in range(3)]
     spread = math.exp(statistics.stdev(logs))
     assert cells[5] == f"{math.exp(statistics.fmean(logs)):.3g} (×/÷ {spread:.2f}, 3)"
+
+
+def test_a_half_without_a_pair_of_seeds_has_no_verdict_yet(tables, tmp_path):
+    """While a dataset has SimCLR records but no InvCLR one, its verdicts are not "cannot tell"
+    over 0 seeds: the tables say it has none yet."""
+    readme, docs, argv = tables
+    for path in (tmp_path / "rec" / "cifar10").glob("cifar10-invclr-*"):
+        path.unlink()
+    results.main(results.get_args_parser().parse_args(argv))
+    for text in (readme.read_text(), (docs / "results.md").read_text()):
+        assert "| cifar10 |" not in text and "**cifar10, the cheap penalty**" not in text
+        assert "*cifar10: no seed has both its SimCLR and its InvCLR checkpoint evaluated" in text
+        assert "| spirograph | -0.0102 [" in text  # the other half is judged as before
