@@ -38,15 +38,21 @@ def test_the_plan_pairs_methods_by_seed_and_evaluates_every_kept_checkpoint(tmp_
     assert sweep == ["spirograph-lambda1e-4-seed0", "spirograph-lambda1e-3-seed0",
                      "spirograph-lambda1e-1-seed0"]  # fmt: skip
     assert not [n for n in names if n.startswith("cifar10-lambda")]
-    # InvCLR without its upper limit: every seed on Spirograph, after the sweep, with each
-    # checkpoint evaluated; none on CIFAR-10.
-    free = [n for n in names if "nolimit" in n]
+    # InvCLR without its upper limit: every seed, after the sweep and each half's other jobs,
+    # with each checkpoint evaluated.
+    free = [n for n in names if "spirograph-nolimit" in n]
     assert free == [f"spirograph-nolimit-seed{s}{e}" for s in (0, 3)
                     for e in ("", "-epoch005", "-epoch010", "-epoch015", "-epoch020")]  # fmt: skip
     assert names.index(free[0]) > names.index("spirograph-lambda1e-1-seed0-epoch020")
     assert names.index(free[-1]) < names.index("cifar10-simclr-seed0")
     free3 = " ".join(by_name["spirograph-nolimit-seed3"].command)
     assert "--lambda-gp 1e-2 --gp-upper-limit 1e9 --seed 3" in free3
+    assert names[-6:] == [
+        f"cifar10-nolimit-seed{s}{e}" for s in (0, 3) for e in ("", "-epoch005", "-epoch010")
+    ]
+    assert "--lambda-gp 0.1 --gp-upper-limit 1e9 --seed 0" in " ".join(
+        by_name["cifar10-nolimit-seed0"].command
+    )
     train = by_name["spirograph-gp4-seed3"].command
     assert " ".join(train).endswith(
         "--lambda-gp 1e-2 --gp-upper-limit 1000 --gp-every 4 --seed 3 --device cpu "
