@@ -102,19 +102,20 @@ def test_the_verdicts_are_the_paired_differences_with_holm_on_the_primary_claims
     nuisance = rows["| 5. less information about the nuisance (nuisance MSE / baseline)|cifar10"]
     assert "| 3 | secondary | supports |" in nuisance  # the suite's seeds only
     assert text.count("| secondary | tracks the spread across images |") == 2
+    table = (docs / "results.md").read_text()
+    assert "[docs/results.md](docs/results.md#the-cheap-penalty)" in text
     assert (
         "- seconds per epoch (a run's lower quartile, the median over seeds): SimCLR 10.0 (×1.00), "
-        "InvCLR 20.0 (×2.00), InvCLR, --gp-every 4 10.0 (×1.00)." in text
+        "InvCLR 20.0 (×2.00), InvCLR, --gp-every 4 10.0 (×1.00)." in table
     )
     # --gp-every 4 is InvCLR's variance and SimCLR's probe here.
     assert (
         "(θ only): gp-every 4 − exact +0 [+0, +0] (95%, uncorrected, 5 seeds): no difference "
         "detected (which "
-        "does not make them equal); it keeps 100% of InvCLR − SimCLR." in text
+        "does not make them equal); it keeps 100% of InvCLR − SimCLR." in table
     )
     assert text.startswith("intro\n") and text.endswith(f"{results.END}\nrest\n")
     # Without the upper limit: 0.008 × (1 + 0.01 seed) against InvCLR's 0.01 × (1 + 0.01 seed).
-    table = (docs / "results.md").read_text()
     assert "| 3 | 25% | 10 / 3 | 0.0103 / 0.00824 | 0.0299 / 0.03 |" in table
     assert "limit (1000); later epochs of any seed that reached it: 1." in table
     assert "(θ only): no limit − limit -0.00204 [" in table
