@@ -684,13 +684,10 @@ def results_md(halves: list[Half]) -> str:
                 "",
                 *sweep_table(half),
             ]
-        if upper_limit(half):
-            lines += [
-                "",
-                "### The upper limit: InvCLR with the paper's clamp and without one",
-                "",
-                *upper_limit(half),
-            ]
+        limit = upper_limit(half)
+        if limit:
+            lines += ["", "### The upper limit: InvCLR with the paper's clamp and without one", ""]
+            lines += limit
     return "\n".join(lines).rstrip() + "\n"
 
 
