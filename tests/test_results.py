@@ -105,8 +105,9 @@ def test_the_verdicts_are_the_paired_differences_with_holm_on_the_primary_claims
     table = (docs / "results.md").read_text()
     assert "[docs/results.md](docs/results.md#the-cheap-penalty)" in text
     assert (
-        "- seconds per epoch (a run's lower quartile, the median over seeds): SimCLR 10.0 (×1.00), "
-        "InvCLR 20.0 (×2.00), InvCLR, --gp-every 4 10.0 (×1.00)." in table
+        "- seconds per epoch (a run's lower quartile, the median over seeds; × its cost against "
+        "the same seed's SimCLR run, the median over seeds): SimCLR 10.0 (×1.00), InvCLR 20.0 "
+        "(×2.00), InvCLR, --gp-every 4 10.0 (×1.00)." in table
     )
     # --gp-every 4 is InvCLR's variance and SimCLR's probe here.
     assert (
@@ -248,3 +249,16 @@ def test_a_half_without_a_pair_of_seeds_has_no_verdict_yet(tables, tmp_path):
         assert "| cifar10 |" not in text and "**cifar10, the cheap penalty**" not in text
         assert "*cifar10: no seed has both its SimCLR and its InvCLR checkpoint evaluated" in text
         assert "| spirograph | -0.0102 [" in text  # the other half is judged as before
+
+
+def test_a_cost_is_a_ratio_within_a_seed_so_a_slower_machine_moves_it_less():
+    """Seed 1's --gp-every 4 run went to a machine three times slower than the one its SimCLR
+    run had: the ratio of the medians would say 3.6, each seed's own ratio says 1.2."""
+
+    def run(seconds):
+        return {"epochs": [{"time_s": seconds * f} for f in (1.0, 1.0, 1.5, 2.0)]}
+
+    trainings = {("simclr", 0): run(10), ("simclr", 1): run(10), ("simclr", 2): run(30)}
+    trainings |= {("gp4", 0): run(12), ("gp4", 1): run(36), ("gp4", 2): run(36)}
+    costs = results.epoch_seconds(results.Half("cifar10", {}, trainings, 0))
+    assert costs == {"simclr": (10.0, 1.0), "gp4": (36.0, pytest.approx(1.2))}
