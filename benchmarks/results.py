@@ -398,11 +398,15 @@ def against_exact(half: Half, method: str, name: str, base: str = "exact") -> li
                 {s: r for s, r in half.results(m).items() if s in common},
                 half.results("simclr"),
                 claim.measure,
-            ).mean
+            )
             for m in (method, "invclr")
         )
-        share = variant / exact if exact and not math.isnan(exact + variant) else math.nan
-        kept = "" if math.isnan(share) else f"; it keeps {share:.0%} of InvCLR − SimCLR"
+        share = variant.mean / exact.mean if exact.mean else math.nan
+        if math.isnan(exact.p) or exact.p >= ALPHA:
+            # A share of a difference the seeds do not tell from 0 is a ratio of noises.
+            kept = "; InvCLR − SimCLR is not told from 0 on these seeds, so there is no share"
+        else:
+            kept = "" if math.isnan(share) else f"; it keeps {share:.0%} of InvCLR − SimCLR"
         lines.append(
             f"- {claim.text}: {name} − {base} {fmt(d.mean, claim.digits)} "
             f"[{fmt(low, claim.digits)}, {fmt(high, claim.digits)}] (95%, uncorrected, "
