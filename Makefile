@@ -40,4 +40,4 @@ demo: $(VENV)/.runtime
 # CIFAR is the CIFAR-10 folder or its .tar.gz. Without CUDA: one line, exit 2, nothing created.
 CIFAR ?=
 gpu-check:
-	@PYTHON="$(PYTHON)" bash benchmarks/gpu_check.sh "$(CIFAR)"
+	@PYTHON="$(PYTHON)" bash tools/gpu_check.sh "$(CIFAR)"

@@ -24,31 +24,28 @@ last line one JSON object.
 `--compile`, the bound and the naive epoch use the compiled encoder too, so that only the data
 path and the loss differ). `--loss-memory B` also measures the peak memory of NT-Xent's forward
 and backward at batch B on the CPU, in a fresh process each, against the pairwise broadcast form
-(see `loss_memory`).
+(`benchmarks/loss_memory.py`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
-import resource
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torchvision import transforms
 
 import invariance_by_gradient as training
 from augmentation.normalize import DATASET_STATS
 from augmentation.views import NaturalViews
+from benchmarks.loss_memory import loss_memory, pairwise_nt_xent
 from datasets.natural import load_cifar
 from datasets.sources import DATASETS, DatasetBundle, load_dataset
-from models.invclr import Networks, nt_xent
+from models.invclr import Networks
 from utils.cli import UsageError, int_at_least, resolve_device, run_cli
 from utils.run import Position
 
@@ -264,15 +261,6 @@ class PILPairs(torch.utils.data.Dataset):
         return self.transform(image), self.transform(image)
 
 
-def pairwise_nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
-    """NT-Xent through a broadcast (2N, 2N, D) cosine similarity, as it is often written."""
-    z = torch.cat([z1, z2])
-    n = z1.shape[0]
-    sim = F.cosine_similarity(z.unsqueeze(1), z.unsqueeze(0), dim=2) / temperature
-    sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
-    return F.cross_entropy(sim, torch.arange(2 * n, device=z.device).roll(n))
-
-
 def naive_epoch_seconds(args, device, pretrain: torch.Tensor) -> float:
     targs = training_args(args, "cifar10")
     encoder, head, optimizer, _ = training.build_model(targs, DATASETS["cifar10"].stem, device)
@@ -314,62 +302,6 @@ def naive_epoch_seconds(args, device, pretrain: torch.Tensor) -> float:
     run(loader)  # the workers' start-up is part of an epoch, as in a real run
     sync(device)
     return time.perf_counter() - start
-
-
-def _resident_mib() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
-
-
-def _peak_loss_memory(kind: str, batch: int, queue) -> None:
-    """In a fresh process: the peak resident memory (Linux /proc, sampled every 0.2 ms by a
-    thread while torch runs without the GIL) added by one forward and backward of the loss."""
-    torch.set_num_threads(1)
-    gen = torch.Generator().manual_seed(0)
-    z1 = torch.randn(batch, 128, generator=gen, requires_grad=True)
-    z2 = torch.randn(batch, 128, generator=gen, requires_grad=True)
-    before = _resident_mib()
-    peak = [before]
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            peak[0] = max(peak[0], _resident_mib())
-            time.sleep(2e-4)
-
-    thread = threading.Thread(target=sample)
-    thread.start()
-    loss = (nt_xent if kind == "matmul" else pairwise_nt_xent)(z1, z2, 0.5)
-    loss.backward()
-    done.set()
-    thread.join()
-    queue.put(max(peak[0], _resident_mib()) - before)
-
-
-def loss_memory(batch: int) -> dict[str, float | None]:
-    """Peak MiB of NT-Xent at ``batch`` (matmul form) and of the pairwise form. The pairwise form
-    needs (2B)²·128 floats per intermediate, beyond this machine's memory at large B; it is
-    measured at B/4 and B/8 and scaled to B by the growth measured between them (recorded as
-    such)."""
-    ctx = multiprocessing.get_context("spawn")
-
-    def measure(kind: str, b: int) -> float:
-        queue = ctx.Queue()
-        proc = ctx.Process(target=_peak_loss_memory, args=(kind, b, queue))
-        proc.start()
-        value = queue.get()
-        proc.join()
-        return value
-
-    result = {"batch": batch, "matmul_mib": measure("matmul", batch)}
-    quarter, eighth = measure("pairwise", batch // 4), measure("pairwise", batch // 8)
-    growth = quarter / eighth if eighth > 0 else 4.0
-    result.update(
-        pairwise_mib_at_quarter=quarter,
-        pairwise_mib_at_eighth=eighth,
-        pairwise_mib_extrapolated=quarter * growth**2,
-    )
-    return result
 
 
 def main(args: argparse.Namespace) -> dict:

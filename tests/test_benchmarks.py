@@ -2,7 +2,6 @@
 every path under --amp, the precision benchmark's errors, and the ImageNet crop benchmark's
 device path, whose crops are those of `augmentation.crop` for each image on its own."""
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -74,33 +73,6 @@ def test_device_crops_of_a_padded_batch_equal_crops_of_each_image():
         torch.testing.assert_close(views[0][i : i + 1], alone, rtol=0, atol=1e-5)
 
 
-def test_invariance_study_first_order_term_is_the_small_step_limit(monkeypatch):
-    """For draws θ′ a tiny step from θ the first-order term equals the actual change; the
-    concentration is the squared norm of the mean normalised representation."""
-    from augmentation.spirograph import (
-        render_spirograph,
-        sample_data_params,
-        sample_transform_params,
-    )
-    from augmentation.views import SpirographViews
-    from benchmarks import invariance_study
-    from models import ResNetEncoder
-
-    gen = torch.Generator().manual_seed(0)
-    data, theta = sample_data_params(16, generator=gen), sample_transform_params(16, generator=gen)
-    steps = [theta + 1e-3 * torch.randn(16, 6, generator=gen) for _ in range(3)]
-    draws = iter([theta, *steps])
-    monkeypatch.setattr(SpirographViews, "sample_nuisance", lambda self, n, **_: next(draws))
-    torch.manual_seed(0)
-    encoder = ResNetEncoder("resnet18", "cifar", width=0.125).eval()
-    row = invariance_study.study(encoder, data, 3, gen)
-    assert row["first_order_over_actual"] == pytest.approx(1, rel=0.05)
-    with torch.no_grad():
-        h = encoder(render_spirograph(data, steps[0])).double()
-    z = torch.nn.functional.normalize(h, dim=1)
-    assert row["concentration"] == pytest.approx(z.mean(0).pow(2).sum().item(), rel=1e-3)
-
-
 def test_old_probe_benchmark_compares_against_the_exact_minimiser(tmp_path):
     """The old probe comes from the git history (float32, stopped at its cap); the exact fit it
     is compared with must have the lower objective, at a gradient norm within the tolerance."""
@@ -125,24 +97,6 @@ def test_old_probe_benchmark_compares_against_the_exact_minimiser(tmp_path):
         assert row["exact"]["objective"] <= row["old"]["objective"] * (1 + 1e-12)
 
 
-def test_compare_checkpoints_finds_one_changed_bit():
-    from benchmarks.compare_checkpoints import compare
-
-    def state(weight, loss=1.0, seconds=3.0):
-        return {
-            "encoder": {"w": weight},
-            "head": {"v": torch.ones(2)},
-            "results": [{"epoch": 0, "loss": loss, "time_s": seconds}],
-        }
-
-    weight = torch.rand(5)
-    nudged = weight.clone()
-    nudged[2] = torch.nextafter(nudged[2], torch.tensor(2.0))
-    assert compare(state(weight), state(weight.clone(), seconds=9.0)) == (2, 2, True)
-    assert compare(state(weight), state(nudged)) == (1, 2, True)
-    assert compare(state(weight), state(weight, loss=1.5)) == (2, 2, False)
-
-
 def test_gpu_epoch_benchmark_times_both_epochs_on_tiny_data(tmp_path):
     from tiny_data import write_cifar_pickles
 
@@ -156,27 +110,6 @@ def test_gpu_epoch_benchmark_times_both_epochs_on_tiny_data(tmp_path):
         assert summary[name]["seconds"] > 0 and summary[name]["images_per_s"] > 0
         assert summary[name]["peak_gpu_memory_gb"] is None  # only on CUDA
     assert summary["penalty"]["loss"] != summary["plain"]["loss"]  # the penalty acted
-
-
-@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without CUDA")
-def test_gpu_check_refuses_in_one_line_without_cuda_and_creates_nothing(tmp_path):
-    repo = Path(__file__).resolve().parent.parent
-    before = sorted(p.name for p in repo.iterdir())
-    env = {**os.environ, "TMPDIR": str(tmp_path)}
-    script = subprocess.run(
-        ["bash", "benchmarks/gpu_check.sh", "/nonexistent"], cwd=repo,
-        env={**env, "PYTHON": sys.executable}, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert script.returncode == 2 and script.stdout == ""
-    assert script.stderr.splitlines() == [
-        f"gpu-check: {sys.executable} sees no CUDA GPU (or has no torch); run this on a GPU machine"
-    ]
-    target = subprocess.run(
-        ["make", "-s", "gpu-check", f"PYTHON={sys.executable}", "CIFAR=/nonexistent"],
-        cwd=repo, env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert target.returncode != 0 and "sees no CUDA GPU" in target.stderr
-    assert sorted(p.name for p in repo.iterdir()) == before and not any(tmp_path.iterdir())
 
 
 def test_training_needs_neither_matplotlib_nor_tqdm(tmp_path):
@@ -200,31 +133,6 @@ print(train.main(args))
     assert (tmp_path / "output.pth").is_file() and "epoch    1/1" in out.stdout
 
 
-def test_compare_checkpoints_exit_status_and_one_line_errors(tmp_path):
-    from utils.checkpoint import save_checkpoint
-
-    def write(name, weight):
-        state = {"encoder": {"w": weight}, "head": {}, "results": [{"loss": 1.0, "time_s": 1}]}
-        return str(save_checkpoint(state, tmp_path / name))
-
-    a, b = write("a.pth", torch.ones(3)), write("b.pth", torch.ones(3))
-    c = write("c.pth", torch.tensor([1.0, 1.0, 2.0]))
-    encoder_only = str(save_checkpoint({"encoder": {"w": torch.ones(3)}}, tmp_path / "e.pth"))
-
-    def status(*files):
-        out = subprocess.run(
-            [sys.executable, "-m", "benchmarks.compare_checkpoints", *files],
-            cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
-        return out.returncode, out.stdout + out.stderr
-
-    assert status(a, b)[0] == 0 and "1/1 encoder and head tensors" in status(a, b)[1]
-    assert status(a, c)[0] == 1
-    for bad in ([a, str(tmp_path / "missing.pth")], [a, encoder_only]):
-        code, text = status(*bad)
-        assert code == 2 and "Traceback" not in text and len(text.strip().splitlines()) == 1
-
-
 def test_gpu_epoch_refuses_fewer_images_than_a_batch(tmp_path):
     from tiny_data import write_cifar_pickles
 
@@ -235,21 +143,3 @@ def test_gpu_epoch_refuses_fewer_images_than_a_batch(tmp_path):
     argv = ["--cifar", str(folder), "--batch-size", "8", "--images", "4", "--device", "cpu"]
     with pytest.raises(UsageError, match="less than one batch"):
         gpu_epoch.main(gpu_epoch.get_args_parser().parse_args(argv))
-
-
-def test_evaluation_suite_benchmark_records_every_measure_and_its_cost(tmp_path, capsys):
-    from test_evaluation import write_checkpoint
-
-    from benchmarks import evaluation_suite
-
-    checkpoint = write_checkpoint(tmp_path / "s.pth", "spirograph", 0.0005)
-    args = evaluation_suite.get_args_parser().parse_args(
-        [str(checkpoint), "--only-variance", "--random-init", "--out", str(tmp_path / "out")]
-    )
-    (record,) = evaluation_suite.main(args)
-    assert (tmp_path / "out" / "s-random.json").is_file()
-    assert record["result"]["random_init"] is True
-    assert set(record["result"]["measure_seconds"]) == {"conditional_variance", "authors_variance"}
-    assert "x the probe" in capsys.readouterr().out
-    text = evaluation_suite.table(tmp_path / "out")
-    assert "| conditional variance, theta (εᵀẑ) |" in text and "| weights | random init |" in text

@@ -1,5 +1,5 @@
 """The presets in configs/: argument files (`@FILE`) for the training script, each promising
-the settings of one run (SPEC section 8, and benchmarks/study.py's protocol for the laptop ones)."""
+the settings of one run (SPEC section 8, and study/protocol.py for the laptop ones)."""
 
 import re
 import shlex
@@ -10,7 +10,7 @@ import pytest
 import invariance_by_gradient
 import lbfgs_linear_clf
 import lbfgs_linear_clf_spirograph
-from benchmarks.study import PROTOCOL
+from study.protocol import PROTOCOLS
 from utils.cli import run_cli
 
 REPO = Path(__file__).resolve().parent.parent
@@ -66,10 +66,10 @@ def test_preset_parses_to_its_run(name):
         assert not words or (words[0].startswith("--") and len(words) <= 2), line
 
 
-@pytest.mark.parametrize("dataset", sorted(PROTOCOL))
+@pytest.mark.parametrize("dataset", sorted(PROTOCOLS))
 def test_laptop_preset_is_the_results_protocol(dataset):
-    spec = PROTOCOL[dataset]
-    protocol = parse(*spec["train"], *spec["methods"]["invclr"])
+    spec = PROTOCOLS[dataset]
+    protocol = parse(*spec.train_flags, *spec.method("invclr").flags)
     preset = parse(f"@{CONFIGS / f'{dataset}_laptop.args'}", "--filename", protocol.filename)
     assert vars(preset) == vars(protocol)
 

@@ -6,57 +6,93 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-PACKAGES = ("augmentation", "datasets", "evaluation", "models", "utils")
+PACKAGES = ("augmentation", "datasets", "evaluation", "models", "utils", "study")
+# Folders of programs that no package imports: measurements and developer tools.
+PROGRAMS = ("benchmarks", "tools")
 
 
-def package_imports() -> dict[str, set[str]]:
-    """For each package, the other packages its modules import (at any depth of the file)."""
-    graph: dict[str, set[str]] = {name: set() for name in PACKAGES}
-    for package in PACKAGES:
-        for path in (REPO / package).glob("*.py"):
-            for node in ast.walk(ast.parse(path.read_text())):
-                names = []
-                if isinstance(node, ast.ImportFrom) and node.module and not node.level:
-                    names = [node.module]
-                elif isinstance(node, ast.Import):
-                    names = [alias.name for alias in node.names]
-                for name in names:
-                    top = name.split(".")[0]
-                    if top in PACKAGES and top != package:
-                        graph[package].add(top)
+def sources() -> list[Path]:
+    """Every Python file of the project: packages, programs, scripts; not tests or the venv."""
+    return sorted(
+        path for path in REPO.glob("**/*.py")
+        if not any(part.startswith(".") for part in path.relative_to(REPO).parts)
+        and path.relative_to(REPO).parts[0] != "tests"
+    )  # fmt: skip
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def module_imports() -> dict[str, set[str]]:
+    """For each module of the project, the modules of the project it imports, at any depth of
+    the file: ``from a import b`` counts as a.b where a/b.py exists, else as a."""
+    modules = {module_name(path): path for path in sources()}
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            found = []
+            if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                found = [f"{node.module}.{alias.name}" for alias in node.names]
+                found = [m if m in modules else node.module for m in found]
+            elif isinstance(node, ast.Import):
+                found = [alias.name for alias in node.names]
+            graph[name] |= {m for m in found if m in modules and m != name}
     return graph
 
 
-def test_no_package_imports_one_that_imports_it_back():
-    graph = package_imports()
-    # Depth-first search for a cycle of any length.
+def cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """A cycle of any length in ``graph``, or None (depth-first search)."""
     state: dict[str, str] = {}
 
-    def visit(node: str, trail: list[str]) -> None:
+    def visit(node: str, trail: list[str]) -> list[str] | None:
         state[node] = "open"
         for nxt in sorted(graph[node]):
-            assert state.get(nxt) != "open", f"import cycle: {' -> '.join([*trail, node, nxt])}"
-            if nxt not in state:
-                visit(nxt, [*trail, node])
+            if state.get(nxt) == "open":
+                return [*trail, node, nxt]
+            if nxt not in state and (found := visit(nxt, [*trail, node])):
+                return found
         state[node] = "done"
+        return None
 
-    for package in PACKAGES:
-        if package not in state:
-            visit(package, [])
-    assert graph["utils"] == set()  # the bottom layer
-    # Evaluation sits above the networks and the method: nothing below imports it.
-    assert [name for name in PACKAGES if "evaluation" in graph[name]] == []
+    for node in sorted(graph):
+        if node not in state and (found := visit(node, [])):
+            return found
+    return None
+
+
+def test_no_module_imports_one_that_imports_it_back():
+    graph = module_imports()
+    found = cycle(graph)
+    assert found is None, f"import cycle: {' -> '.join(found)}"
+    # A cycle is found where there is one.
+    assert cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    top = {name: {m.split(".")[0] for m in imported} for name, imported in graph.items()}
+    packages = {p: set().union(*(top[n] for n in graph if n.split(".")[0] == p)) - {p}
+                for p in PACKAGES}  # fmt: skip
+    assert cycle(packages) is None
+    assert packages["utils"] == set()  # the bottom layer
+    # Evaluation sits above the networks and the method, the study above evaluation; nothing
+    # imports the measurements or the tools.
+    below = {name: imports for name, imports in top.items() if name.split(".")[0] in PACKAGES}
+    assert [
+        n
+        for n, i in below.items()
+        if "evaluation" in i and not n.startswith(("study", "evaluation"))
+    ] == []
+    assert [n for n, i in top.items() if "study" in i and not n.startswith("study")] == []
+    assert [
+        n for n, i in top.items() if i & set(PROGRAMS) and n.split(".")[0] not in PROGRAMS
+    ] == []
 
 
 def test_files_stay_short():
+    """The style guide's limits (STYLE.md point 1), every source folder included."""
     limits = {"invariance_by_gradient.py": 500}
     too_long = []
-    for path in REPO.glob("**/*.py"):
+    for path in sources():
         relative = path.relative_to(REPO)
-        if relative.parts[0] in ("tests", "benchmarks", ".venv") or relative.parts[0].startswith(
-            "."
-        ):
-            continue
         lines = len(path.read_text().splitlines())
         if lines > limits.get(str(relative), 400):
             too_long.append(f"{relative}: {lines}")

@@ -1,16 +1,23 @@
-"""The study driver (benchmarks/study.py): its jobs, their order, and records that make a
-rerun skip what is done."""
+"""The study's plan, runner and records (study/plan.py, runner.py, records.py): its jobs, their
+order, records that make a rerun skip what is done, damaged records named, and a checkpoint that
+is gone retrained from its record."""
 
+import dataclasses
 import json
+import shutil
 
 import pytest
 
-from benchmarks import study
+import study.plan
+from study.__main__ import get_args_parser, main
+from study.plan import plan
+from study.protocol import PROTOCOLS
+from study.records import RecordError
 from utils.cli import UsageError
 
 
 def test_the_plan_pairs_methods_by_seed_and_evaluates_every_kept_checkpoint(tmp_path):
-    jobs = study.plan(["spirograph", "cifar10"], [0, 3], tmp_path / "out", tmp_path / "rec")
+    jobs = plan(["spirograph", "cifar10"], [0, 3], tmp_path / "out", tmp_path / "rec")
     names = [job.name for job in jobs]
     assert len(names) == len(set(names))
     # Spirograph, seed 0: three trainings, each followed by its four checkpoints' evaluations.
@@ -63,31 +70,45 @@ def test_the_plan_pairs_methods_by_seed_and_evaluates_every_kept_checkpoint(tmp_
     assert random.needs == [tmp_path / "out" / "cifar10-simclr-seed3_epoch010.pth"]
 
 
-def test_a_tiny_study_writes_each_record_once(tmp_path, monkeypatch):
-    tiny = {
-        "spirograph": {
-            **study.PROTOCOL["spirograph"],
-            "train": [
-                "--dataset", "spirograph", "--arch", "resnet18", "--width", "0.125",
-                "--proportion", "0.0002", "--batch-size", "8", "--num-epochs", "5",
-                "--save-freq", "5", "--test-freq", "0", "--num-workers", "0",
-            ],
-            "methods": {"simclr": ["--lambda-gp", "0"]},
-            "sweep": {},
-            "ablations": {},
-        }
-    }  # fmt: skip
-    monkeypatch.setattr(study, "PROTOCOL", tiny)
-    monkeypatch.setattr(study, "PROBE", ["--reg-weight", "1e-3"])
-    monkeypatch.setattr(study, "VARIANCE", ["--conditional-variance", "2"])
-    monkeypatch.setattr(study, "SUITE_SEEDS", ())
-    argv = ["--datasets", "spirograph", "--seeds", "1", "--out", str(tmp_path / "out")]
-    argv += ["--record", str(tmp_path / "rec")]
-    ran = study.main(study.get_args_parser().parse_args(argv))
-    assert [job.name for job in ran] == [
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """One SimCLR run of 5 epochs on 10 Spirograph images, seed 1, run by the study: its
+    training, its checkpoint's evaluation and the random encoder's. Built once; `tiny` hands
+    each test a fresh copy at the same path (the records' commands name it)."""
+    with pytest.MonkeyPatch.context() as patch:
+        small = dataclasses.replace(
+            PROTOCOLS["spirograph"], proportion="0.0002", epochs=5, width="0.125", batch_size=8,
+            methods=PROTOCOLS["spirograph"].methods[:1],
+        )  # fmt: skip
+        patch.setitem(PROTOCOLS, "spirograph", small)
+        patch.setattr(study.plan, "PROBE", ("--reg-weight", "1e-3"))
+        patch.setattr(study.plan, "VARIANCE", ("--conditional-variance", "2", "--authors-variance"))
+        patch.setattr(study.plan, "SUITE_SEEDS", ())
+        root = tmp_path_factory.mktemp("tiny")
+        argv = ["--datasets", "spirograph", "--seeds", "1", "--out", str(root / "out")]
+        argv += ["--record", str(root / "rec")]
+        ran = study_main("run", argv)
+        shutil.copytree(root, root.with_name("pristine"))
+        yield argv, root, [job.name for job in ran]
+
+
+@pytest.fixture
+def tiny(built):
+    argv, root, ran = built
+    shutil.rmtree(root)
+    shutil.copytree(root.with_name("pristine"), root)
+    return argv, root / "rec" / "spirograph", root / "out", ran
+
+
+def study_main(command, argv):
+    return main(get_args_parser().parse_args([command, *argv]))
+
+
+def test_a_tiny_study_writes_each_record_once(tiny):
+    argv, folder, _, ran = tiny
+    assert ran == [
         "spirograph-simclr-seed1", "spirograph-simclr-seed1-epoch005", "spirograph-random-seed1"
     ]  # fmt: skip
-    folder = tmp_path / "rec" / "spirograph"
     train = json.loads((folder / "spirograph-simclr-seed1.train.json").read_text())
     assert [row["epoch"] for row in train["epochs"]] == [1, 2, 3, 4, 5]
     assert train["command"].startswith("python3 invariance_by_gradient.py --dataset spirograph")
@@ -97,22 +118,97 @@ def test_a_tiny_study_writes_each_record_once(tmp_path, monkeypatch):
     assert not trained["result"]["random_init"] and random["result"]["random_init"]
     assert trained["result"]["conditional_variance"]["theta"]["conditional_variance"] > 0
     assert "mse_m" in trained["result"]  # --componentwise: each target's MSE
-    assert study.main(study.get_args_parser().parse_args(argv)) == []  # all done: nothing runs
+    assert study_main("run", argv) == []  # all done: nothing runs
     # A record of another command (an earlier protocol's) is redone, and only that one.
     random["command"] = random["command"].replace(" --random-init", " --num-passes 2 --random-init")
     (folder / "spirograph-random-seed1.json").write_text(json.dumps(random))
-    ran = study.main(study.get_args_parser().parse_args(argv))
-    assert [job.name for job in ran] == ["spirograph-random-seed1"]
+    assert [job.name for job in study_main("run", argv)] == ["spirograph-random-seed1"]
     # A training redone (another record) makes the evaluations of its checkpoints stale.
     train["date"] = "2099-01-01 00:00"
     (folder / "spirograph-simclr-seed1.train.json").write_text(json.dumps(train))
-    todo = study.main(study.get_args_parser().parse_args([*argv, "--plan"]))
-    assert [job.name for job in todo] == [
+    assert [job.name for job in study_main("plan", argv)] == [
         "spirograph-simclr-seed1-epoch005", "spirograph-random-seed1"
     ]  # fmt: skip
 
 
+def test_a_checkpoint_that_is_gone_is_retrained_and_kept_only_where_it_is_the_same_run(
+    tiny, capsys
+):
+    argv, folder, out, _ = tiny
+    records = {p.name: p.read_bytes() for p in folder.glob("*.json")}
+    # The checkpoints are gone and one evaluation is to be redone: the run is retrained. This
+    # machine sums as it did, so every epoch equals the record and every other record stays.
+    for path in out.glob("*.pth"):
+        path.unlink()
+    (folder / "spirograph-simclr-seed1-epoch005.json").unlink()
+    capsys.readouterr()
+    ran = study_main("run", argv)
+    said = capsys.readouterr().out
+    assert [job.name for job in ran] == ["spirograph-simclr-seed1-epoch005"]
+    assert "spirograph-simclr-seed1: retrained from its record" in said
+    assert "all 5 epochs equal the record's bit for bit: the record and its evaluations' " in said
+    assert "a new run" not in said
+    for name, content in records.items():
+        if name != "spirograph-simclr-seed1-epoch005.json":
+            assert (folder / name).read_bytes() == content, name
+    # The retrained checkpoint is the recorded run's: its evaluation gives the same numbers.
+    evaluation = "spirograph-simclr-seed1-epoch005.json"
+    redone = json.loads((folder / evaluation).read_text())
+    assert redone["result"]["mse"] == json.loads(records[evaluation])["result"]["mse"]
+    # A record made where floats are summed in another order: the retrained run is a new one,
+    # recorded as such, and every evaluation of it is redone.
+    path = folder / "spirograph-simclr-seed1.train.json"
+    other = json.loads(path.read_text())
+    other["epochs"][2]["loss"] += 1e-9
+    other["machine"] = {"cpu": "another CPU", "avx512": True}
+    path.write_text(json.dumps(other))
+    for checkpoint in out.glob("*.pth"):
+        checkpoint.unlink()
+    (folder / evaluation).unlink()
+    capsys.readouterr()
+    ran = study_main("run", argv)
+    said = capsys.readouterr().out
+    assert [job.name for job in ran] == [
+        "spirograph-simclr-seed1-epoch005", "spirograph-random-seed1"
+    ]  # fmt: skip
+    assert "epoch 3's loss is " in said and "(recorded on another CPU with AVX-512" in said
+    assert "a new run, recorded as such; its evaluations are redone" in said
+    new = json.loads(path.read_text())
+    first = json.loads(records["spirograph-simclr-seed1.train.json"])
+    assert new["epochs"][2]["loss"] == first["epochs"][2]["loss"] and new["date"] != other["date"]
+    assert new["machine"]["cpu"] != "another CPU"
+    for name in ("spirograph-simclr-seed1-epoch005.json", "spirograph-random-seed1.json"):
+        assert json.loads((folder / name).read_text())["trained"] == new["date"]
+    assert not list(out.glob(".retrain-*"))  # the scratch folder is gone
+
+
+def test_a_damaged_record_is_named_and_stops_every_command_before_it_writes(tiny):
+    argv, folder, _, _ = tiny
+    path = folder / "spirograph-simclr-seed1-epoch005.json"
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) // 2])  # a crash mid-copy, a bad merge
+    before = {p: p.read_bytes() for p in folder.glob("*.json")}
+    for command in ("plan", "run"):
+        with pytest.raises(RecordError, match="spirograph-simclr-seed1-epoch005.json is not JSON"):
+            study_main(command, argv)
+    # A record that parses but lacks a field the study reads.
+    content = json.loads(whole)
+    del content["result"]["converged"]
+    path.write_text(json.dumps(content))
+    with pytest.raises(RecordError, match="epoch005.json lacks result.converged: a damaged record"):
+        study_main("run", argv)
+    train = folder / "spirograph-simclr-seed1.train.json"
+    content = json.loads(train.read_text())
+    del content["epochs"][1]["loss"]
+    train.write_text(json.dumps(content))
+    with pytest.raises(RecordError, match="seed1.train.json lacks epochs\\[\\].loss"):
+        study_main("plan", argv)
+    # Nothing was run again over the damaged records: the others are as they were.
+    assert {p: p.read_bytes() for p in folder.glob("*.json") if p not in (path, train)} == {
+        p: c for p, c in before.items() if p not in (path, train)
+    }
+
+
 def test_checkpoints_outside_the_repository_are_refused_for_its_records(tmp_path):
-    argv = ["--out", str(tmp_path), "--plan"]
     with pytest.raises(UsageError, match="outside the repository, where --record is"):
-        study.main(study.get_args_parser().parse_args(argv))
+        study_main("plan", ["--out", str(tmp_path)])

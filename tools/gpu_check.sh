@@ -2,7 +2,7 @@
 # Every GPU-only path and the GPU benchmarks, on one CUDA GPU, within about 6 minutes:
 #
 #   make gpu-check CIFAR=/path/to/cifar10-jpeg          # the folder, or the .tar.gz archive
-#   PYTHON=/opt/python3 benchmarks/gpu_check.sh /path/to/cifar10-jpeg.tar.gz
+#   PYTHON=/opt/python3 tools/gpu_check.sh /path/to/cifar10-jpeg.tar.gz
 #
 # It uses the machine's own python3 and its torch (no virtual environment, nothing installed;
 # PYTHON overrides), and writes only under a fresh folder in $TMPDIR. The parts, each under a

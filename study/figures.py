@@ -1,4 +1,4 @@
-"""The study's figures (docs/figures/), drawn from its records by `benchmarks.results --figures`.
+"""The study's figures (docs/figures/), drawn from its records by `python3 -m study figures`.
 
 Seed 0's training curves; then, with seeds as points and their mean as a line: the conditional
 variance against epochs for each λ (the paper's figure, by its definition and by the authors'
@@ -15,12 +15,12 @@ from typing import Any
 
 from matplotlib.figure import Figure  # not pyplot: no global figure state, no display needed
 
-from benchmarks import study
-from benchmarks.results import LABELS, Half, authors, score, variance
+from study.claims import authors, score, variance
+from study.half import Half
+from study.protocol import SEEDS, SWEEP_SEED, described
 from utils.checkpoint import save_figure
 from utils.plot import plot_runs
 
-COLOURS = {"simclr": "tab:blue", "invclr": "tab:orange", "gp4": "tab:green", "random": "tab:gray"}
 METHODS = ("simclr", "invclr", "random")
 NAMES = {"spirograph": "Spirograph", "cifar10": "CIFAR-10"}
 
@@ -46,13 +46,12 @@ def save(fig: Figure, path: Path) -> Path:
 
 
 def lambda_sweep(half: Half, folder: Path) -> Path | None:
-    flags = study.PROTOCOL[half.dataset]["methods"]["invclr"]
     runs = {
         "λ = 0 (SimCLR)": "simclr",
-        f"λ = {flags[flags.index('--lambda-gp') + 1]} (InvCLR)": "invclr",
+        f"λ = {half.protocol.method('invclr').lambda_gp} (InvCLR)": "invclr",
     }
-    runs |= {f"λ = {m.removeprefix('lambda')}": m for m in study.PROTOCOL[half.dataset]["sweep"]}
-    epochs = study.checkpoints(half.dataset)
+    runs |= {m.label: m.name for m in half.protocol.role("sweep")}
+    epochs = half.protocol.checkpoints
     fig = Figure(figsize=(10, 4))
     axes = fig.subplots(1, 2)
     drawn = False
@@ -64,7 +63,7 @@ def lambda_sweep(half: Half, folder: Path) -> Path | None:
         for index, (label, method) in enumerate(
             sorted(runs.items(), key=lambda kv: _weight(kv[0]))
         ):
-            points = [(e, half.evaluations.get((method, study.SWEEP_SEED, e))) for e in epochs]
+            points = [(e, half.evaluations.get((method, SWEEP_SEED, e))) for e in epochs]
             points = [(e, measure(r)) for e, r in points if r is not None]
             if points:
                 drawn = True
@@ -96,7 +95,7 @@ def by_method(
                 continue  # not in this seed's record (the suite's measures: seeds 0-2)
         if per_seed:
             drawn = True
-            seeds_and_mean(ax, xs, per_seed, COLOURS[method], LABELS[method])
+            seeds_and_mean(ax, xs, per_seed, described(method).colour, described(method).label)
     return drawn
 
 
@@ -166,7 +165,7 @@ def per_target(half: Half, folder: Path) -> Path | None:
 
 
 def length(half: Half, folder: Path) -> Path | None:
-    epochs = study.checkpoints(half.dataset)
+    epochs = half.protocol.checkpoints
     fig = Figure(figsize=(10, 4))
     axes = fig.subplots(1, 2)
     drawn = False
@@ -176,7 +175,7 @@ def length(half: Half, folder: Path) -> Path | None:
         strict=True,
     ):
         per_seed = []
-        for seed in study.SEEDS:
+        for seed in SEEDS:
             row = []
             for epoch in epochs:
                 a = half.evaluations.get(("invclr", seed, epoch))
@@ -188,7 +187,7 @@ def length(half: Half, folder: Path) -> Path | None:
                 per_seed.append(row)
         if per_seed:
             drawn = True
-            seeds_and_mean(ax, epochs, per_seed, COLOURS["invclr"], "InvCLR − SimCLR")
+            seeds_and_mean(ax, epochs, per_seed, described("invclr").colour, "InvCLR − SimCLR")
         ax.axhline(0, color="black", linewidth=0.8)
         ax.set(xlabel="training epochs", ylabel=f"InvCLR − SimCLR, {title}")
         ax.legend(fontsize=7)
@@ -198,7 +197,7 @@ def length(half: Half, folder: Path) -> Path | None:
 
 def curves(half: Half, folder: Path) -> Path | None:
     """The training curves of seed 0 of each method, from the training records' epochs."""
-    runs = {LABELS[m]: t["epochs"] for (m, seed), t in sorted(half.trainings.items())
+    runs = {described(m).label: t["epochs"] for (m, seed), t in sorted(half.trainings.items())
             if seed == 0 and m in ("simclr", "invclr", "gp4")}  # fmt: skip
     if not runs:
         return None

@@ -1,6 +1,6 @@
 """Each measure's test against a deliberately wrong variant of the measure (docs/evaluation.md).
 
-    python3 -m benchmarks.measure_mutations
+    python3 -m tools.measure_mutations
 
 For every entry below it copies the working tree to a temporary folder, makes the one edit that
 turns the measure into the wrong variant, runs the tests of `tests/test_measures.py` that should

@@ -1,6 +1,6 @@
 """What the gradient penalty lowers, against what the invariance measure reads (Spirograph).
 
-    python3 -m benchmarks.invariance_study results/spirograph-simclr-seed0.pth \\
+    python3 -m study.first_order results/spirograph-simclr-seed0.pth \\
         results/spirograph-invclr-seed0.pth --images 500
 
 For each checkpoint, on ``--images`` test images and ``--draws`` fresh transformation draws θ′

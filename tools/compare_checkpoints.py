@@ -1,6 +1,6 @@
 """Whether two training checkpoints hold bit-identical weights: the proof a refactor owes.
 
-    python3 -m benchmarks.compare_checkpoints before/cifar.pth after/cifar.pth
+    python3 -m tools.compare_checkpoints before/cifar.pth after/cifar.pth
 
 Compares every encoder and head tensor with `torch.equal` and the per-epoch results with their
 timings left out; prints one line and exits non-zero unless both are identical. docs/design.md

@@ -1,14 +1,25 @@
-"""The study's tables and verdicts (benchmarks/results.py), on records made up so that the right
-answer is known: paired differences, Holm's correction, and tables that a rerun rewrites byte
-for byte."""
+"""The study's tables and verdicts (study/claims.py, stats.py, tables.py, report.py), on records
+made up so that the right answer is known: paired differences, Holm's correction, and tables
+that a rerun rewrites byte for byte; and the committed report from the committed records."""
 
 import json
 import math
+import shutil
 import statistics
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from benchmarks import results, study
+from study import report, stats
+from study.__main__ import get_args_parser, main
+from study.claims import Claim, Verdict, shift_drop
+from study.half import Half
+from study.plan import plan
+from study.protocol import PROTOCOLS
+from study.records import RecordError, command_line
+from study.tables import epoch_seconds
 
 
 def made_up(dataset: str, method: str, seed: int, suite: bool) -> dict:
@@ -44,9 +55,10 @@ def made_up(dataset: str, method: str, seed: int, suite: bool) -> dict:
 
 
 def write_records(record, out, seeds=(0, 1, 2, 3, 4)):
-    for job in study.plan(list(study.PROTOCOL), list(seeds), out, record):
+    for job in plan(list(PROTOCOLS), list(seeds), out, record):
         job.record.parent.mkdir(parents=True, exist_ok=True)
-        content = {"command": study.command_line(job.command)}
+        content = {"command": command_line(job.command), "machine": {"cpu": "test CPU", "cores": 2}}
+        content["date"] = "2026-01-01 00:00"
         if job.kind == "train":
             epochs = [{"epoch": e + 1, "time_s": 10.0 * (2 if "invclr" in job.name else 1),
                        "contrastive_loss": 3.0 - e, "loss": 3.0 - e, "lr": 0.375}
@@ -61,14 +73,10 @@ def write_records(record, out, seeds=(0, 1, 2, 3, 4)):
                             "clamp_fraction": 0.25 if row["epoch"] == 1 else 0.0}  # fmt: skip
                 if job.name == "spirograph-invclr-seed2":  # one later epoch at the clamp
                     epochs[1]["clamp_fraction"] = 0.1
-            content |= {"epochs": epochs, "train_time_s": 30.0, "wall_s": 31.0,
-                        "machine": {"cpu": "test CPU", "cores": 2}}  # fmt: skip
+            content |= {"epochs": epochs, "train_time_s": 30.0, "wall_s": 31.0}
         else:
-            match = results.NAME.match(job.name)
-            content["result"] = made_up(
-                job.name.split("-")[0], match["method"], int(match["seed"]),
-                "--suite" in job.command,
-            )  # fmt: skip
+            content["trained"] = content["date"]
+            content["result"] = made_up(job.dataset, job.method, job.seed, "--suite" in job.command)
         job.record.write_text(json.dumps(content))
 
 
@@ -78,15 +86,15 @@ def tables(tmp_path):
     docs.mkdir()
     write_records(record, out)
     readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{results.START}\nold\n{results.END}\nrest\n")
-    argv = ["--table-only", "--record", str(record), "--out", str(out), "--readme", str(readme)]
+    readme.write_text(f"intro\n{report.START}\nold\n{report.END}\nrest\n")
+    argv = ["report", "--record", str(record), "--out", str(out), "--readme", str(readme)]
     argv += ["--docs", str(docs)]
     return readme, docs, argv
 
 
 def test_the_verdicts_are_the_paired_differences_with_holm_on_the_primary_claims(tables):
     readme, docs, argv = tables
-    results.main(results.get_args_parser().parse_args(argv))
+    main(get_args_parser().parse_args(argv))
     text = readme.read_text()
     rows = {line.split(" | ")[0] + "|" + line.split(" | ")[1]: line
             for line in text.splitlines() if line.startswith("| ")}  # fmt: skip
@@ -115,7 +123,7 @@ def test_the_verdicts_are_the_paired_differences_with_holm_on_the_primary_claims
         "detected (which "
         "does not make them equal); it keeps 100% of InvCLR − SimCLR (p = " in table
     )
-    assert text.startswith("intro\n") and text.endswith(f"{results.END}\nrest\n")
+    assert text.startswith("intro\n") and text.endswith(f"{report.END}\nrest\n")
     # Without the upper limit: 0.008 × (1 + 0.01 seed) against InvCLR's 0.01 × (1 + 0.01 seed).
     assert "| 3 | 25% | 10 / 3 | 0.0103 / 0.00824 | 0.0299 / 0.03 |" in table
     assert "limit (1000); later epochs of any seed that reached it: 1." in table
@@ -146,7 +154,7 @@ def test_a_variant_on_fewer_seeds_keeps_its_share_over_those_seeds_only(tables, 
             content = json.loads(path.read_text())
             content["result"]["conditional_variance"]["theta"]["conditional_variance"] = cv
             path.write_text(json.dumps(content))
-    results.main(results.get_args_parser().parse_args(argv))
+    main(get_args_parser().parse_args(argv))
     table = (docs / "results.md").read_text()
     assert "(θ only): no limit − limit +0.01 [" in table
     assert "(95%, uncorrected, 2 seeds): " in table
@@ -156,9 +164,9 @@ def test_a_variant_on_fewer_seeds_keeps_its_share_over_those_seeds_only(tables, 
 
 def test_a_rerun_rewrites_both_files_byte_for_byte(tables):
     readme, docs, argv = tables
-    results.main(results.get_args_parser().parse_args(argv))
+    main(get_args_parser().parse_args(argv))
     first = readme.read_bytes(), (docs / "results.md").read_bytes()
-    results.main(results.get_args_parser().parse_args(argv))
+    main(get_args_parser().parse_args(argv))
     assert (readme.read_bytes(), (docs / "results.md").read_bytes()) == first
 
 
@@ -168,7 +176,7 @@ def test_a_record_of_another_command_does_not_count(tables, tmp_path):
     content = json.loads(path.read_text())
     content["command"] += " --num-passes 3"
     path.write_text(json.dumps(content))
-    results.main(results.get_args_parser().parse_args(argv))
+    main(get_args_parser().parse_args(argv))
     theta = next(
         line
         for line in readme.read_text().splitlines()
@@ -179,36 +187,36 @@ def test_a_record_of_another_command_does_not_count(tables, tmp_path):
 
 
 def test_holm_steps_down_and_shows_each_interval_at_its_tested_level():
-    claim = results.Claim(1, "x", lambda r: 0.0, "lower", True)
-    family = [results.Verdict(claim, results.Paired(0, 1, 5, p), 0.95, p, "") for p in
+    claim = Claim(1, "x", lambda r: 0.0, "lower", True)
+    family = [Verdict(claim, stats.Paired(0, 1, 5, p), 0.95, p, "") for p in
               (0.01, 0.04, 0.03)]  # fmt: skip
-    results.holm(family)
+    stats.holm(family)
     # Sorted 0.01, 0.03, 0.04: 3 x 0.01 = 0.03 passes at 0.05 / 3; 2 x 0.03 = 0.06 fails, and
     # so does the last (max(0.06, 0.04)), shown at the failed step's level.
     assert [round(v.p, 6) for v in family] == [0.03, 0.06, 0.06]
     assert [round(v.level, 4) for v in family] == [round(1 - 0.05 / 3, 4), 0.975, 0.975]
-    assert [results.word(-1, v.p, "lower") for v in family] == [
+    assert [stats.word(-1, v.p, "lower") for v in family] == [
         "supports", "cannot tell", "cannot tell"
     ]  # fmt: skip
     # An interval at its level excludes 0 exactly when the line passes.
-    d = results.paired({s: {"x": 1.0 + 0.1 * s} for s in range(5)},
+    d = stats.paired({s: {"x": 1.0 + 0.1 * s} for s in range(5)},
                        {s: {"x": 0.0} for s in range(5)}, lambda r: r["x"])  # fmt: skip
     assert d.n == 5 and math.isclose(d.mean, 1.2)
     low, high = d.interval(0.95)
     assert math.isclose((low + high) / 2, d.mean) and 0 < low < high
-    same = results.paired({0: {"x": 1.0}, 1: {"x": 2.0}}, {0: {"x": 0.0}, 1: {"x": 1.0}},
+    same = stats.paired({0: {"x": 1.0}, 1: {"x": 2.0}}, {0: {"x": 0.0}, 1: {"x": 1.0}},
                           lambda r: r["x"])  # fmt: skip
     assert math.isnan(same.p)  # no spread, no t statistic: "cannot tell", not "supports"
 
 
 def test_a_shift_both_ways_counts_both_sides():
-    half = results.Half("spirograph", {}, {}, 0)
+    half = Half("spirograph", {}, {}, 0)
     points = ((-0.5, 0.9), (-0.25, 0.3), (0.0, 0.1), (0.25, 0.2), (0.5, 0.3))
     shifted = {"shift_h_mean": [{"amount": a, "mse": m} for a, m in points]}
-    assert math.isclose(results.shift_drop(half, "shift_h_mean")(shifted), 0.5)  # (0.9+0.3)/2-0.1
-    cifar = results.Half("cifar10", {}, {}, 0)
+    assert math.isclose(shift_drop(half, "shift_h_mean")(shifted), 0.5)  # (0.9+0.3)/2-0.1
+    cifar = Half("cifar10", {}, {}, 0)
     jitter = {"shift": [{"amount": 0.0, "accuracy": 50.0}, {"amount": 0.875, "accuracy": 40.0}]}
-    assert results.shift_drop(cifar, "shift")(jitter) == 10.0  # points lost
+    assert shift_drop(cifar, "shift")(jitter) == 10.0  # points lost
 
 
 def test_every_figure_is_drawn_from_the_records(tables, tmp_path):
@@ -217,7 +225,8 @@ def test_every_figure_is_drawn_from_the_records(tables, tmp_path):
         content = json.loads(path.read_text())  # --componentwise: each target's MSE
         content["result"] |= {"mse_m": 0.01, "mse_b": 0.02, "mse_sigma": 0.03, "mse_rfore": 0.04}
         path.write_text(json.dumps(content))
-    results.main(results.get_args_parser().parse_args([*argv, "--figures"]))
+    argv[0] = "figures"
+    main(get_args_parser().parse_args(argv))
     drawn = sorted(p.name for p in (docs / "figures").glob("*.png"))
     assert drawn == [
         "averaging-cifar10.png", "averaging-spirograph.png", "curves-cifar10.png",
@@ -229,7 +238,7 @@ def test_every_figure_is_drawn_from_the_records(tables, tmp_path):
 
 def test_the_invariance_table_holds_geometric_means_over_seeds(tables):
     readme, docs, argv = tables
-    results.main(results.get_args_parser().parse_args(argv))
+    main(get_args_parser().parse_args(argv))
     text = (docs / "results.md").read_text()
     section = text[text.index("## spirograph") :]
     row = next(line for line in section.splitlines() if line.startswith("| SimCLR | 0.0"))
@@ -251,7 +260,7 @@ def test_a_half_without_a_pair_of_seeds_has_no_verdict_yet(tables, tmp_path):
     readme, docs, argv = tables
     for path in (tmp_path / "rec" / "cifar10").glob("cifar10-invclr-*"):
         path.unlink()
-    results.main(results.get_args_parser().parse_args(argv))
+    main(get_args_parser().parse_args(argv))
     for text in (readme.read_text(), (docs / "results.md").read_text()):
         assert "| cifar10 |" not in text and "**cifar10, the cheap penalty**" not in text
         assert "*cifar10: no seed has both its SimCLR and its InvCLR checkpoint evaluated" in text
@@ -270,5 +279,41 @@ def test_a_cost_is_a_ratio_within_a_seed_so_a_slower_machine_moves_it_less():
     trainings = {("simclr", 0): run(10), ("simclr", 1): run(20), ("simclr", 2): run(30)}
     trainings |= {("gp4", 0): run(33), ("gp4", 1): run(24), ("gp4", 2): run(36)}
     trainings |= {("gp4", 3): run(1000), ("nolimit", 0): {"epochs": []}}
-    costs = results.epoch_seconds(results.Half("cifar10", {}, trainings, 0))
+    costs = epoch_seconds(Half("cifar10", {}, trainings, 0))
     assert costs == {"simclr": (20.0, 1.0), "gp4": (33.0, pytest.approx(1.2))}
+
+
+def test_the_committed_records_give_the_committed_report_byte_for_byte(tmp_path):
+    """The README's verdicts and docs/results.md are what `python3 -m study report` makes of the
+    records in git: a hand edit, a record changed without its report, or a change of the code
+    that moves a number fails here."""
+    repo = Path(__file__).resolve().parent.parent
+    readme = tmp_path / "README.md"
+    shutil.copy(repo / "README.md", readme)
+    (tmp_path / "docs").mkdir()
+    main(get_args_parser().parse_args(["report", "--readme", str(readme), "--docs",
+                                       str(tmp_path / "docs")]))  # fmt: skip
+    assert readme.read_bytes() == (repo / "README.md").read_bytes()
+    assert (tmp_path / "docs" / "results.md").read_bytes() == (
+        repo / "docs/results.md"
+    ).read_bytes()
+
+
+def test_a_truncated_record_stops_the_report_and_the_figures_before_they_write(tables, tmp_path):
+    readme, docs, argv = tables
+    main(get_args_parser().parse_args(argv))
+    written = readme.read_bytes(), (docs / "results.md").read_bytes()
+    path = tmp_path / "rec" / "cifar10" / "cifar10-invclr-seed3-epoch010.json"
+    path.write_bytes(path.read_bytes()[:100])
+    for command in ("report", "figures"):
+        with pytest.raises(RecordError, match="cifar10-invclr-seed3-epoch010.json is not JSON"):
+            main(get_args_parser().parse_args([command, *argv[1:]]))
+    assert (readme.read_bytes(), (docs / "results.md").read_bytes()) == written
+    assert not (docs / "figures").exists()
+    # From the shell: one line naming the file, exit status 2, no traceback.
+    done = subprocess.run([sys.executable, "-m", "study", *argv], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parent.parent)  # fmt: skip
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert "cifar10-invclr-seed3-epoch010.json is not JSON" in done.stderr
+    assert (readme.read_bytes(), (docs / "results.md").read_bytes()) == written

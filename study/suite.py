@@ -1,6 +1,6 @@
 """What the evaluation suite costs, and its numbers, on trained checkpoints.
 
-    python3 -m benchmarks.evaluation_suite CHECKPOINT [CHECKPOINT ...] [--random-init]
+    python3 -m study.suite CHECKPOINT [CHECKPOINT ...] [--random-init]
         [--out docs/results/suite] [--only-variance]
 
 For each checkpoint it runs the dataset's evaluation script with ``--suite`` (every measure of
@@ -14,12 +14,12 @@ probe's, measured in the same process, so that the ratios hold across machines o
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
-from benchmarks.study import REPO, last_json, machine, run, shown
 from datasets.sources import DATASETS
+from study.records import REPO, last_json, machine, read_record, shown, write_record
+from study.runner import run
 from utils.checkpoint import load_checkpoint
 from utils.cli import UsageError, run_cli
 
@@ -62,10 +62,12 @@ def table(folder: Path) -> str:
         raise UsageError(f"no records in {folder}; run the suite on checkpoints first")
     lines = []
     for dataset in ("spirograph", "cifar10"):
-        mine = [r for r in records if json.loads(r.read_text())["result"]["dataset"] == dataset]
+        mine = [
+            r for r in records if read_record(r, "suite", "dataset")["result"]["dataset"] == dataset
+        ]
         # SimCLR, InvCLR, then the random-initialisation baselines.
         mine.sort(key=lambda r: ("random" in r.stem, "invclr" in r.stem, r.stem))
-        rows = [json.loads(r.read_text()) for r in mine]
+        rows = [read_record(r, "suite", "dataset") for r in mine]
         if not rows:
             continue
         score = "mse" if dataset == "spirograph" else "accuracy"
@@ -149,7 +151,7 @@ def main(args: argparse.Namespace) -> list[dict]:
             "result": result,
             "date": time.strftime("%Y-%m-%d"),
         }
-        (args.out / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
+        write_record(args.out / f"{name}.json", record)
         parts = result.get("measure_seconds", {})
         probe = result["seconds"] - sum(parts.values())
         print(f"{name}: {seconds:.0f} s in all; probe (encode and fit) {probe:.1f} s")

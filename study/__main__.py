@@ -1,0 +1,104 @@
+"""The small-compute study (docs/results.md): InvCLR against SimCLR on every claim of the paper,
+with enough seeds and length to tell, and the cheap penalty (--gp-every 4) against the exact one.
+
+    python3 -m study plan                         # list the jobs, done or not; run nothing
+    python3 -m study run                          # run what is missing, both datasets (hours)
+    python3 -m study run --datasets spirograph    # one half
+    python3 -m study report                       # README's verdicts and docs/results.md
+    python3 -m study figures                      # docs/figures/*.png
+
+Each job writes a record under `docs/results/<dataset>/` when it ends; checkpoints and logs go
+to `--out` (results/, ignored by git). Every command first reads every record there is, and a
+damaged one stops it, named, before anything is written. `report` rewrites both files byte for
+byte from the records; figures are a separate command, since PNG bytes follow the matplotlib
+version.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from study.half import read_halves
+from study.plan import Job, plan
+from study.protocol import PROTOCOLS, SEEDS
+from study.records import REPO, shown
+from study.report import write_report
+from study.runner import run_jobs
+from utils.cli import UsageError, run_cli, seed_value
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python3 -m study", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    p.add_argument("command", choices=("plan", "run", "report", "figures"), help="what to do")
+    p.add_argument("--datasets", nargs="+", choices=list(PROTOCOLS), default=list(PROTOCOLS),
+                   help="plan, run: the halves (default: both, Spirograph first)")  # fmt: skip
+    p.add_argument("--seeds", nargs="+", type=seed_value, default=list(SEEDS),
+                   help="plan, run: the seeds (default: 0 1 2 3 4)")  # fmt: skip
+    p.add_argument("--out", type=Path, default=REPO / "results",
+                   help="checkpoints and logs (default: results/)")  # fmt: skip
+    p.add_argument("--record", type=Path, default=REPO / "docs" / "results",
+                   help="the records (default: docs/results/)")  # fmt: skip
+    p.add_argument(
+        "--readme",
+        type=Path,
+        default=REPO / "README.md",
+        help="report: the file whose results section is replaced (default: README.md)",
+    )
+    p.add_argument(
+        "--docs",
+        type=Path,
+        default=REPO / "docs",
+        help="report, figures: where results.md and figures/ go (default: docs/)",
+    )
+    return p
+
+
+def checked(args: argparse.Namespace) -> list[Job]:
+    """The jobs of ``args``' scope, after every record of the whole study has been read: a
+    damaged one anywhere stops every command before it writes anything."""
+    if shown(args.out).startswith("/") and not shown(args.record).startswith("/"):
+        # The records' commands name the checkpoints through --out; one outside the repository
+        # would make the repository's records hold commands no other clone can match.
+        raise UsageError(
+            f"--out {args.out} is outside the repository, where --record is; give a folder "
+            "inside it (or --record elsewhere too)"
+        )
+    seeds = sorted(set(SEEDS) | set(args.seeds))
+    for job in plan(list(PROTOCOLS), seeds, args.out, args.record):
+        job.read()
+    return plan(args.datasets, args.seeds, args.out, args.record)
+
+
+def main(args: argparse.Namespace) -> list[Job] | str | list[Path]:
+    jobs = checked(args)
+    if args.command == "plan":
+        todo = [job for job in jobs if not job.done]
+        for job in jobs:
+            print(f"{'todo' if job in todo else 'done'}  {job.name}  ({job.kind})")
+        print(f"{len(jobs) - len(todo)} of {len(jobs)} jobs done")
+        return todo
+    if args.command == "run":
+        return run_jobs(jobs, args.out)
+    halves, missing = read_halves(args.record, args.out)
+    if not halves:
+        raise UsageError(f"no study records in {args.record}; run python3 -m study run")
+    if args.command == "report":
+        if not args.readme.is_file():
+            raise UsageError(f"--readme {args.readme} is not a file; give the README to update")
+        section = write_report(halves, missing, args.readme, args.docs)
+        print(section)
+        return section
+    from study.figures import draw  # matplotlib: for the figures only
+
+    written = draw(halves, args.docs / "figures")
+    for path in written:
+        print(f"wrote {path}")
+    return written
+
+
+if __name__ == "__main__":
+    run_cli(main, get_args_parser())

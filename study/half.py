@@ -1,0 +1,72 @@
+"""One dataset's records, as the tables and figures read them. A record counts only when it holds
+the command the plan gives its job, so that a table never mixes protocols."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from study.plan import Job, plan
+from study.protocol import PROTOCOLS, SEEDS, Protocol
+
+Result = dict[str, Any]
+
+
+@dataclass
+class Half:
+    """One dataset's records: evaluation results by (method, seed, epoch) (epoch 0: the random
+    encoder), training records by (method, seed), and how many planned jobs have none."""
+
+    dataset: str
+    evaluations: dict[tuple[str, int, int], Result]
+    trainings: dict[tuple[str, int], Result]
+    missing: int
+
+    @property
+    def protocol(self) -> Protocol:
+        return PROTOCOLS[self.dataset]
+
+    @property
+    def final(self) -> int:
+        return self.protocol.checkpoints[-1]
+
+    @property
+    def lower_is_better(self) -> bool:
+        return self.protocol.lower_is_better
+
+    @property
+    def pairs(self) -> int:
+        """How many seeds have both SimCLR's and InvCLR's final checkpoint evaluated: a half
+        without one has no verdict yet."""
+        return len(set(self.results("simclr")) & set(self.results("invclr")))
+
+    def results(self, method: str, epoch: int | None = None) -> dict[int, Result]:
+        """Seed -> result of ``method``'s checkpoint after ``epoch`` epochs (default: the last)."""
+        epoch = 0 if method == "random" else (epoch or self.final)
+        return {s: r for (m, s, e), r in self.evaluations.items() if (m, e) == (method, epoch)}
+
+
+def read_half(dataset: str, jobs: list[Job]) -> Half:
+    """The records of ``jobs`` (the plan) for ``dataset`` that hold their job's command."""
+    evaluations, trainings, missing = {}, {}, 0
+    for job in jobs:
+        if job.dataset != dataset:
+            continue
+        if not job.done:
+            missing += 1
+            continue
+        content = job.read()
+        if job.kind == "train":
+            trainings[(job.method, job.seed)] = content
+        else:
+            evaluations[(job.method, job.seed, job.epoch)] = content["result"]
+    return Half(dataset, evaluations, trainings, missing)
+
+
+def read_halves(record: Path, out: Path) -> tuple[list[Half], int]:
+    """Every dataset's half that has evaluations, and how many of the study's jobs have no
+    record yet."""
+    jobs = plan(list(PROTOCOLS), list(SEEDS), out, record)
+    every = [read_half(dataset, jobs) for dataset in PROTOCOLS]
+    return [h for h in every if h.evaluations], sum(h.missing for h in every)

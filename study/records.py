@@ -1,0 +1,141 @@
+"""The study's records: one JSON file per job under `docs/results/<dataset>/`, what each must
+hold, and the facts written into it (command, machine, commit).
+
+A record that does not parse, or lacks a field the study reads, is a `RecordError` naming the
+file: no study command takes a damaged record for a job not yet run.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shlex
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from utils.checkpoint import write_text
+from utils.cli import InputError
+
+REPO = Path(__file__).resolve().parent.parent
+# What every record of each kind holds, and what an evaluation's result holds; the tables and
+# the runner read these.
+FIELDS = {
+    "train": ("command", "epochs", "train_time_s", "machine", "date"),
+    "evaluate": ("command", "result", "trained", "machine", "date"),
+    "suite": ("command", "result", "machine", "wall_seconds"),  # `study.suite`'s records
+}
+EPOCH_FIELDS = ("epoch", "contrastive_loss", "loss", "time_s")
+RESULT_FIELDS = ("conditional_variance", "authors_variance", "converged")
+# Per-epoch fields that measure time, not the run: a retrained run may differ in these alone.
+TIMING = ("images_per_s", "time_s", "wall_s")
+
+
+class RecordError(InputError):
+    """A record the study cannot read: damaged, or from no version of the study."""
+
+
+def shown(path: Path) -> str:
+    """A path as a command written into a record shows it: relative to the repository."""
+    try:
+        return str(path.resolve().relative_to(REPO))
+    except ValueError:
+        return str(path)
+
+
+def command_line(command: list[str]) -> str:
+    return f"python3 {shlex.join(command)}"
+
+
+def read_record(path: Path, kind: str, metric: str) -> dict[str, Any] | None:
+    """The record at ``path`` of a ``kind`` job ("train" or "evaluate") whose probe reports
+    ``metric``; None where there is no file. Raises `RecordError` for one that is damaged."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        raise RecordError(f"{shown(path)} cannot be read ({error.strerror})") from None
+    try:
+        record = json.loads(text)
+    except ValueError as error:
+        raise RecordError(damaged(path, f"is not JSON ({error})")) from None
+    if not isinstance(record, dict):
+        raise RecordError(damaged(path, "is not a JSON object"))
+    missing = [key for key in FIELDS[kind] if key not in record]
+    if kind == "train" and not missing:
+        rows = record["epochs"]
+        if not isinstance(rows, list) or not rows:
+            missing = ["epochs (a list of rows)"]
+        else:
+            missing = [f"epochs[].{key}" for key in EPOCH_FIELDS if any(key not in r for r in rows)]
+    if kind != "train" and not missing:
+        needs = (metric, *RESULT_FIELDS)
+        missing = [f"result.{key}" for key in needs if key not in record["result"]]
+    if missing:
+        raise RecordError(damaged(path, f"lacks {', '.join(missing)}"))
+    return record
+
+
+def damaged(path: Path, what: str) -> str:
+    return (
+        f"{shown(path)} {what}: a damaged record; restore it (git checkout -- {shown(path)}) or "
+        "delete it to run its job again"
+    )
+
+
+def write_record(path: Path, record: dict[str, Any]) -> None:
+    """Write ``record`` whole or not at all: a killed job leaves no part of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text(path, json.dumps(record, indent=1) + "\n")
+
+
+def last_json(log: Path) -> dict[str, Any]:
+    """The evaluation script's JSON line: the last line of its log that is a JSON object."""
+    for line in reversed(log.read_text().splitlines()):
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(value, dict):
+            return value
+    raise InputError(f"{log} holds no JSON result line; see the log, then rerun")
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers ran on: processor, the instruction sets that change CPU speed (and the
+    order of float sums), torch."""
+    model, flags = platform.processor(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    except OSError:
+        pass
+    return {
+        "cpu": model,
+        "cores": torch.get_num_threads(),
+        "avx512": "avx512f" in flags,
+        "amx": "amx_tile" in flags,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def git_commit() -> str | None:
+    """The commit that ran, marked "+changes" when the working tree differs from it."""
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                             capture_output=True, text=True)  # fmt: skip
+    commit = head.stdout.strip()
+    return f"{commit}+changes" if commit and changed.stdout.strip() else commit or None
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S")  # a run retrained within a minute is another run

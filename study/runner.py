@@ -1,0 +1,153 @@
+"""Running the study's jobs: each job's command to completion (its output in `<out>/<job>.log`),
+then its record; a job whose record exists is skipped and a training run resumes its checkpoint
+(`--resume auto`), so the study spans sessions: rerun the same command.
+
+Checkpoints are not in git. When an evaluation needs one that is gone, its run is retrained
+with its record's command, in a scratch folder so that no file of the run is touched before the
+retrained one is whole. Where every epoch's losses equal the record's bit for bit, the checkpoint
+is the recorded run's: the record and its evaluations' records stay. Where they do not (another
+CPU model sums floats in another order: the records name their machine), the retrained run is a
+new run, recorded as such, and its evaluations are redone.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from study.plan import Job
+from study.records import (
+    REPO,
+    TIMING,
+    command_line,
+    git_commit,
+    last_json,
+    machine,
+    now,
+    shown,
+    write_record,
+)
+from utils.cli import UsageError
+from utils.metrics import read_metrics
+
+
+def run(command: list[str], log: Path) -> float:
+    """Run a project script to completion, its output into ``log``; returns the seconds taken.
+    A failure is a `UsageError` naming the log."""
+    start = time.perf_counter()
+    with open(log, "w") as out:
+        code = subprocess.call([sys.executable, *command], cwd=REPO, stdout=out, stderr=out)
+    if code != 0:
+        raise UsageError(f"`{command_line(command)}` failed (exit {code}); see {log}")
+    return time.perf_counter() - start
+
+
+def facts(seconds: float, load: float) -> dict[str, Any]:
+    """What every record says of how it was made."""
+    return {
+        "wall_s": round(seconds, 1),
+        # Two cores: another job beside this one halves its speed. Times measured with a load
+        # average well above the cores' number are not costs.
+        "load_before": round(load, 2),
+        "load_after": round(os.getloadavg()[0], 2),
+        "machine": machine(),
+        "commit": git_commit(),
+        "date": now(),
+    }
+
+
+def train(job: Job, folder: Path, log: Path) -> dict[str, Any]:
+    """Run training ``job`` with its checkpoints in ``folder``; returns its record."""
+    command = list(job.command)
+    command[command.index("--checkpoint-dir") + 1] = shown(folder)
+    load = os.getloadavg()[0]
+    seconds = run(command, log)
+    epochs = read_metrics(folder / f"{job.name}.metrics.jsonl")
+    record = {"command": command_line(job.command), "epochs": epochs}
+    return record | {"train_time_s": epochs[-1]["wall_s"]} | facts(seconds, load)
+
+
+def evaluate(job: Job, log: Path) -> dict[str, Any]:
+    load = os.getloadavg()[0]
+    seconds = run(job.command, log)
+    record = {"command": command_line(job.command), "trained": job.training_date()}
+    record["result"] = last_json(log)
+    record["result"].pop("checkpoint", None)  # a path on the machine that ran it
+    return record | facts(seconds, load)
+
+
+def first_difference(new: list[dict], old: list[dict]) -> str | None:
+    """Where two runs' per-epoch rows part, timings aside; None where they never do."""
+    if len(new) != len(old):
+        return f"{len(new)} epochs where the record has {len(old)}"
+    for a, b in zip(new, old, strict=True):
+        for key in sorted((set(a) | set(b)) - set(TIMING)):
+            if a.get(key) != b.get(key):
+                here, there = a.get(key), b.get(key)
+                return f"epoch {a['epoch']}'s {key} is {here!r} where the record has {there!r}"
+    return None
+
+
+def retrain(training: Job, out: Path, missing: Path) -> None:
+    """Train ``training`` again from its record's command and keep or replace its record."""
+    old = training.read()
+    if old is None or old["command"] != command_line(training.command):
+        raise UsageError(
+            f"{shown(missing)} is missing and {shown(training.record)} holds no record of the run "
+            f"that made it; run python3 -m study run for {training.name} first"
+        )
+    scratch = out / f".retrain-{training.name}"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    new = train(training, scratch, out / f"{training.name}.retrain.log")
+    for path in scratch.glob(f"{training.name}*"):
+        if path.suffix in (".pth", ".jsonl"):
+            os.replace(path, out / path.name)
+    shutil.rmtree(scratch, ignore_errors=True)
+    parted = first_difference(new["epochs"], old["epochs"])
+    said = f"{training.name}: retrained from its record, {shown(missing)} being gone; "
+    if parted is None:
+        print(said + f"all {len(old['epochs'])} epochs equal the record's bit for bit: the "
+              "record and its evaluations' records stay", flush=True)  # fmt: skip
+        return
+    write_record(training.record, new)
+    here, there = new["machine"], old["machine"]
+    print(said + f"{parted} (recorded on {describe(there)}, retrained on {describe(here)}): a "
+          "new run, recorded as such; its evaluations are redone", flush=True)  # fmt: skip
+
+
+def describe(machine: dict[str, Any]) -> str:
+    return f"{machine.get('cpu')}{' with' if machine.get('avx512') else ' without'} AVX-512"
+
+
+def execute(job: Job, out: Path) -> dict[str, Any]:
+    """Run ``job`` (its output in ``out/<name>.log``) and write its record."""
+    for path in job.needs:
+        if not path.is_file():
+            retrain(job.training, out, path)
+    log = out / f"{job.name}.log"
+    record = train(job, out, log) if job.kind == "train" else evaluate(job, log)
+    write_record(job.record, record)
+    return record
+
+
+def run_jobs(jobs: list[Job], out: Path) -> list[Job]:
+    """Run every job of ``jobs`` that is not done, in order; a retrained run that turns out a new
+    run makes its evaluations undone again, and they are run again in their turn."""
+    out.mkdir(parents=True, exist_ok=True)
+    ran: list[Job] = []
+    while (job := next((j for j in jobs if not j.done), None)) is not None:
+        if ran and job is ran[-1]:
+            raise UsageError(
+                f"{job.name} ran but its record does not count; see {shown(job.record)}"
+            )
+        print(f"[{len(ran) + 1}] {job.name}: {command_line(job.command)}", flush=True)
+        record = execute(job, out)
+        print(f"  wrote {shown(job.record)} in {record['wall_s'] / 60:.1f} min", flush=True)
+        ran.append(job)
+    return ran
