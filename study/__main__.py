@@ -76,9 +76,11 @@ def checked(args: argparse.Namespace) -> list[Job]:
 def main(args: argparse.Namespace) -> list[Job] | str | list[Path]:
     jobs = checked(args)
     if args.command == "plan":
-        todo = [job for job in jobs if not job.done]
+        todo = []
         for job in jobs:
-            print(f"{'todo' if job in todo else 'done'}  {job.name}  ({job.kind})")
+            done = job.done
+            todo += [] if done else [job]
+            print(f"{'done' if done else 'todo'}  {job.name}  ({job.kind})")
         print(f"{len(jobs) - len(todo)} of {len(jobs)} jobs done")
         return todo
     if args.command == "run":

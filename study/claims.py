@@ -64,7 +64,7 @@ def fewest_labels(half: Half) -> Measure:
 
 
 def variances(half: Half) -> list[str]:
-    return ["theta"] + ([] if half.dataset == "spirograph" else ["distortion"])
+    return list(half.protocol.variances)
 
 
 def shifts(half: Half) -> list[str]:

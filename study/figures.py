@@ -21,7 +21,7 @@ from study.protocol import SEEDS, SWEEP_SEED, described
 from utils.checkpoint import save_figure
 from utils.plot import plot_runs
 
-METHODS = ("simclr", "invclr", "random")
+METHODS = ("simclr", "invclr", "random")  # the paper's comparison, against the random network
 NAMES = {"spirograph": "Spirograph", "cifar10": "CIFAR-10"}
 
 
@@ -198,7 +198,7 @@ def length(half: Half, folder: Path) -> Path | None:
 def curves(half: Half, folder: Path) -> Path | None:
     """The training curves of seed 0 of each method, from the training records' epochs."""
     runs = {described(m).label: t["epochs"] for (m, seed), t in sorted(half.trainings.items())
-            if seed == 0 and m in ("simclr", "invclr", "gp4")}  # fmt: skip
+            if seed == 0 and m in half.main_methods}  # fmt: skip
     if not runs:
         return None
     path = folder / f"curves-{half.dataset}.png"

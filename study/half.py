@@ -36,6 +36,11 @@ class Half:
         return self.protocol.lower_is_better
 
     @property
+    def main_methods(self) -> list[str]:
+        """The methods trained on every seed, SimCLR first (the protocol's "main" role)."""
+        return [m.name for m in self.protocol.role("main")]
+
+    @property
     def pairs(self) -> int:
         """How many seeds have both SimCLR's and InvCLR's final checkpoint evaluated: a half
         without one has no verdict yet."""

@@ -1,5 +1,6 @@
 """The study's jobs, in the order they run: each is one command of the project's own scripts
-(a training run, or an evaluation of one saved checkpoint) and the record it leaves.
+(a training run, or an evaluation of one saved checkpoint), the record it leaves, and the fields
+that record must hold.
 
 For each seed, the main methods are trained with a checkpoint every `save_freq` epochs and
 every checkpoint gets the probe and the conditional variance (both computations); the final
@@ -11,10 +12,13 @@ not a lopsided one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from augmentation.spirograph import DATA_PARAMS
+from datasets.sources import DATASETS
+from evaluation.measures import shift_flags
 from study.protocol import (
     PROBE,
     PROTOCOLS,
@@ -23,33 +27,38 @@ from study.protocol import (
     SWEEP_SEED,
     VARIANCE,
     Method,
+    Protocol,
 )
 from study.records import command_line, read_record, shown
+
+EPOCH = ("epoch", "lr", "contrastive_loss", "penalty", "loss", "time_s")
+VARIANCE_FIELDS = ("conditional_variance", "trace", "across", "ratio")
 
 
 @dataclass
 class Job:
-    """One command and the record it leaves. An evaluation names the training job whose
-    checkpoint it reads (``training``), and that checkpoint (``needs``)."""
+    """One command, the record it leaves and the fields the tables read from that record. An
+    evaluation names the training job whose checkpoint it reads (``training``), and that
+    checkpoint."""
 
     name: str
-    record: Path
-    command: list[str]
-    kind: str  # "train" or "evaluate"
-    metric: str
+    dataset: str
     method: str
     seed: int
+    record: Path
+    command: list[str]
+    fields: tuple[str, ...]
     epoch: int = 0  # an evaluation's checkpoint (0: the random-initialisation encoder)
-    needs: list[Path] = field(default_factory=list)
+    checkpoint: Path | None = None
     training: Job | None = None
 
     @property
-    def dataset(self) -> str:
-        return self.name.split("-")[0]
+    def kind(self) -> str:
+        return "evaluate" if self.training else "train"
 
     def read(self) -> dict[str, Any] | None:
         """The job's record, None where there is none; `RecordError` for a damaged one."""
-        return read_record(self.record, self.kind, self.metric)
+        return read_record(self.record, self.fields)
 
     @property
     def done(self) -> bool:
@@ -65,6 +74,29 @@ class Job:
         return trained["date"] if trained else None
 
 
+def train_fields(method: Method) -> tuple[str, ...]:
+    fields = ["command:str", "train_time_s:num", "machine:dict", "date:str"]
+    fields += [f"epochs.[].{key}:num" for key in EPOCH]
+    if method.upper_limit:  # how often the limit held the penalty: the upper-limit table
+        fields += ["epochs.[].gp_upper_limit:num", "epochs.[].clamp_fraction:num"]
+    return tuple(fields)
+
+
+def evaluation_fields(protocol: Protocol, command: list[str]) -> tuple[str, ...]:
+    fields = ["command:str", "trained:str", "machine:dict", "date:str", "result.converged"]
+    fields += [f"result.{protocol.metric}:num", "result.authors_variance.trace:num"]
+    fields += [f"result.conditional_variance.{kind}.{field}:num"
+               for kind in protocol.variances for field in VARIANCE_FIELDS]  # fmt: skip
+    if "--componentwise" in command:  # each regression target's MSE
+        fields += [f"result.mse_{name}:num" for name in DATA_PARAMS]
+    if "--suite" in command:
+        fields += ["result.averaging_curve.points.[].passes:num", "result.nuisance.relative:num"]
+        fields += ["result.label_fractions.[].fraction:num"]
+        fields += [f"result.{kind}.[].amount:num"
+                   for kind in shift_flags(DATASETS[protocol.dataset])]  # fmt: skip
+    return tuple(fields)
+
+
 def train_job(dataset: str, method: Method, seed: int, out: Path, record: Path) -> Job:
     protocol = PROTOCOLS[dataset]
     name = f"{dataset}-{method.name}-seed{seed}"
@@ -72,7 +104,7 @@ def train_job(dataset: str, method: Method, seed: int, out: Path, record: Path) 
     command += ["--seed", str(seed), "--device", "cpu", "--checkpoint-dir", shown(out)]
     command += ["--filename", name, "--resume", "auto"]
     path = record / dataset / f"{name}.train.json"
-    return Job(name, path, command, "train", protocol.metric, method.name, seed)
+    return Job(name, dataset, method.name, seed, path, command, train_fields(method))
 
 
 def evaluate_job(
@@ -80,17 +112,18 @@ def evaluate_job(
 ) -> Job:
     """The evaluation of ``training``'s checkpoint after ``epoch`` epochs; ``epoch`` None: the
     random-initialisation encoder of ``seed`` (read from that checkpoint for its network)."""
-    dataset = training.dataset
-    protocol, method = PROTOCOLS[dataset], training.method if epoch else "random"
+    protocol = PROTOCOLS[training.dataset]
     checkpoint = out / f"{training.name}_epoch{epoch or protocol.checkpoints[-1]:03d}.pth"
-    name = f"{training.name}-epoch{epoch:03d}" if epoch else f"{dataset}-random-seed{seed}"
+    name = f"{training.name}-epoch{epoch:03d}" if epoch else f"{protocol.dataset}-random-seed{seed}"
     command = [protocol.script, "--load-from", shown(checkpoint), "--device", "cpu"]
     command += ["--seed", str(seed), *PROBE, *protocol.evaluate]
     command += ["--suite"] if suite else VARIANCE
     command += [] if epoch else ["--random-init"]
+    method = training.method if epoch else "random"
     path = training.record.parent / f"{name}.json"
-    return Job(name, path, command, "evaluate", protocol.metric, method, seed, epoch or 0,
-               [checkpoint], training)  # fmt: skip
+    fields = evaluation_fields(protocol, command)
+    return Job(name, protocol.dataset, method, seed, path, command, fields, epoch or 0,
+               checkpoint, training)  # fmt: skip
 
 
 def plan(datasets: list[str], seeds: list[int], out: Path, record: Path) -> list[Job]:
@@ -109,8 +142,11 @@ def plan(datasets: list[str], seeds: list[int], out: Path, record: Path) -> list
         protocol = PROTOCOLS[dataset]
         for seed in seeds:
             suite = seed in SUITE_SEEDS
-            simclr = [trained(method, seed, suite) for method in protocol.role("main")][0]
-            jobs.append(evaluate_job(simclr, None, seed, out, suite))
+            for method in protocol.role("main"):
+                training = trained(method, seed, suite)
+                if method.name == "simclr":  # the random encoder: SimCLR's network, untrained
+                    random = evaluate_job(training, None, seed, out, suite)
+            jobs.append(random)
         if SWEEP_SEED in seeds:
             for method in protocol.role("sweep"):
                 trained(method, SWEEP_SEED)

@@ -51,6 +51,7 @@ class Protocol:
     methods: tuple[Method, ...]
     script: str  # the evaluation script
     metric: str  # the probe's score in the evaluation's JSON: "mse" or "accuracy"
+    variances: tuple[str, ...]  # the conditional variances read: what each redraws
     evaluate: tuple[str, ...] = ()  # extra flags of every evaluation
     save_freq: int = 5
     arch: str = "resnet18"
@@ -100,7 +101,7 @@ PROTOCOLS: dict[str, Protocol] = {
             # Without the clamp (a limit no step reaches): a clamped penalty has no gradient.
             Method("nolimit", "InvCLR, no upper limit", "tab:red", "1e-2", "1e9", role="ablation"),
         ),
-        script="lbfgs_linear_clf_spirograph.py", metric="mse",
+        script="lbfgs_linear_clf_spirograph.py", metric="mse", variances=("theta",),
         evaluate=("--componentwise",),  # the MSE of each regression target too
     ),
     "cifar10": Protocol(
@@ -111,7 +112,7 @@ PROTOCOLS: dict[str, Protocol] = {
             Method("gp4", "InvCLR, --gp-every 4", "tab:green", "0.1", "1", gp_every=4),
             Method("nolimit", "InvCLR, no upper limit", "tab:red", "0.1", "1e9", role="ablation"),
         ),
-        script="lbfgs_linear_clf.py", metric="accuracy",
+        script="lbfgs_linear_clf.py", metric="accuracy", variances=("theta", "distortion"),
     ),
 }  # fmt: skip
 

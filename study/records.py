@@ -21,17 +21,10 @@ from utils.checkpoint import write_text
 from utils.cli import InputError
 
 REPO = Path(__file__).resolve().parent.parent
-# What every record of each kind holds, and what an evaluation's result holds; the tables and
-# the runner read these.
-FIELDS = {
-    "train": ("command", "epochs", "train_time_s", "machine", "date"),
-    "evaluate": ("command", "result", "trained", "machine", "date"),
-    "suite": ("command", "result", "machine", "wall_seconds"),  # `study.suite`'s records
-}
-EPOCH_FIELDS = ("epoch", "contrastive_loss", "loss", "time_s")
-RESULT_FIELDS = ("conditional_variance", "authors_variance", "converged")
 # Per-epoch fields that measure time, not the run: a retrained run may differ in these alone.
 TIMING = ("images_per_s", "time_s", "wall_s")
+KINDS = {"num": (int, float), "str": (str,), "list": (list,), "dict": (dict,)}
+SAID = {"num": "a number", "str": "text", "list": "a list", "dict": "an object"}
 
 
 class RecordError(InputError):
@@ -50,9 +43,10 @@ def command_line(command: list[str]) -> str:
     return f"python3 {shlex.join(command)}"
 
 
-def read_record(path: Path, kind: str, metric: str) -> dict[str, Any] | None:
-    """The record at ``path`` of a ``kind`` job ("train" or "evaluate") whose probe reports
-    ``metric``; None where there is no file. Raises `RecordError` for one that is damaged."""
+def read_record(path: Path, fields: tuple[str, ...]) -> dict[str, Any] | None:
+    """The record at ``path``, None where there is no file. Raises `RecordError` naming the file
+    where it does not parse or lacks one of ``fields``: dotted paths into it, "[]" for every row
+    of a list, and ":num", ":str", ":list" or ":dict" for the type the value must have."""
     try:
         text = path.read_text()
     except FileNotFoundError:
@@ -63,21 +57,32 @@ def read_record(path: Path, kind: str, metric: str) -> dict[str, Any] | None:
         record = json.loads(text)
     except ValueError as error:
         raise RecordError(damaged(path, f"is not JSON ({error})")) from None
-    if not isinstance(record, dict):
-        raise RecordError(damaged(path, "is not a JSON object"))
-    missing = [key for key in FIELDS[kind] if key not in record]
-    if kind == "train" and not missing:
-        rows = record["epochs"]
-        if not isinstance(rows, list) or not rows:
-            missing = ["epochs (a list of rows)"]
-        else:
-            missing = [f"epochs[].{key}" for key in EPOCH_FIELDS if any(key not in r for r in rows)]
-    if kind != "train" and not missing:
-        needs = (metric, *RESULT_FIELDS)
-        missing = [f"result.{key}" for key in needs if key not in record["result"]]
-    if missing:
-        raise RecordError(damaged(path, f"lacks {', '.join(missing)}"))
+    missing = [said(field) for field in fields if not holds(record, field)]
+    if not isinstance(record, dict) or missing:
+        raise RecordError(damaged(path, f"lacks {', '.join(missing) or 'its fields'}"))
     return record
+
+
+def said(field: str) -> str:
+    path, _, kind = field.partition(":")
+    return path.replace(".[]", "[]") + (f" ({SAID[kind]})" if kind else "")
+
+
+def holds(value: Any, field: str) -> bool:
+    """Whether ``value`` has ``field`` (see `read_record`), of its type."""
+    path, _, kind = field.partition(":")
+    key, _, rest = path.partition(".")
+    typed = f"{rest}:{kind}" if kind else rest
+    if key == "[]":
+        return isinstance(value, list) and bool(value) and all(holds(v, typed) for v in value)
+    if not isinstance(value, dict) or key not in value:
+        return False
+    if rest:
+        return holds(value[key], typed)
+    leaf = value[key]
+    if not kind:
+        return leaf is not None
+    return isinstance(leaf, KINDS[kind]) and not isinstance(leaf, bool)
 
 
 def damaged(path: Path, what: str) -> str:

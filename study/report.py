@@ -216,7 +216,7 @@ def write_section(readme: Path, text: str) -> None:
 
 def write_report(halves: list[Half], missing: int, readme: Path, docs: Path) -> str:
     """Both files, each whole or not at all; returns the README's section."""
-    section = readme_section(halves, missing)
+    section, table = readme_section(halves, missing), results_md(halves)  # both before either
     write_section(readme, section)
-    write_text(docs / "results.md", results_md(halves))
+    write_text(docs / "results.md", table)
     return section

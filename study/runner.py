@@ -94,42 +94,45 @@ def first_difference(new: list[dict], old: list[dict]) -> str | None:
 
 
 def retrain(training: Job, out: Path, missing: Path) -> None:
-    """Train ``training`` again from its record's command and keep or replace its record."""
+    """Train ``training`` again from its record's command (the plan runs a training before its
+    evaluations, so the record exists), then keep the record or replace it."""
     old = training.read()
-    if old is None or old["command"] != command_line(training.command):
-        raise UsageError(
-            f"{shown(missing)} is missing and {shown(training.record)} holds no record of the run "
-            f"that made it; run python3 -m study run for {training.name} first"
-        )
+    # An interrupted retrain resumes from the scratch folder's checkpoint.
     scratch = out / f".retrain-{training.name}"
-    shutil.rmtree(scratch, ignore_errors=True)
-    scratch.mkdir(parents=True)
+    scratch.mkdir(parents=True, exist_ok=True)
     new = train(training, scratch, out / f"{training.name}.retrain.log")
-    for path in scratch.glob(f"{training.name}*"):
-        if path.suffix in (".pth", ".jsonl"):
-            os.replace(path, out / path.name)
-    shutil.rmtree(scratch, ignore_errors=True)
     parted = first_difference(new["epochs"], old["epochs"])
     said = f"{training.name}: retrained from its record, {shown(missing)} being gone; "
     if parted is None:
-        print(said + f"all {len(old['epochs'])} epochs equal the record's bit for bit: the "
-              "record and its evaluations' records stay", flush=True)  # fmt: skip
-        return
-    write_record(training.record, new)
-    here, there = new["machine"], old["machine"]
-    print(said + f"{parted} (recorded on {describe(there)}, retrained on {describe(here)}): a "
-          "new run, recorded as such; its evaluations are redone", flush=True)  # fmt: skip
+        said += (f"all {len(old['epochs'])} epochs equal the record's bit for bit: the record and "
+                 "its evaluations' records stay")  # fmt: skip
+    else:
+        # The old run's files go first and the new record before the new files: a stop at any
+        # point leaves no checkpoint beside a record of another run.
+        for path in out.glob(f"{training.name}[._]*"):
+            if path.suffix in (".pth", ".jsonl"):
+                path.unlink()
+        write_record(training.record, new)
+        said += (f"{parted} (recorded on {described(old['machine'])}, retrained on "
+                 f"{described(new['machine'])}): a new run, recorded as such; its evaluations "
+                 "are redone")  # fmt: skip
+    for path in scratch.glob(f"{training.name}*"):
+        if path.suffix in (".pth", ".jsonl"):
+            os.replace(path, out / path.name)
+    shutil.rmtree(scratch)
+    print(said, flush=True)
 
 
-def describe(machine: dict[str, Any]) -> str:
-    return f"{machine.get('cpu')}{' with' if machine.get('avx512') else ' without'} AVX-512"
+def described(computer: dict[str, Any]) -> str:
+    """A record's machine in words: the CPU model and whether it has AVX-512, which change the
+    order in which floats are summed."""
+    return f"{computer.get('cpu')} {'with' if computer.get('avx512') else 'without'} AVX-512"
 
 
 def execute(job: Job, out: Path) -> dict[str, Any]:
     """Run ``job`` (its output in ``out/<name>.log``) and write its record."""
-    for path in job.needs:
-        if not path.is_file():
-            retrain(job.training, out, path)
+    if job.checkpoint is not None and not job.checkpoint.is_file():
+        retrain(job.training, out, job.checkpoint)
     log = out / f"{job.name}.log"
     record = train(job, out, log) if job.kind == "train" else evaluate(job, log)
     write_record(job.record, record)

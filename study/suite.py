@@ -18,10 +18,18 @@ import time
 from pathlib import Path
 
 from datasets.sources import DATASETS
+from study.protocol import PROTOCOLS
 from study.records import REPO, last_json, machine, read_record, shown, write_record
 from study.runner import run
 from utils.checkpoint import load_checkpoint
 from utils.cli import UsageError, run_cli
+
+# What `table` reads from every record; a record without it is damaged.
+FIELDS = (
+    "command:list", "machine:dict", "wall_seconds:num", "result.dataset:str", "result.random_init",
+    "result.authors_variance.projected:num", "result.authors_variance.trace:num",
+    "result.conditional_variance.theta:dict",
+)  # fmt: skip
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -61,17 +69,14 @@ def table(folder: Path) -> str:
     if not records:
         raise UsageError(f"no records in {folder}; run the suite on checkpoints first")
     lines = []
-    for dataset in ("spirograph", "cifar10"):
-        mine = [
-            r for r in records if read_record(r, "suite", "dataset")["result"]["dataset"] == dataset
-        ]
+    for dataset in PROTOCOLS:
+        mine = [r for r in records if read_record(r, FIELDS)["result"]["dataset"] == dataset]
         # SimCLR, InvCLR, then the random-initialisation baselines.
         mine.sort(key=lambda r: ("random" in r.stem, "invclr" in r.stem, r.stem))
-        rows = [read_record(r, "suite", "dataset") for r in mine]
+        rows = [read_record(r, FIELDS) for r in mine]
         if not rows:
             continue
-        score = "mse" if dataset == "spirograph" else "accuracy"
-        variants = ["theta"] + ([] if dataset == "spirograph" else ["distortion"])
+        score, variants = PROTOCOLS[dataset].metric, PROTOCOLS[dataset].variances
         head = [f"`{r.stem.removeprefix(dataset + '-')}`" for r in mine]
         lines += [f"**{dataset}**", "", "| measure | " + " | ".join(head) + " |",
                   "|---" * (len(rows) + 1) + "|"]  # fmt: skip

@@ -21,7 +21,7 @@ def per_seed_table(half: Half) -> list[str]:
         + " | authors' trace | across images θ | probe converged | training wall time (min) |"
     )
     lines = [head, "|---" * (head.count("|") - 1) + "|"]
-    for method in ("simclr", "invclr", "gp4", "random"):
+    for method in [*half.main_methods, "random"]:
         for seed, r in sorted(half.results(method).items()):
             train = half.trainings.get((method, seed))
             lines.append(
@@ -48,7 +48,7 @@ def invariance_table(half: Half) -> list[str]:
         "nuisance MSE / baseline": (lambda r: r["nuisance"]["relative"], "nuisance"),
     }
     lines = ["| encoder | " + " | ".join(measures) + " |", "|---" * (len(measures) + 1) + "|"]
-    for method in ("simclr", "invclr", "gp4", "random"):
+    for method in [*half.main_methods, "random"]:
         results = half.results(method).values()
         if not results:
             continue
@@ -104,7 +104,7 @@ def length_table(half: Half) -> list[str]:
 def against_random(half: Half) -> list[str]:
     random = half.results("random")
     lines = []
-    for method in ("simclr", "invclr", "gp4"):
+    for method in half.main_methods:
         d = paired(half.results(method), random, score(half))
         if d.n:
             better = [
@@ -229,10 +229,10 @@ def epoch_seconds(half: Half) -> dict[str, tuple[float, float]]:
     quartile = {}
     for (method, seed), training in half.trainings.items():
         times = sorted(row["time_s"] for row in training["epochs"])
-        if times and method in ("simclr", "invclr", "gp4"):
+        if times and method in half.main_methods:
             quartile[method, seed] = times[(len(times) - 1) // 4]
     costs = {}
-    for method in ("simclr", "invclr", "gp4"):
+    for method in half.main_methods:
         runs = {seed: s for (m, seed), s in quartile.items()
                 if m == method and ("simclr", seed) in quartile}  # fmt: skip
         if runs:

@@ -143,3 +143,14 @@ def test_gpu_epoch_refuses_fewer_images_than_a_batch(tmp_path):
     argv = ["--cifar", str(folder), "--batch-size", "8", "--images", "4", "--device", "cpu"]
     with pytest.raises(UsageError, match="less than one batch"):
         gpu_epoch.main(gpu_epoch.get_args_parser().parse_args(argv))
+
+
+def test_the_pairwise_nt_xent_the_memory_benchmark_measures_is_nt_xent():
+    """The broadcast form of `benchmarks/loss_memory.py` must compute the same loss as the
+    project's, or its memory is that of another computation."""
+    from benchmarks.loss_memory import pairwise_nt_xent
+    from models.invclr import nt_xent
+
+    gen = torch.Generator().manual_seed(0)
+    z1, z2 = torch.randn(6, 5, generator=gen).double(), torch.randn(6, 5, generator=gen).double()
+    assert pairwise_nt_xent(z1, z2, 0.5).item() == pytest.approx(nt_xent(z1, z2, 0.5).item())

@@ -33,9 +33,14 @@ def module_imports() -> dict[str, set[str]]:
     for name, path in modules.items():
         for node in ast.walk(ast.parse(path.read_text())):
             found = []
-            if isinstance(node, ast.ImportFrom) and node.module and not node.level:
-                found = [f"{node.module}.{alias.name}" for alias in node.names]
-                found = [m if m in modules else node.module for m in found]
+            if isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:  # relative: from this module's package, or a parent of it
+                    package = name.split(".")[: None if path.name == "__init__.py" else -1]
+                    package = package[: len(package) - node.level + 1]
+                    base = ".".join([*package, *([node.module] if node.module else [])])
+                found = [f"{base}.{alias.name}".strip(".") for alias in node.names]
+                found = [m if m in modules else base for m in found]
             elif isinstance(node, ast.Import):
                 found = [alias.name for alias in node.names]
             graph[name] |= {m for m in found if m in modules and m != name}

@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from augmentation.spirograph import DATA_PARAMS
+from datasets.sources import DATASETS
+from evaluation.measures import shift_flags
 from study import report, stats
 from study.__main__ import get_args_parser, main
 from study.claims import Claim, Verdict, shift_drop
@@ -42,13 +45,16 @@ def made_up(dataset: str, method: str, seed: int, suite: bool) -> dict:
         "authors_variance": {"projected": across + cv, "trace": across + cv},
         "converged": True,
     }
+    if dataset == "spirograph":  # --componentwise: each target's MSE
+        result |= {f"mse_{name}": value for name in DATA_PARAMS}
     if suite:
         result["averaging_curve"] = {"points": [
             {"passes": 1, "images": images, metric: value}
             if passes == 1 else {"passes": passes, "images": images, metric: value * 0.9}
             for images in ("all", "subset") for passes in (1, 10)
         ], "subset": {"train": 1000, "test": 1000, "seed": 0}}  # fmt: skip
-        result["shift"] = [{"amount": 0.0, metric: value}, {"amount": 0.5, metric: value * 0.8}]
+        for kind in shift_flags(DATASETS[dataset]):  # one shift of each kind the suite makes
+            result[kind] = [{"amount": 0.0, metric: value}, {"amount": 0.5, metric: value * 0.8}]
         result["nuisance"] = {"relative": 0.5 + 0.01 * seed if method == "simclr" else 0.7}
         result["label_fractions"] = [{"fraction": 0.1, metric: value}]
     return result
@@ -61,7 +67,7 @@ def write_records(record, out, seeds=(0, 1, 2, 3, 4)):
         content["date"] = "2026-01-01 00:00"
         if job.kind == "train":
             epochs = [{"epoch": e + 1, "time_s": 10.0 * (2 if "invclr" in job.name else 1),
-                       "contrastive_loss": 3.0 - e, "loss": 3.0 - e, "lr": 0.375}
+                       "contrastive_loss": 3.0 - e, "loss": 3.0 - e, "lr": 0.375, "penalty": 0.0}
                       for e in range(3)]  # fmt: skip
             if "nolimit" in job.name:  # no clamp: the penalty ends lower
                 for row in epochs:

@@ -67,7 +67,7 @@ def test_the_plan_pairs_methods_by_seed_and_evaluates_every_kept_checkpoint(tmp_
     )
     random = by_name["cifar10-random-seed3"]
     assert random.command[-1] == "--random-init" and "--seed" in random.command
-    assert random.needs == [tmp_path / "out" / "cifar10-simclr-seed3_epoch010.pth"]
+    assert random.checkpoint == tmp_path / "out" / "cifar10-simclr-seed3_epoch010.pth"
 
 
 @pytest.fixture(scope="module")
@@ -136,10 +136,10 @@ def test_a_checkpoint_that_is_gone_is_retrained_and_kept_only_where_it_is_the_sa
 ):
     argv, folder, out, _ = tiny
     records = {p.name: p.read_bytes() for p in folder.glob("*.json")}
-    # The checkpoints are gone and one evaluation is to be redone: the run is retrained. This
-    # machine sums as it did, so every epoch equals the record and every other record stays.
-    for path in out.glob("*.pth"):
-        path.unlink()
+    # The checkpoint an evaluation to be redone reads is gone (the run's latest state is not,
+    # and resuming it would make nothing): the run is retrained. This machine sums as it did,
+    # so every epoch equals the record and every other record stays.
+    (out / "spirograph-simclr-seed1_epoch005.pth").unlink()
     (folder / "spirograph-simclr-seed1-epoch005.json").unlink()
     capsys.readouterr()
     ran = study_main("run", argv)
@@ -186,11 +186,17 @@ def test_a_damaged_record_is_named_and_stops_every_command_before_it_writes(tiny
     argv, folder, _, _ = tiny
     path = folder / "spirograph-simclr-seed1-epoch005.json"
     whole = path.read_bytes()
-    path.write_bytes(whole[: len(whole) // 2])  # a crash mid-copy, a bad merge
+    # A job to run first, and after it a record cut short (a crash mid-copy, a bad merge):
+    # nothing runs, not even the job before the damaged record.
+    path.unlink()
+    random = folder / "spirograph-random-seed1.json"
+    random.write_bytes(random.read_bytes()[:200])
     before = {p: p.read_bytes() for p in folder.glob("*.json")}
     for command in ("plan", "run"):
-        with pytest.raises(RecordError, match="spirograph-simclr-seed1-epoch005.json is not JSON"):
+        with pytest.raises(RecordError, match="spirograph-random-seed1.json is not JSON"):
             study_main(command, argv)
+    assert not path.exists() and {p: p.read_bytes() for p in folder.glob("*.json")} == before
+    random.unlink()
     # A record that parses but lacks a field the study reads.
     content = json.loads(whole)
     del content["result"]["converged"]
@@ -201,12 +207,18 @@ def test_a_damaged_record_is_named_and_stops_every_command_before_it_writes(tiny
     content = json.loads(train.read_text())
     del content["epochs"][1]["loss"]
     train.write_text(json.dumps(content))
-    with pytest.raises(RecordError, match="seed1.train.json lacks epochs\\[\\].loss"):
+    with pytest.raises(
+        RecordError, match=r"seed1.train.json lacks epochs\[\].loss \(a number\): a damaged"
+    ):
         study_main("plan", argv)
-    # Nothing was run again over the damaged records: the others are as they were.
-    assert {p: p.read_bytes() for p in folder.glob("*.json") if p not in (path, train)} == {
-        p: c for p, c in before.items() if p not in (path, train)
-    }
+    # A value of the wrong type: a command that is no text would count as another command's.
+    content = json.loads(train.read_text())
+    content["epochs"][1]["loss"], content["command"] = 1.0, 5
+    train.write_text(json.dumps(content))
+    with pytest.raises(
+        RecordError, match=r"seed1.train.json lacks command \(text\): a damaged record"
+    ):
+        study_main("run", argv)
 
 
 def test_checkpoints_outside_the_repository_are_refused_for_its_records(tmp_path):

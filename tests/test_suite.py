@@ -8,18 +8,18 @@ import torch
 def test_evaluation_suite_records_every_measure_and_its_cost(tmp_path, capsys):
     from test_evaluation import write_checkpoint
 
-    from study import suite as evaluation_suite
+    from study import suite
 
     checkpoint = write_checkpoint(tmp_path / "s.pth", "spirograph", 0.0005)
-    args = evaluation_suite.get_args_parser().parse_args(
+    args = suite.get_args_parser().parse_args(
         [str(checkpoint), "--only-variance", "--random-init", "--out", str(tmp_path / "out")]
     )
-    (record,) = evaluation_suite.main(args)
+    (record,) = suite.main(args)
     assert (tmp_path / "out" / "s-random.json").is_file()
     assert record["result"]["random_init"] is True
     assert set(record["result"]["measure_seconds"]) == {"conditional_variance", "authors_variance"}
     assert "x the probe" in capsys.readouterr().out
-    text = evaluation_suite.table(tmp_path / "out")
+    text = suite.table(tmp_path / "out")
     assert "| conditional variance, theta (εᵀẑ) |" in text and "| weights | random init |" in text
 
 
@@ -33,7 +33,7 @@ def test_invariance_study_first_order_term_is_the_small_step_limit(monkeypatch):
     )
     from augmentation.views import SpirographViews
     from models import ResNetEncoder
-    from study import first_order as invariance_study
+    from study import first_order
 
     gen = torch.Generator().manual_seed(0)
     data, theta = sample_data_params(16, generator=gen), sample_transform_params(16, generator=gen)
@@ -42,7 +42,7 @@ def test_invariance_study_first_order_term_is_the_small_step_limit(monkeypatch):
     monkeypatch.setattr(SpirographViews, "sample_nuisance", lambda self, n, **_: next(draws))
     torch.manual_seed(0)
     encoder = ResNetEncoder("resnet18", "cifar", width=0.125).eval()
-    row = invariance_study.study(encoder, data, 3, gen)
+    row = first_order.study(encoder, data, 3, gen)
     assert row["first_order_over_actual"] == pytest.approx(1, rel=0.05)
     with torch.no_grad():
         h = encoder(render_spirograph(data, steps[0])).double()
