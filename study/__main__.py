@@ -9,7 +9,9 @@ with enough seeds and length to tell, and the cheap penalty (--gp-every 4) again
 
 Each job writes a record under `docs/results/<dataset>/` when it ends; checkpoints and logs go
 to `--out` (results/, ignored by git). Every command first reads every record there is, and a
-damaged one stops it, named, before anything is written. `report` rewrites both files byte for
+damaged one stops it, named, before anything is written. `run` retrains a checkpoint that is
+gone from its record's command, and keeps the run's records where every epoch's losses equal
+them bit for bit (study/runner.py). `report` rewrites both files byte for
 byte from the records; figures are a separate command, since PNG bytes follow the matplotlib
 version.
 """
