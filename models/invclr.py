@@ -63,6 +63,7 @@ def gradient_penalty(
     upper_limit: float = 1.0,
     normalize: bool = True,
     combine: Callable[[Tensor], Tensor] | None = None,
+    spread: Tensor | None = None,
 ) -> Tensor:
     """Penalty of spec section 5, differentiable with respect to the network's weights.
 
@@ -78,8 +79,11 @@ def gradient_penalty(
         combine: applied to the mean before the clamp. Distributed training passes the
             differentiable mean over processes, so that the clamp acts on the global batch's mean
             as it would in one process.
+        spread: the relative penalty's divisor (`batch_spread`, not detached): the mean is
+            divided by it before the clamp, so ``upper_limit`` is in units of the quotient.
     Returns:
-        Scalar mean over the K draws and B images of (g · (θ'_k − θ))², clamped at ``upper_limit``.
+        Scalar mean over the K draws and B images of (g · (θ'_k − θ))² (over ``spread`` when
+        given), clamped at ``upper_limit``.
     """
     if not params.requires_grad:
         raise ValueError(
@@ -98,7 +102,33 @@ def gradient_penalty(
     mean = ((steps * g).sum(dim=-1) ** 2).mean()
     if combine is not None:
         mean = combine(mean)
+    if spread is not None:
+        mean = mean / spread
     return mean.clamp(max=upper_limit)
+
+
+def batch_spread(
+    representation: Tensor,
+    *,
+    normalize: bool = True,
+    combine: Callable[[Tensor], Tensor] | None = None,
+) -> Tensor:
+    """s = (1/B) Σ_b ‖r_b − μ‖², the spread of the penalised rows r (ĥ, or h with ``normalize``
+    off) about their batch mean μ: what the relative penalty divides by. On unit rows it is
+    1 − ‖μ‖², which reaches 0 exactly when the rows bunch into one; P / s does not change when
+    every row moves toward the others by the same factor, so bunching cannot lower it. Zero rows
+    (`unit_rows`) count as rows at the origin. ``combine``, the differentiable mean over
+    processes under `torchrun`, makes μ and s those of the global batch (equal shares).
+
+    Args:
+        representation: (B, d) encoder output h of the penalised view.
+    Returns:
+        Scalar s ≥ 0, differentiable with respect to ``representation``.
+    """
+    rows = unit_rows(representation) if normalize else representation
+    mean = (lambda x: x) if combine is None else combine
+    centre = mean(rows.mean(dim=0))
+    return mean((rows - centre).pow(2).sum(dim=-1).mean())
 
 
 def unit_rows(h: Tensor) -> Tensor:

@@ -14,7 +14,7 @@ from augmentation.colour import colour_distortion, sample_jitter_params
 from augmentation.normalize import normalize
 from augmentation.spirograph import render_spirograph, sample_data_params, sample_transform_params
 from models import ResNetEncoder
-from models.invclr import gradient_penalty, nt_xent, rademacher, unit_rows
+from models.invclr import batch_spread, gradient_penalty, nt_xent, rademacher, unit_rows
 
 REPO = DATA.parent.parent
 
@@ -39,10 +39,11 @@ def spirograph_view(data):
     return lambda theta: render_spirograph(data, theta)
 
 
-def slow_penalty(encoder, view, theta, signs, fresh, normalize):
-    """Per image, the full Jacobian J_i = ∂ĥ_i/∂θ_i; then mean over k, i of (ε_iᵀ J_i Δθ_ki)²."""
+def slow_penalty(encoder, view, theta, signs, fresh, normalize, rows=None):
+    """Per image, the full Jacobian J_i = ∂ĥ_i/∂θ_i; then mean over k, i of (ε_iᵀ J_i Δθ_ki)²;
+    ``rows``: those images only (``signs`` and ``fresh`` then hold theirs)."""
     terms = []
-    for i in range(theta.shape[0]):
+    for n, i in enumerate(rows or range(theta.shape[0])):
 
         def h_i(theta_i, i=i):
             full = torch.cat([theta[:i], theta_i[None], theta[i + 1 :]])
@@ -51,7 +52,7 @@ def slow_penalty(encoder, view, theta, signs, fresh, normalize):
 
         jac = torch.autograd.functional.jacobian(h_i, theta[i].detach())  # (d, P)
         for k in range(fresh.shape[0]):
-            terms.append((signs[i] @ jac @ (fresh[k, i] - theta[i].detach())) ** 2)
+            terms.append((signs[n] @ jac @ (fresh[k, n] - theta[i].detach())) ** 2)
     return torch.stack(terms).mean()
 
 
@@ -401,3 +402,105 @@ def test_bad_arguments():
         nt_xent(torch.randn(1, 3), torch.randn(1, 3))
     with pytest.raises(ValueError, match="temperature"):
         nt_xent(torch.randn(4, 3), torch.randn(4, 3), 0.0)
+
+
+def dead_row_view(view, dead: int):
+    """``view``'s images through the tiny encoder with image ``dead``'s representation set to 0
+    (a dead ReLU at small width)."""
+    encoder = tiny_encoder()
+
+    def represent(theta):
+        h = encoder(view(theta))
+        alive = torch.ones(h.shape[0], 1, dtype=h.dtype)
+        alive[dead] = 0
+        return h * alive
+
+    return encoder, represent
+
+
+@pytest.mark.parametrize("case", cases(), ids=lambda c: c[0])
+def test_the_relative_penalty_is_the_penalty_over_the_batch_spread_in_float64(case):
+    """Against P / s computed another way: P from each image's own Jacobian (0 for the dead
+    row), s in numpy from the unit rows (the dead one at the origin). Fails on a spread over h
+    rather than ĥ, on 1 − ‖μ‖² (wrong beside a zero row), and on a missing division."""
+    _, view, theta, sampler = case
+    encoder, represent = dead_row_view(view, dead=1)
+    theta = theta.clone().requires_grad_()
+    fresh = sampler(4 * 3).reshape(4, 3, -1)
+    signs = rademacher((3, 5), dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    h = represent(theta)
+    spread = batch_spread(h)
+    relative = gradient_penalty(h, theta, fresh, signs, upper_limit=1e9, spread=spread)
+    rows = h.detach().numpy()
+    alive = np.linalg.norm(rows, axis=1) > 0
+    unit = np.where(
+        alive[:, None], rows / np.where(alive, np.linalg.norm(rows, axis=1), 1)[:, None], 0
+    )
+    s = np.mean(np.sum((unit - unit.mean(axis=0)) ** 2, axis=1))
+    live = [0, 2]
+    p = slow_penalty(encoder, view, theta, signs[live], fresh[:, live], True, rows=live)
+    expected = p.item() * len(live) / 3 / s  # the dead row's terms are 0
+    assert spread.item() == pytest.approx(s, rel=1e-12) and 0 < s < 1
+    assert relative.item() == pytest.approx(expected, rel=1e-10)
+    (grad,) = torch.autograd.grad(relative, [theta])  # it reaches the parameters' graph
+    assert torch.isfinite(grad).all()
+
+
+def smooth_batch_coupled_encoder() -> nn.Module:
+    """Softplus and train-mode batch norm in float64: smooth, so finite differences are exact to
+    about 8 digits, and coupled across the batch, as the spread is."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, stride=2), nn.Softplus(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+        nn.Linear(16, 5), nn.BatchNorm1d(5),
+    ).double().train()  # fmt: skip
+
+
+def test_the_relative_penalty_weight_gradients_match_finite_differences():
+    """Double backward through P / s against central differences (step 1e-6): a detached
+    denominator (no −P/s²·∇s term) fails, and so would any other missing term."""
+    _, view, theta, sampler = cases()[1]
+    encoder = smooth_batch_coupled_encoder()
+    fresh = sampler(2 * 3).reshape(2, 3, -1)
+    signs = rademacher((3, 5), dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    names = [name for name, _ in encoder.named_parameters()]
+
+    def relative_of(detach: bool):
+        def penalty(*weights):
+            th = theta.clone().requires_grad_()
+            h = functional_call(encoder, dict(zip(names, weights, strict=True)), (view(th),))
+            spread = batch_spread(h)
+            spread = spread.detach() if detach else spread
+            return gradient_penalty(h, th, fresh, signs, upper_limit=1e9, spread=spread)
+
+        return penalty
+
+    weights = tuple(p.detach().clone().requires_grad_() for p in encoder.parameters())
+    grads = torch.autograd.grad(relative_of(False)(*weights), weights)
+    assert all(g.abs().sum() > 0 for g in grads[:-2])  # batch norm's shift cannot move ĥ's spread
+    check = dict(eps=1e-6, atol=1e-8, rtol=1e-5)
+    assert torch.autograd.gradcheck(relative_of(False), weights, **check)
+    assert not torch.autograd.gradcheck(relative_of(True), weights, raise_exception=False, **check)
+
+
+def test_the_clamp_of_the_relative_penalty_acts_on_the_quotient():
+    """A limit between P and P / s holds the quotient at the limit, with no gradient; a clamp of
+    P before the division would leave P / s above it."""
+    _, view, theta, sampler = cases()[1]
+    encoder = tiny_encoder()
+    theta = theta.clone().requires_grad_()
+    fresh, signs = sampler(10 * 3).reshape(10, 3, -1), rademacher((3, 5), dtype=torch.float64)
+
+    def relative(limit):
+        h = encoder(view(theta))
+        return gradient_penalty(h, theta, fresh, signs, upper_limit=limit, spread=batch_spread(h))
+
+    plain = gradient_penalty(encoder(view(theta)), theta, fresh, signs, upper_limit=1e9).item()
+    free = relative(1e9)
+    assert free.item() > plain  # unit rows spread less than 1
+    torch.autograd.grad(free, list(encoder.parameters()))  # reaches the weights when free
+    limit = (plain + free.item()) / 2
+    clamped = relative(limit)
+    assert clamped.item() == pytest.approx(limit)
+    clamped.backward()
+    assert all(p.grad is None or torch.all(p.grad == 0) for p in encoder.parameters())
