@@ -27,6 +27,7 @@ from study.protocol import PROTOCOLS, SEEDS
 from study.records import REPO, shown
 from study.report import write_report
 from study.runner import run_jobs
+from utils.checkpoint import ensure_writable
 from utils.cli import UsageError, run_cli, seed_value
 
 
@@ -93,6 +94,7 @@ def main(args: argparse.Namespace) -> list[Job] | str | list[Path]:
     if args.command == "report":
         if not args.readme.is_file():
             raise UsageError(f"--readme {args.readme} is not a file; give the README to update")
+        ensure_writable(args.docs, "--docs")  # before the README is rewritten, not after
         section = write_report(halves, missing, args.readme, args.docs)
         print(section)
         return section

@@ -57,9 +57,11 @@ def read_record(path: Path, fields: tuple[str, ...]) -> dict[str, Any] | None:
         record = json.loads(text)
     except ValueError as error:
         raise RecordError(damaged(path, f"is not JSON ({error})")) from None
+    if not isinstance(record, dict):
+        raise RecordError(damaged(path, "is not a JSON object"))
     missing = [said(field) for field in fields if not holds(record, field)]
-    if not isinstance(record, dict) or missing:
-        raise RecordError(damaged(path, f"lacks {', '.join(missing) or 'its fields'}"))
+    if missing:
+        raise RecordError(damaged(path, f"lacks {', '.join(missing)}"))
     return record
 
 

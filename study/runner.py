@@ -32,6 +32,7 @@ from study.records import (
     shown,
     write_record,
 )
+from utils.checkpoint import ensure_writable
 from utils.cli import UsageError
 from utils.metrics import read_metrics
 
@@ -113,8 +114,8 @@ def retrain(training: Job, out: Path, missing: Path) -> None:
             if path.suffix in (".pth", ".jsonl"):
                 path.unlink()
         write_record(training.record, new)
-        said += (f"{parted} (recorded on {described(old['machine'])}, retrained on "
-                 f"{described(new['machine'])}): a new run, recorded as such; its evaluations "
+        said += (f"{parted} (recorded on {in_words(old['machine'])}, retrained on "
+                 f"{in_words(new['machine'])}): a new run, recorded as such; its evaluations "
                  "are redone")  # fmt: skip
     for path in scratch.glob(f"{training.name}*"):
         if path.suffix in (".pth", ".jsonl"):
@@ -123,7 +124,7 @@ def retrain(training: Job, out: Path, missing: Path) -> None:
     print(said, flush=True)
 
 
-def described(computer: dict[str, Any]) -> str:
+def in_words(computer: dict[str, Any]) -> str:
     """A record's machine in words: the CPU model and whether it has AVX-512, which change the
     order in which floats are summed."""
     return f"{computer.get('cpu')} {'with' if computer.get('avx512') else 'without'} AVX-512"
@@ -142,7 +143,7 @@ def execute(job: Job, out: Path) -> dict[str, Any]:
 def run_jobs(jobs: list[Job], out: Path) -> list[Job]:
     """Run every job of ``jobs`` that is not done, in order; a retrained run that turns out a new
     run makes its evaluations undone again, and they are run again in their turn."""
-    out.mkdir(parents=True, exist_ok=True)
+    ensure_writable(out, "--out")  # the logs and checkpoints: before hours of work, not after
     ran: list[Job] = []
     while (job := next((j for j in jobs if not j.done), None)) is not None:
         if ran and job is ran[-1]:

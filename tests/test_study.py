@@ -13,6 +13,7 @@ from study.__main__ import get_args_parser, main
 from study.plan import plan
 from study.protocol import PROTOCOLS
 from study.records import RecordError
+from utils.checkpoint import CheckpointError
 from utils.cli import UsageError
 
 
@@ -219,6 +220,20 @@ def test_a_damaged_record_is_named_and_stops_every_command_before_it_writes(tiny
         RecordError, match=r"seed1.train.json lacks command \(text\): a damaged record"
     ):
         study_main("run", argv)
+    train.write_text("[1, 2]")
+    with pytest.raises(RecordError, match="seed1.train.json is not a JSON object: a damaged"):
+        study_main("plan", argv)
+
+
+def test_a_folder_that_cannot_be_written_is_one_line_before_any_job(tiny):
+    argv, folder, out, _ = tiny
+    (folder / "spirograph-random-seed1.json").unlink()  # a job to run
+    blocked = out.parent / "blocked"
+    blocked.write_text("a file where --out wants a folder")
+    at = argv.index("--out") + 1
+    with pytest.raises(CheckpointError, match="blocked .*; choose a writable --out"):
+        study_main("run", [*argv[:at], str(blocked), *argv[at + 1 :]])
+    assert not (folder / "spirograph-random-seed1.json").exists()
 
 
 def test_checkpoints_outside_the_repository_are_refused_for_its_records(tmp_path):

@@ -193,9 +193,10 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def ensure_writable(folder: str | Path) -> Path:
+def ensure_writable(folder: str | Path, flag: str = "--checkpoint-dir") -> Path:
     """Create ``folder`` and prove a file can be written there, so that a run learns at its start,
-    not at its first checkpoint hours later, that it cannot save."""
+    not at its first checkpoint hours later, that it cannot save; ``flag`` names the folder's
+    flag in the message."""
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -208,7 +209,7 @@ def ensure_writable(folder: str | Path) -> Path:
             ) from None
         raise CheckpointError(
             f"cannot write checkpoints to {folder} ({error.strerror or error}); choose a "
-            "writable --checkpoint-dir"
+            f"writable {flag}"
         ) from None
     return folder
 
