@@ -25,10 +25,17 @@ from torch import Tensor, nn
 from augmentation.views import NaturalViews, SpirographViews
 from datasets.paths import dataset_folder
 from datasets.sources import DATASETS, DatasetBundle, load_dataset, pretrain_batches
-from evaluation.encoding import ENCODE_BATCH_SIZE, probe_views
-from evaluation.probe import DEFAULT_REG_WEIGHT, probe_encoder
+from evaluation.probe import training_probe
 from models import ARCHITECTURES, ProjectionHead, ResNetEncoder
-from models.invclr import PENALTY_SAMPLES, Networks, gradient_penalty, nt_xent, rademacher
+from models.invclr import (
+    PENALTY_SAMPLES,
+    CollapsedSpread,
+    Networks,
+    checked_spread,
+    gradient_penalty,
+    nt_xent,
+    rademacher,
+)
 from models.sync_batchnorm import convert_sync_batchnorm
 from utils.checkpoint import ensure_writable, remove_stale_temporaries
 from utils.cli import (
@@ -38,6 +45,7 @@ from utils.cli import (
     add_runtime_args,
     file_stem,
     float_at_least,
+    given_flags,
     int_at_least,
     proportion,
     resolve_device,
@@ -121,6 +129,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                      "regularisation); 1 is the paper's exact estimator")
     run.add_argument("--no-gp-normalization", action="store_true",
                      help="penalise the raw representation h instead of h / ||h||")
+    run.add_argument("--gp-scale", choices=("none", "spread"), default="none",
+                     help="spread: the penalty over the batch's spread, which bunching the rows "
+                     "cannot lower (docs/invariance.md); --gp-upper-limit, then in units of the "
+                     "quotient, must be given. none: the paper's penalty")
     run.add_argument("--colour-strength", type=nonneg, default=0.5,
                      help="colour distortion strength s (1.0 is SimCLR's ImageNet setting)")
     run.add_argument("--blur", action=argparse.BooleanOptionalAction, default=None,
@@ -220,16 +232,18 @@ def training_step(
     penalty_weight: float,
     gp_upper_limit: float,
     gp_normalization: bool = True,
+    gp_scale: str = "none",
     scaler: torch.amp.GradScaler | None = None,
+    step: int = 0,
 ) -> Tensor:
     """One optimisation step on a batch (spec section 5); ``penalty_weight`` 0 skips the penalty.
 
     Returns the detached (contrastive loss, penalty, total loss, 1 if the penalty sat at its clamp
-    else 0) as one device tensor, so that the step never waits for the device. Under `torchrun`,
-    ``x1`` and ``x2`` are this process's share of the global batch, and the step is the one a
-    single process would take on the global batch (utils/distributed.py).
-    """
-    penalised = penalty_weight > 0
+    else 0, the relative penalty's spread else 0) as one device tensor: only ``gp_scale`` "spread"
+    waits for the device, to raise `CollapsedSpread` (naming ``step``) before the backward pass.
+    Under `torchrun`, ``x1`` and ``x2`` are this process's share of the global batch, and the step
+    is the one a single process would take on the global batch (utils/distributed.py)."""
+    penalised, spread = penalty_weight > 0, None
     view1, theta1 = views.augment(x1, requires_grad=penalised)
     view2, _ = views.augment(x2)
     h1, h2 = nets.encode(view1, view2, penalised)
@@ -240,9 +254,11 @@ def training_step(
     if penalised:
         signs = views.signs(h1, rademacher)
         fresh = views.fresh_nuisance(PENALTY_SAMPLES, h1.shape[0], h1.device)
+        if gp_scale == "spread":  # the global batch's spread, the same on every process
+            spread = checked_spread(h1, gp_normalization, mean_over_processes, step)
         penalty = gradient_penalty(
-            h1, theta1, fresh, signs,
-            upper_limit=gp_upper_limit, normalize=gp_normalization, combine=mean_over_processes,
+            h1, theta1, fresh, signs, upper_limit=gp_upper_limit, normalize=gp_normalization,
+            combine=mean_over_processes, spread=spread,
         )  # fmt: skip
         # At the clamp the penalty passes no gradient: training counts how often that happens.
         clamped = (penalty >= gp_upper_limit).float()
@@ -250,7 +266,8 @@ def training_step(
         penalty = clamped = torch.zeros((), device=h1.device)
     loss = contrastive + penalty_weight * penalty
     optimizer_step(loss, optimizer, nets.parameters(), scaler)
-    return torch.stack([contrastive, penalty, loss, clamped]).detach()
+    spread = torch.zeros_like(loss) if spread is None else spread
+    return torch.stack([contrastive, penalty, loss, clamped, spread]).detach()
 
 
 def train_one_epoch(
@@ -293,7 +310,7 @@ def train_one_epoch(
         values = training_step(
             nets, views, optimizer, x1, x2, temperature=args.temperature, penalty_weight=weight,
             gp_upper_limit=args.gp_upper_limit, gp_normalization=not args.no_gp_normalization,
-            scaler=scaler,
+            gp_scale=args.gp_scale, scaler=scaler, step=global_step,
         )  # fmt: skip
         meter.add(values, global_step, penalised)
         done = step + 1
@@ -301,10 +318,8 @@ def train_one_epoch(
         stop_now = stop is not None and stop.requested and done < num_steps
         if shard.world > 1:
             stop_now = log_now and any_process(stop_now, device)
-        every = args.save_every_steps
-        save_now = stop_now or (
-            every is not None and (global_step + 1) % every == 0 and done < num_steps
-        )
+        every = args.save_every_steps or 0  # 0: only at the epoch's end
+        save_now = stop_now or (every > 0 and (global_step + 1) % every == 0 and done < num_steps)
         if log_now or save_now:
             at = meter.sync(done)
             if save_now and run is not None:
@@ -334,35 +349,24 @@ def check_args(args: argparse.Namespace, shard: Shard, resumed: bool) -> None:
             f"--cut-off {args.cut_off} is beyond --num-epochs {args.num_epochs}; the schedule "
             "ends there, so lower --cut-off or raise --num-epochs"
         )
+    given = given_flags(args)  # None: a namespace built in code (or resumed), flags all meant
+    if args.gp_scale != "none" and args.lambda_gp == 0:
+        raise UsageError("--gp-scale scales the penalty, which --lambda-gp 0 turns off; drop one")
+    if args.gp_scale != "none" and given is not None and "gp_upper_limit" not in given:
+        raise UsageError(
+            "--gp-scale spread clamps the quotient, whose scale is not the penalty's (the "
+            "default limit 1 would hold it from the first step); give --gp-upper-limit (1e9: none)"
+        )
     if not info.full_batch_probe and args.test_freq > 0:
         raise UsageError(
             f"{info.name} is too large for the full-batch L-BFGS probe; pass --test-freq 0"
         )
 
 
-def run_probe(
-    encoder: nn.Module, data: DatasetBundle, args: argparse.Namespace, device: torch.device
-) -> dict[str, float]:
-    """Spec section 7 as the evaluation scripts run it by default, with their code, default
-    weight, views and encoding batch size: plain images; Spirograph, which has none, one
-    transformation draw per image seeded by the run's seed, as the authors' probe. So
-    ``lbfgs_linear_clf.py --load-from`` the run's checkpoint reproduces its last probe."""
-    generator = torch.Generator(device).manual_seed(args.seed)
-    views = data.info.views(args.colour_strength, blur=False, generator=generator)
-    plain, passes = probe_views(data.info.rendered, num_passes=None, untransformed=False)
-    _, result, _ = probe_encoder(
-        encoder, data, views,
-        reg_weight=DEFAULT_REG_WEIGHT[data.info.task], untransformed=plain, num_passes=passes,
-        batch_size=ENCODE_BATCH_SIZE, num_workers=args.num_workers, device=device,
-    )  # fmt: skip
-    return {f"test_{k}": v for k, v in result.items() if k != "mse_per_target"}
-
-
 def preview(
     args: argparse.Namespace, data: DatasetBundle, device: torch.device, folder: Path, lead: bool
 ) -> Path:
-    """`--preview N`: the first N images of the first epoch's order beside their two views, as
-    one process makes them."""
+    """`--preview N`: the first N images of epoch 1's order beside their views, as one process."""
     path = folder / f"{args.filename}.preview.png"
     if not lead:
         return path
@@ -370,9 +374,8 @@ def preview(
 
     generator = torch.Generator(device).manual_seed(args.seed)
     views = data.info.views(args.colour_strength, args.blur, generator=generator)
-    first = pretrain_batches(
-        data, args.batch_size, seed=args.seed, epoch=0, num_workers=args.num_workers
-    )
+    first = pretrain_batches(data, args.batch_size, seed=args.seed, epoch=0,
+                             num_workers=args.num_workers)  # fmt: skip
     return write_preview(path, views, first, args.preview, device)
 
 
@@ -461,14 +464,17 @@ def train(args: argparse.Namespace, shard: Shard, held: contextlib.ExitStack) ->
                     nets, views, optimizer, data, args, at, device,
                     scaler=scaler, run=run, latest=latest, stop=stop, shard=shard,
                 )  # fmt: skip
-            except NonFiniteLoss as error:
+            except (NonFiniteLoss, CollapsedSpread) as error:
                 raise error.explained(steps, run.last_good) from None
             except Stopped:
                 raise stop_exit(stop.signal, latest, say) from None
             if scheduler is not None:
                 scheduler.step()
             if args.test_freq and epoch % args.test_freq == args.test_freq - 1:
-                row |= run_probe(encoder, data, args, device)
+                row |= training_probe(
+                    encoder, data, seed=args.seed, colour_strength=args.colour_strength,
+                    num_workers=args.num_workers, device=device,
+                )  # fmt: skip
             row = shared_write(functools.partial(log.add, row), device)  # one failure stops all
             say(format_epoch(row, args.num_epochs), flush=True)
             if epoch % args.save_freq == args.save_freq - 1:

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from evaluation.encoding import Encoded, encode_sets
+from evaluation.encoding import ENCODE_BATCH_SIZE, Encoded, encode_sets, probe_views
 
 TOLERANCE = 1e-6  # gradient norm of the mean objective at which a fit counts as converged
 MAX_ITERATIONS = 10_000  # L-BFGS iterations before a classification fit gives up
@@ -250,13 +250,15 @@ def choose_reg_weight(
     task: str,
     seed: int,
     max_iter: int = MAX_ITERATIONS,
-) -> tuple[float, bool]:
+) -> tuple[float, bool, dict[str, float]]:
     """The `REG_GRID` weight with the best accuracy (ties: lower loss) or lowest MSE on a seeded
-    held-out 10% of the labelled set, and whether every fit of the search met its tolerance."""
+    held-out 10% of the labelled set, whether every fit of the search met its tolerance, and that
+    weight's held-out score (``validation_`` and the test result's keys): a score of the labelled
+    training images alone, for choices the test split must not make."""
     order = torch.randperm(features.shape[0], generator=torch.Generator().manual_seed(seed))
     cut = max(1, int(features.shape[0] * HELD_OUT))
     fit_idx, val_idx = order[cut:], order[:cut]
-    scores, all_converged = [], True
+    scores, results, all_converged = [], [], True
     print("reg-weight search on a held-out 10% of the labelled training set:")
     for weight in REG_GRID:
         fit = fit_linear(
@@ -265,6 +267,7 @@ def choose_reg_weight(
         )  # fmt: skip
         all_converged &= fit.converged
         result = evaluate_linear(fit, features[val_idx], targets[val_idx], task)
+        results.append({f"validation_{k}": v for k, v in result.items() if k != "mse_per_target"})
         note = "" if fit.converged else f"  (not converged: gradient norm {fit.grad_norm:.1e})"
         if task == "classification":
             scores.append((-result["accuracy"], result["loss"]))
@@ -273,9 +276,9 @@ def choose_reg_weight(
             scores.append((result["mse"], 0.0))
             line = f"mse {result['mse']:.6g}"
         print(f"  {weight:8.0e}  {line}{note}")
-    best = REG_GRID[min(range(len(REG_GRID)), key=scores.__getitem__)]
-    print(f"chose reg-weight {best:.0e}")
-    return best, all_converged
+    chosen = min(range(len(REG_GRID)), key=scores.__getitem__)
+    print(f"chose reg-weight {REG_GRID[chosen]:.0e}")
+    return REG_GRID[chosen], all_converged, results[chosen]
 
 
 def fit_and_score(
@@ -290,13 +293,15 @@ def fit_and_score(
 ) -> tuple[LinearFit, dict[str, Any], float]:
     """Fit the probe on ``encoded``'s training set and score it on its test set.
 
-    Returns the fit, the test result of `evaluate_linear` (with ``reg_search_converged`` when
-    ``reg_weight`` is ``"auto"``) and the regularisation weight used (``"auto"`` resolved)."""
+    Returns the fit, the test result of `evaluate_linear` (with ``reg_search_converged`` and the
+    held-out ``validation_`` score when ``reg_weight`` is ``"auto"``) and the regularisation
+    weight used (``"auto"`` resolved)."""
     search = {}
     if reg_weight == "auto":
-        reg_weight, search["reg_search_converged"] = choose_reg_weight(
+        reg_weight, search["reg_search_converged"], validation = choose_reg_weight(
             encoded.train_x, encoded.train_y, num_outputs, task, seed, max_iter
         )
+        search |= validation
     fit = fit_linear(
         encoded.train_x, encoded.train_y, num_outputs,
         task=task, reg_weight=reg_weight, max_iter=max_iter,
@@ -315,28 +320,29 @@ def fit_and_score(
     return fit, {**result, **search}, reg_weight
 
 
-def probe_encoder(
+def training_probe(
     encoder: nn.Module,
     data,
-    views,
     *,
-    reg_weight: float | str,
-    untransformed: bool,
-    num_passes: int,
-    batch_size: int,
+    seed: int,
+    colour_strength: float,
     num_workers: int,
     device: torch.device,
-    seed: int = 0,
-    max_iter: int = MAX_ITERATIONS,
-    verbose: bool = False,
-) -> tuple[LinearFit, dict[str, Any], float]:
-    """Spec section 7: `encode_sets`, then `fit_and_score`. Used by training's ``--test-freq``
-    probe; the evaluation scripts call the two steps to reuse the encoding."""
+) -> dict[str, float]:
+    """Training's ``--test-freq`` probe: spec section 7 as the evaluation scripts run it by
+    default, with their code, default weight, views and encoding batch size. Plain images;
+    Spirograph, which has none, one transformation draw per image seeded by the run's ``seed``,
+    as the authors' probe. So ``lbfgs_linear_clf.py --load-from`` the run's checkpoint
+    reproduces its last probe. Returns the test result, each key prefixed with ``test_``."""
+    generator = torch.Generator(device).manual_seed(seed)
+    views = data.info.views(colour_strength, blur=False, generator=generator)
+    plain, passes = probe_views(data.info.rendered, num_passes=None, untransformed=False)
     encoded = encode_sets(
-        encoder, data, views, untransformed=untransformed, num_passes=num_passes,
-        batch_size=batch_size, num_workers=num_workers, device=device, verbose=verbose,
+        encoder, data, views, untransformed=plain, num_passes=passes,
+        batch_size=ENCODE_BATCH_SIZE, num_workers=num_workers, device=device,
     )  # fmt: skip
-    return fit_and_score(
+    _, result, _ = fit_and_score(
         encoded, data.info.task, data.info.num_outputs,
-        reg_weight=reg_weight, seed=seed, max_iter=max_iter, verbose=verbose,
+        reg_weight=DEFAULT_REG_WEIGHT[data.info.task],
     )  # fmt: skip
+    return {f"test_{k}": v for k, v in result.items() if k != "mse_per_target"}

@@ -178,7 +178,7 @@ class Evaluation:
             train_objective=fit.train_loss,
             grad_norm=fit.grad_norm,
             converged=converged,
-            **{k: v for k, v in result.items() if k == "reg_search_converged"},
+            **{k: v for k, v in result.items() if k.startswith(("reg_search", "validation_"))},
             seconds=round(time.perf_counter() - self.start, 2),
         )
         line = json.dumps(summary)

@@ -22,9 +22,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from utils.cli import TrainingError
 from utils.distributed import gather_rows
 
 PENALTY_SAMPLES = 100  # K of spec section 5: fresh parameter draws per image
+# The relative penalty's smallest spread. Random networks' rows spread 0.004-0.016 (Spirograph)
+# and about 0.013 (CIFAR-10) at initialisation; 1e-6 is far below any batch that still tells its
+# images apart, and far above float32's rounding of a mean of squares near 1.
+SPREAD_FLOOR = 1e-6
 
 
 def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.5) -> Tensor:
@@ -129,6 +134,38 @@ def batch_spread(
     mean = (lambda x: x) if combine is None else combine
     centre = mean(rows.mean(dim=0))
     return mean((rows - centre).pow(2).sum(dim=-1).mean())
+
+
+class CollapsedSpread(Exception):
+    """The batch's spread fell below `SPREAD_FLOOR` (the rows bunched into one), where the
+    relative penalty P / s and its gradient blow up; raised before the backward pass, so no
+    weight has seen it. Training names the global ``step`` (counted from 0)."""
+
+    def __init__(self, spread: float, step: int | None = None) -> None:
+        super().__init__(spread, step)
+        self.spread = spread
+        self.step = step
+
+    def explained(self, steps_per_epoch: int, last_good: object) -> TrainingError:
+        """The one-line error for the user."""
+        epoch, step = divmod(self.step or 0, steps_per_epoch)
+        return TrainingError(
+            f"the batch's spread fell to {self.spread:.2e}, below {SPREAD_FLOOR:g}, at step "
+            f"{(self.step or 0) + 1} (epoch {epoch + 1}, step {step + 1}): the representations "
+            "bunched, so --gp-scale spread cannot divide by it; stopped without saving. Last good "
+            f"checkpoint: {last_good or 'none'}; lower --lambda-gp, or use --gp-scale none"
+        )
+
+
+def checked_spread(
+    representation: Tensor, normalize: bool, combine: Callable[[Tensor], Tensor], step: int
+) -> Tensor:
+    """`batch_spread`, refused with `CollapsedSpread` (naming global ``step``) below
+    `SPREAD_FLOOR`; reading it costs the step a host synchronisation."""
+    spread = batch_spread(representation, normalize=normalize, combine=combine)
+    if (value := spread.item()) < SPREAD_FLOOR:
+        raise CollapsedSpread(value, step)
+    return spread
 
 
 def unit_rows(h: Tensor) -> Tensor:

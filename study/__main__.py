@@ -6,6 +6,7 @@ with enough seeds and length to tell, and the cheap penalty (--gp-every 4) again
     python3 -m study run --datasets spirograph    # one half
     python3 -m study report                       # README's verdicts and docs/results.md
     python3 -m study figures                      # docs/figures/*.png
+    python3 -m study sweep                        # the relative penalty's settings (#37)
 
 Each job writes a record under `docs/results/<dataset>/` when it ends; checkpoints and logs go
 to `--out` (results/, ignored by git). Every command first reads every record there is, and a
@@ -23,10 +24,11 @@ from pathlib import Path
 
 from study.half import read_halves
 from study.plan import Job, plan
-from study.protocol import PROTOCOLS, SEEDS
+from study.protocol import PROTOCOLS, RELATIVE_SWEEP, SEEDS
 from study.records import REPO, shown
 from study.report import write_report
 from study.runner import run_jobs
+from study.sweep import run_sweep, sweep_jobs, write_sweep
 from utils.checkpoint import ensure_writable
 from utils.cli import UsageError, run_cli, seed_value
 
@@ -36,7 +38,8 @@ def get_args_parser() -> argparse.ArgumentParser:
         prog="python3 -m study", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
-    p.add_argument("command", choices=("plan", "run", "report", "figures"), help="what to do")
+    p.add_argument("command", choices=("plan", "run", "report", "figures", "sweep"),
+                   help="what to do")  # fmt: skip
     p.add_argument("--datasets", nargs="+", choices=list(PROTOCOLS), default=list(PROTOCOLS),
                    help="plan, run: the halves (default: both, Spirograph first)")  # fmt: skip
     p.add_argument("--seeds", nargs="+", type=seed_value, default=list(SEEDS),
@@ -71,7 +74,9 @@ def checked(args: argparse.Namespace) -> list[Job]:
             "inside it (or --record elsewhere too)"
         )
     seeds = sorted(set(SEEDS) | set(args.seeds))
-    for job in plan(list(PROTOCOLS), seeds, args.out, args.record):
+    for job in plan(list(PROTOCOLS), seeds, args.out, args.record) + sweep_jobs(
+        RELATIVE_SWEEP, args.out, args.record
+    ):
         job.read()
     return plan(args.datasets, args.seeds, args.out, args.record)
 
@@ -88,6 +93,13 @@ def main(args: argparse.Namespace) -> list[Job] | str | list[Path]:
         return todo
     if args.command == "run":
         return run_jobs(jobs, args.out)
+    if args.command == "sweep":
+        ensure_writable(args.docs, "--docs")
+        sweep = sweep_jobs(RELATIVE_SWEEP, args.out, args.record)
+        run_sweep(sweep, args.out)
+        text = write_sweep(RELATIVE_SWEEP, sweep, args.docs / f"{RELATIVE_SWEEP.name}-sweep.md")
+        print(text)
+        return text
     halves, missing = read_halves(args.record, args.out)
     if not halves:
         raise UsageError(f"no study records in {args.record}; run python3 -m study run")

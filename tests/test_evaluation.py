@@ -210,13 +210,13 @@ def test_classifier_minimises_cross_entropy_plus_ridge_with_a_free_bias():
 def test_auto_reg_weight_follows_the_held_out_score(capsys):
     gen = torch.Generator().manual_seed(3)
     x = torch.randn(400, 8, generator=gen)
-    exact, converged = choose_reg_weight(
+    exact, converged, _ = choose_reg_weight(
         x, x @ torch.randn(8, 2, generator=gen), 2, "regression", 0
     )
     assert converged  # the closed form always is
     assert exact <= 1e-5  # noiseless targets: light regularisation predicts best
     noise_x = torch.randn(220, 150, generator=gen)
-    noise, _ = choose_reg_weight(noise_x, torch.randn(220, 2, generator=gen), 2, "regression", 0)
+    noise, _, _ = choose_reg_weight(noise_x, torch.randn(220, 2, generator=gen), 2, "regression", 0)
     assert noise >= 1e-3  # targets unrelated to the features: shrinking wins
     assert f"chose reg-weight {noise:.0e}" in capsys.readouterr().out
 

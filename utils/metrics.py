@@ -184,6 +184,8 @@ def format_epoch(row: dict[str, Any], num_epochs: int) -> str:
         f"c-loss {row['contrastive_loss']:.4f}  penalty {row['penalty']:.4g}  "
         f"loss {row['loss']:.4f}  {row['images_per_s']:.0f} img/s  {row['time_s']:.1f} s"
     )
+    if "spread" in row:  # --gp-scale spread: the penalty above is the quotient
+        line += f"  spread {row['spread']:.4g}"
     if row.get("clamp_fraction") is not None:
         line += f"  clamped {row['clamp_fraction']:.0%}"
     if "test_accuracy" in row:

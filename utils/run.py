@@ -42,20 +42,23 @@ T = TypeVar("T")
 @dataclass
 class Position:
     """Where a run stands: ``step`` steps of ``epoch`` done, with that epoch's running sums so
-    far (contrastive loss, penalty, total loss, penalised steps at the clamp), penalised steps and
-    seconds. Stored in checkpoints as plain types (``"next"``), so a run resumes mid-epoch where
-    it stopped. Checkpoints written before the clamp was counted hold three sums: that epoch's
-    count is then unknown (NaN, reported as null) if they were saved mid-epoch."""
+    far (contrastive loss, penalty, total loss, penalised steps at the clamp, the relative
+    penalty's spread), penalised steps and seconds. Stored in checkpoints as plain types
+    (``"next"``), so a run resumes mid-epoch where it stopped. Checkpoints written before the
+    clamp was counted hold three sums: that epoch's count is then unknown (NaN, reported as null)
+    if they were saved mid-epoch. Those written before the spread hold no relative run: 0."""
 
     epoch: int
     step: int = 0
-    totals: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0])
+    totals: list[float] = field(default_factory=lambda: [0.0] * 5)
     penalty_steps: int = 0
     seconds: float = 0.0
 
     def __post_init__(self) -> None:
         if len(self.totals) == 3:  # unknown mid-epoch; nothing to count yet at an epoch's start
             self.totals = [*self.totals, math.nan if self.step else 0.0]
+        if len(self.totals) == 4:
+            self.totals = [*self.totals, 0.0]
 
 
 class NonFiniteLoss(Exception):
@@ -250,7 +253,8 @@ def optimizer_step(
 
 class StepMeter:
     """An epoch's running sums of the step values (contrastive loss, penalty, total loss, 1 when
-    the penalty sat at its clamp), kept on the device from ``position`` on.
+    the penalty sat at its clamp, the relative penalty's spread), kept on the device from
+    ``position`` on.
 
     `add` never waits for the device; `sync` reads the sums (a host synchronisation), raises
     `NonFiniteLoss` naming the first step whose values were not finite, refreshes the progress
@@ -314,7 +318,7 @@ class StepMeter:
         if (bad := int(self.first_bad)) >= 0:
             raise NonFiniteLoss(bad)
         totals = self.totals.tolist()
-        c, g, t, _ = totals
+        c, g, t, _, _ = totals
         elapsed = time.perf_counter() - self.start
         if self.bar is not None:
             self.bar.set_postfix_str(
@@ -328,7 +332,7 @@ class StepMeter:
         if self.bar is not None:
             self.bar.close()
         elapsed = time.perf_counter() - self.start
-        c, g, t, clamped = self.totals.tolist()
+        c, g, t, clamped, spread = self.totals.tolist()
         steps = max(self.num_steps, 1)
         row = {
             "contrastive_loss": c / steps,
@@ -345,4 +349,6 @@ class StepMeter:
             fraction = clamped / self.penalty_steps
             row["clamp_fraction"] = None if math.isnan(fraction) else fraction
             row["gp_upper_limit"] = gp_upper_limit
+        if spread > 0:  # --gp-scale spread: every penalised step's spread is above the floor
+            row["spread"] = spread / self.penalty_steps
         return row
