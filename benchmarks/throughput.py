@@ -9,6 +9,8 @@ Measures, in images per second (each image makes two views):
   encoder, head, NT-Xent, LARS), `invariance_by_gradient.training_step` itself;
 - penalty step: the same with the exact penalty on the step (K = 1), and the mean step with
   `--gp-every K` for each K of `--gp-every`;
+- relative step: the penalty over the batch's spread (`--gp-scale spread`), timed in turns with
+  the penalty step (the fastest of four turns each, the limit out of reach for both);
 - epochs including data: `train_one_epoch` on Spirograph and on CIFAR-10 images (those of
   `--cifar`, an image-folder tree or torchvision's pickles, held in memory as uint8; random uint8
   images when it is not given), without the penalty;
@@ -17,8 +19,8 @@ Measures, in images per second (each image makes two views):
   similarity, with the same encoder, head and LARS.
 
 Ratios: `plain_over_bound` (throughput; 1 means the step costs no more than the encoder),
-`penalty_over_plain` (time per step), `epoch_speedup_vs_naive`. A table is printed, and as the
-last line one JSON object.
+`penalty_over_plain` and `relative_over_penalty` (time per step), `epoch_speedup_vs_naive`. A
+table is printed, and as the last line one JSON object.
 
 `--channels-last`, `--compile` and `--amp` time the training script's options of those names (with
 `--compile`, the bound and the naive epoch use the compiled encoder too, so that only the data
@@ -30,6 +32,7 @@ and backward at batch B on the CPU, in a fresh process each, against the pairwis
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
 from pathlib import Path
@@ -190,18 +193,25 @@ def step_timings(args, device, images: torch.Tensor) -> dict[str, float]:
             grads = torch.autograd.grad(out, params)
         del grads
 
-    def step(weight: float) -> None:
+    def step(weight: float, scale: str = "none") -> None:
         training.training_step(
             nets, views, optimizer, x, x,
-            temperature=targs.temperature, penalty_weight=weight,
-            gp_upper_limit=targs.gp_upper_limit, gp_normalization=True, scaler=scaler,
+            temperature=targs.temperature, penalty_weight=weight, gp_upper_limit=1e9,
+            gp_normalization=True, gp_scale=scale, scaler=scaler,
         )  # fmt: skip
 
     times = {
         "bound": seconds_per_call(bound, args.steps, device),
         "plain": seconds_per_call(lambda: step(0.0), args.steps, device),
-        "penalty": seconds_per_call(lambda: step(0.1), args.steps, device),
     }
+    # In turns, each first in every other turn, so that a drift of the machine's speed or the
+    # order reaches both alike.
+    turns: dict[str, list[float]] = {"none": [], "spread": []}
+    for turn in range(4):
+        for scale in ("none", "spread")[:: 1 if turn % 2 == 0 else -1]:
+            timed = functools.partial(step, 0.1, scale)
+            turns[scale].append(seconds_per_call(timed, args.steps, device))
+    times["penalty"], times["relative"] = min(turns["none"]), min(turns["spread"])
     for k in args.gp_every:
         # One penalised step and K − 1 plain ones: the mean step of a --gp-every K run.
         times[f"penalty_gp_every_{k}"] = (times["penalty"] + (k - 1) * times["plain"]) / k
@@ -330,6 +340,7 @@ def main(args: argparse.Namespace) -> dict:
     ratios = {
         "plain_over_bound": times["bound"] / times["plain"],
         "penalty_over_plain": times["penalty"] / times["plain"],
+        "relative_over_penalty": times["relative"] / times["penalty"],
         **{
             f"penalty_over_plain_gp_every_{k}": times[f"penalty_gp_every_{k}"] / times["plain"]
             for k in args.gp_every

@@ -21,10 +21,15 @@ def test_throughput_benchmark_reports_every_rate_and_ratio():
     summary = throughput.main(throughput.get_args_parser().parse_args([*argv, "--amp", "bf16"]))
     assert summary["amp"] == "bf16"
     assert set(summary["images_per_s"]) == {
-        "bound", "plain", "penalty", "penalty_gp_every_4",
+        "bound", "plain", "penalty", "relative", "penalty_gp_every_4",
         "epoch_spirograph", "epoch_cifar10", "epoch_cifar10_naive",
     }  # fmt: skip
     assert all(rate > 0 for rate in summary["images_per_s"].values())
+    rates = summary["images_per_s"]  # the ratio of the two times (rates rounded to 0.01 img/s)
+    assert summary["relative_over_penalty"] == pytest.approx(
+        rates["penalty"] / rates["relative"],
+        rel=0.005 / rates["penalty"] + 0.005 / rates["relative"] + 1e-3,
+    )
     # The lazy run's mean step: one penalised step and three plain ones (no timing asserted).
     lazy = (summary["penalty_over_plain"] + 3) / 4
     assert summary["penalty_over_plain_gp_every_4"] == pytest.approx(lazy, abs=2e-3)

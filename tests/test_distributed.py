@@ -42,10 +42,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def one_step(shard: Shard, sync_bn: bool) -> dict[str, torch.Tensor]:
+def one_step(shard: Shard, sync_bn: bool, gp_scale: str = "none") -> dict[str, torch.Tensor]:
     """One penalised training step of a seeded ResNet-18 on this process's share of a fixed
     Spirograph batch, in float64: the values, every gradient, and the weights and batch-norm
-    buffers after the step."""
+    buffers after the step. ``gp_scale`` "spread": the relative penalty, with its limit out of
+    reach."""
     args = train.get_args_parser().parse_args(
         ["--arch", "resnet18", "--batch-size", str(GLOBAL_BATCH)]
     )
@@ -58,7 +59,8 @@ def one_step(shard: Shard, sync_bn: bool) -> dict[str, torch.Tensor]:
     views = SpirographViews(generator=torch.Generator().manual_seed(2), shard=shard)
     values = train.training_step(
         Networks(encoder, head), views, optimizer, mine, mine,
-        temperature=0.5, penalty_weight=0.1, gp_upper_limit=1000.0, gp_normalization=True,
+        temperature=0.5, penalty_weight=0.1, gp_upper_limit=1000.0 if gp_scale == "none" else 1e9,
+        gp_normalization=True, gp_scale=gp_scale,
     )  # fmt: skip
     out = {"values": values}
     for prefix, module in (("encoder", encoder), ("head", head)):
@@ -84,6 +86,11 @@ def _worker(rank: int, world: int, port: int, folder: str) -> None:
     try:
         for sync_bn in (True, False):
             torch.save(one_step(shard, sync_bn), Path(folder) / f"sync{sync_bn:d}-rank{rank}.pt")
+        torch.save(one_step(shard, True, "spread"), Path(folder) / f"relative-rank{rank}.pt")
+        # The wrong variant: each process divides by its own shard's spread.
+        exact = train.checked_spread
+        train.checked_spread = lambda h, normalize, _, step: exact(h, normalize, None, step)
+        torch.save(one_step(shard, True, "spread"), Path(folder) / f"shard-spread-rank{rank}.pt")
     finally:
         close_distributed()
 
@@ -95,18 +102,38 @@ def two_processes(tmp_path_factory) -> Path:
     return folder
 
 
-@pytest.fixture(scope="module")
-def one_process() -> dict[str, torch.Tensor]:
+def one_step_float64(gp_scale: str = "none") -> dict[str, torch.Tensor]:
     previous = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
     try:
-        return one_step(ONE_PROCESS, sync_bn=False)
+        return one_step(ONE_PROCESS, sync_bn=False, gp_scale=gp_scale)
     finally:
         torch.set_default_dtype(previous)
 
 
+@pytest.fixture(scope="module")
+def one_process() -> dict[str, torch.Tensor]:
+    return one_step_float64()
+
+
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm().clamp(min=1e-30))
+
+
+def assert_same_step(ddp: dict[str, torch.Tensor], one: dict[str, torch.Tensor]) -> None:
+    """Values, every gradient, the weights and running statistics after the LARS step: equal to
+    1e-5 relative."""
+    assert ddp.keys() == one.keys()
+    assert one["values"][1] > 0  # the penalty is on
+    torch.testing.assert_close(ddp["values"], one["values"], rtol=1e-5, atol=0)
+    for key, expected in one.items():
+        if expected.is_floating_point() and expected.norm() > 0:
+            assert relative_error(ddp[key], expected) < 1e-5, key
+            torch.testing.assert_close(
+                ddp[key], expected, rtol=1e-5, atol=1e-9 * expected.abs().max()
+            )
+        else:
+            assert torch.equal(ddp[key], expected), key
 
 
 def test_two_processes_take_the_single_process_step(two_processes, one_process):
@@ -114,18 +141,27 @@ def test_two_processes_take_the_single_process_step(two_processes, one_process):
     equal one process's on the same global batch and draws, to 1e-5 relative; so do the
     weights and running statistics after the LARS step."""
     for rank in (0, 1):
-        ddp = torch.load(two_processes / f"sync1-rank{rank}.pt", weights_only=True)
-        assert ddp.keys() == one_process.keys()
-        assert one_process["values"][1] > 0  # the penalty is on
-        torch.testing.assert_close(ddp["values"], one_process["values"], rtol=1e-5, atol=0)
-        for key, expected in one_process.items():
-            if expected.is_floating_point() and expected.norm() > 0:
-                assert relative_error(ddp[key], expected) < 1e-5, key
-                torch.testing.assert_close(
-                    ddp[key], expected, rtol=1e-5, atol=1e-9 * expected.abs().max()
-                )
-            else:
-                assert torch.equal(ddp[key], expected), key
+        assert_same_step(torch.load(two_processes / f"sync1-rank{rank}.pt", weights_only=True),
+                         one_process)  # fmt: skip
+
+
+def test_the_relative_penalty_is_the_global_batchs_under_two_processes(two_processes):
+    """--gp-scale spread: μ and s are the global batch's, so two processes take one process's
+    step (values, spread, gradients, weights); each process dividing by its own shard's spread
+    (the wrong variant) does not. The penalty's own gradient is not zero: λ = 0.1 moves them."""
+    one = one_step_float64("spread")
+    paper = one_step_float64()
+    assert one["values"][4] > 0 and one["values"][3] == 0  # a spread, and the limit not reached
+    # P / s is not P: the relative step is another step, so the comparison below tells them apart.
+    assert relative_error(one["values"][1:2], paper["values"][1:2]) > 1e-2
+    key = "grad/encoder.conv1.weight"
+    assert relative_error(one[key], paper[key]) > 1e-4
+    for rank in (0, 1):
+        assert_same_step(torch.load(two_processes / f"relative-rank{rank}.pt", weights_only=True),
+                         one)  # fmt: skip
+        wrong = torch.load(two_processes / f"shard-spread-rank{rank}.pt", weights_only=True)
+        assert relative_error(wrong["values"][1:2], one["values"][1:2]) > 1e-3
+        assert relative_error(wrong[key], one[key]) > 1e-4
 
 
 def test_without_sync_bn_the_step_differs(two_processes, one_process):
