@@ -1,19 +1,10 @@
-"""Write a checkpoint's encoder on its own, for code that does not have this repository.
+"""Write a checkpoint's encoder on its own: ``python3 -m models.export CHECKPOINT OUT``.
 
-    python3 -m models.export checkpoint/output.pth encoder.pth
-
-The file is a dict of plain types (it loads with ``torch.load(..., weights_only=True)``): the
-encoder's ``state_dict``, and ``arch``, ``stem``, ``width``, ``dataset``, ``normalization``
-(``{"mean": [...], "std": [...]}``, or None for Spirograph), ``representation_dim``,
-``torchvision`` (whether torchvision's ResNet can hold it) and the source checkpoint's path and git
-hash. At width 1 the state dict loads strictly into torchvision's ResNet of the same architecture
-with ``fc = nn.Identity()`` and, for the CIFAR and STL stems, a 3×3 stride-1 ``conv1`` (and no
-max pool for CIFAR): `torchvision_encoder` builds that network. At other widths torchvision has
-no such network; the file is for this project's `ResNetEncoder(arch, stem, width)`.
-
-It is `models.export`, not `utils.export`: it needs each dataset's stem (`datasets`) and
-normalisation (`augmentation`), and `utils` imports no other package (tests/test_layout.py).
-"""
+OUT holds plain types (``torch.load(..., weights_only=True)``): the ``state_dict``, ``arch``,
+``stem``, ``width``, ``dataset``, ``normalization`` (``{"mean": [...], "std": [...]}``, None for
+Spirograph), ``representation_dim``, ``torchvision`` and the source's path and git hash. At width
+1 it loads strictly into `torchvision_encoder`; at other widths only into `ResNetEncoder`. It is
+not in `utils`, which imports no other package (tests/test_layout.py)."""
 
 from __future__ import annotations
 

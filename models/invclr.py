@@ -1,16 +1,7 @@
-"""The method: SimCLR's NT-Xent loss and the InvCLR gradient penalty (spec section 5).
+"""SimCLR's NT-Xent loss and the InvCLR gradient penalty (Foster et al., ICLR 2021; spec section 5).
 
-NT-Xent pulls the projections of an image's two views together against every other projection in
-the batch. The penalty (Foster et al., ICLR 2021) estimates how much the (normalised)
-representation moves when the transformation parameters θ of the first view are redrawn, through
-a first-order expansion around them: h(θ') − h(θ) ≈ J(θ)(θ' − θ). The Jacobian J is never formed:
-a Rademacher projection εᵀĥ turns it into one vector-Jacobian product g = Jᵀε per image, and
-E[(gᵀ(θ' − θ))²] over ε and θ' equals E‖J(θ' − θ)‖².
-
-The loss and the penalty are pure functions of tensors: every random draw (the signs ε, the
-fresh θ') is an argument, made by the view maker (augmentation/views.py), so a test can pass the
-authors' own draws. `Networks`, below them, holds what the training step runs them on: devices,
-precision and compilation.
+J = ∂ĥ/∂θ is never formed: Rademacher ε gives one vector-Jacobian product g = Jᵀε per image, and
+E[(gᵀ(θ' − θ))²] = E‖J(θ' − θ)‖². Draws (ε, θ') are arguments, so a test can pass the authors'.
 """
 
 from __future__ import annotations
@@ -26,22 +17,14 @@ from utils.cli import TrainingError
 from utils.distributed import gather_rows
 
 PENALTY_SAMPLES = 100  # K of spec section 5: fresh parameter draws per image
-# The relative penalty's smallest spread. Random networks' rows spread 0.004-0.016 (Spirograph)
-# and about 0.013 (CIFAR-10) at initialisation; 1e-6 is far below any batch that still tells its
-# images apart, and far above float32's rounding of a mean of squares near 1.
+# The relative penalty's smallest spread: far below any batch that still tells its images apart
+# (docs/invariance.md section 10), far above float32's rounding of a mean of squares near 1.
 SPREAD_FLOOR = 1e-6
 
 
 def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.5) -> Tensor:
-    """Mean over the 2N projections of a 2N-way cross-entropy against the other view.
-
-    Args:
-        z1, z2: (N, D) projections of the two views; row i of each comes from image i.
-        temperature: divides the cosine similarities.
-    Returns:
-        Scalar loss. The similarities are one (2N, D)·(D, 2N) product of unit vectors, so memory
-        is O(N²) rather than the O(N²·D) of a broadcast cosine similarity.
-    """
+    """Scalar mean over the 2N rows of a 2N-way cross-entropy against the other view; z1, z2:
+    (N, D), row i of each from image i. One (2N, D)·(D, 2N) product: O(N²) memory, not O(N²·D)."""
     if z1.ndim != 2 or z1.shape != z2.shape:
         raise ValueError(
             f"z1 and z2 must both be (N, D), got {tuple(z1.shape)} and {tuple(z2.shape)}"
@@ -70,26 +53,12 @@ def gradient_penalty(
     combine: Callable[[Tensor], Tensor] | None = None,
     spread: Tensor | None = None,
 ) -> Tensor:
-    """Penalty of spec section 5, differentiable with respect to the network's weights.
-
-    Args:
-        representation: (B, d) encoder output h of the first view, computed from ``params``.
-        params: (B, P) transformation parameters θ the view was made from; must require grad and
-            be part of ``representation``'s graph.
-        fresh_params: (K, B, P) fresh draws θ'_k from θ's distribution, K per image (100 in the
-            paper).
-        signs: (B, d) Rademacher signs ε (`rademacher`).
-        upper_limit: the penalty is clamped from above at this value.
-        normalize: penalise ĥ = h / ‖h‖ (the default) rather than h.
-        combine: applied to the mean before the clamp. Distributed training passes the
-            differentiable mean over processes, so that the clamp acts on the global batch's mean
-            as it would in one process.
-        spread: the relative penalty's divisor (`batch_spread`, not detached): the mean is
-            divided by it before the clamp, so ``upper_limit`` is in units of the quotient.
-    Returns:
-        Scalar mean over the K draws and B images of (g · (θ'_k − θ))² (over ``spread`` when
-        given), clamped at ``upper_limit``.
-    """
+    """Penalty of spec section 5: the scalar mean over K draws and B images of (g · (θ'_k − θ))²,
+    clamped at ``upper_limit``, differentiable in the network's weights. representation: (B, d)
+    h of the first view, made from ``params``, (B, P) θ, which must require grad; fresh_params:
+    (K, B, P) θ'_k (K = 100 in the paper); signs: (B, d) ε. ``combine`` (under `torchrun`, the
+    differentiable mean over processes) and the division by ``spread`` (`batch_spread`, not
+    detached) act before the clamp, so it sees the global quotient."""
     if not params.requires_grad:
         raise ValueError(
             "params must require grad: the penalty differentiates with respect to them"
@@ -118,18 +87,10 @@ def batch_spread(
     normalize: bool = True,
     combine: Callable[[Tensor], Tensor] | None = None,
 ) -> Tensor:
-    """s = (1/B) Σ_b ‖r_b − μ‖², the spread of the penalised rows r (ĥ, or h with ``normalize``
-    off) about their batch mean μ: what the relative penalty divides by. On unit rows it is
-    1 − ‖μ‖², which reaches 0 exactly when the rows bunch into one; P / s does not change when
-    every row moves toward the others by the same factor, so bunching cannot lower it. Zero rows
-    (`unit_rows`) count as rows at the origin. ``combine``, the differentiable mean over
-    processes under `torchrun`, makes μ and s those of the global batch (equal shares).
-
-    Args:
-        representation: (B, d) encoder output h of the penalised view.
-    Returns:
-        Scalar s ≥ 0, differentiable with respect to ``representation``.
-    """
+    """s = (1/B) Σ_b ‖r_b − μ‖² of the penalised rows r (ĥ, or h with ``normalize`` off) of (B, d)
+    ``representation``: the relative penalty's divisor (docs/invariance.md section 10). A scalar
+    s ≥ 0, differentiable; zero rows count as rows at the origin, and ``combine`` (as in
+    `gradient_penalty`) makes μ and s the global batch's (equal shares)."""
     rows = unit_rows(representation) if normalize else representation
     mean = (lambda x: x) if combine is None else combine
     centre = mean(rows.mean(dim=0))
@@ -137,9 +98,8 @@ def batch_spread(
 
 
 class CollapsedSpread(Exception):
-    """The batch's spread fell below `SPREAD_FLOOR` (the rows bunched into one), where the
-    relative penalty P / s and its gradient blow up; raised before the backward pass, so no
-    weight has seen it. Training names the global ``step`` (counted from 0)."""
+    """The batch's spread fell below `SPREAD_FLOOR`, where P / s and its gradient blow up; raised
+    before the backward pass. ``step`` is the global step, counted from 0."""
 
     def __init__(self, spread: float, step: int | None = None) -> None:
         super().__init__(spread, step)
@@ -160,8 +120,7 @@ class CollapsedSpread(Exception):
 def checked_spread(
     representation: Tensor, normalize: bool, combine: Callable[[Tensor], Tensor], step: int
 ) -> Tensor:
-    """`batch_spread`, refused with `CollapsedSpread` (naming global ``step``) below
-    `SPREAD_FLOOR`; reading it costs the step a host synchronisation."""
+    """`batch_spread`, or `CollapsedSpread` below `SPREAD_FLOOR` (costs a host synchronisation)."""
     spread = batch_spread(representation, normalize=normalize, combine=combine)
     if (value := spread.item()) < SPREAD_FLOOR:
         raise CollapsedSpread(value, step)
@@ -170,14 +129,9 @@ def checked_spread(
 
 def unit_rows(h: Tensor) -> Tensor:
     """ĥ = h / ‖h‖ for every row of (B, d) ``h``; an all-zero row (a dead ReLU at small width)
-    gives a zero row with finite derivatives.
-
-    ‖h‖'s derivative at zero is 0/0, and ``clamp_min`` or an eps in the norm leave NaN second
-    derivatives there, or move float32 values. Here a zero row becomes a row of ones before the
-    norm (adding exactly 0 everywhere else), and its result is multiplied by 0 (every other row
-    by exactly 1): additions of 0 and products with 1 change no value and no derivative, so every
-    other row's values and first and second derivatives are bit for bit those of
-    ``h / h.norm()``, and a fixed-seed run trains to the same weights."""
+    gives a zero row with finite second derivatives, where an eps or ``clamp_min`` leaves NaN or
+    moves float32 values. Other rows only see + 0 and × 1, so they are ``h / h.norm()`` bit for
+    bit, derivatives included (docs/design.md, "A zero representation")."""
     alive = (h != 0).any(dim=-1, keepdim=True).to(h.dtype)
     safe = h + (1 - alive)
     return safe / safe.norm(dim=-1, keepdim=True) * alive
@@ -196,17 +150,9 @@ def rademacher(
 
 
 class Networks:
-    """The encoder and projection head as the training step uses them.
-
-    Device, precision and compilation live here, so the step shows only the method:
-    ``compiled`` (``torch.compile`` of ``encoder``, sharing its weights) encodes every view whose
-    graph is differentiated once; the penalised view stays eager, because the penalty's double
-    backward cannot go through a compiled graph. ``amp_dtype`` (bfloat16 or float16) runs the
-    other view, the head and NT-Xent under autocast; the penalised view stays in float32, so the
-    penalty and its double backward are computed exactly as without it. ``channels_last`` lays
-    the views out NHWC. Under `torchrun`, `project` gathers every process's projections, so
-    NT-Xent sees the global batch.
-    """
+    """The encoder and head with the step's device, precision and compilation. The penalised view
+    stays eager (double backward cannot go through ``compiled``) and float32 (``amp_dtype``
+    autocasts the rest), so the penalty is computed exactly as without them."""
 
     def __init__(
         self,
@@ -245,9 +191,8 @@ class Networks:
     def encode(self, view1: Tensor, view2: Tensor, penalised: bool) -> tuple[Tensor, Tensor]:
         """(h1, h2), the representations of the two views; ``view1`` is the penalised one."""
         if self.compiled is not None and penalised:
-            # The compiled forward writes batch-norm running statistics back with a versioned
-            # copy, which would invalidate the eager graph's saved buffers if it ran second; so
-            # view 2 goes first here (the running statistics see the views in the other order).
+            # The compiled forward's versioned copy of the batch-norm running statistics would
+            # invalidate the eager graph's saved buffers if it ran second, so view 2 goes first.
             h2 = self._encode(view2, penalised=False)
             return self._encode(view1, penalised=True), h2
         return self._encode(view1, penalised), self._encode(view2, penalised=False)

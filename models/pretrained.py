@@ -1,5 +1,4 @@
-"""A trained encoder out of a training checkpoint (loaded strictly), or its architecture at random
-initialisation."""
+"""A checkpoint's trained encoder, or its architecture at random initialisation."""
 
 from __future__ import annotations
 
@@ -25,7 +24,7 @@ def load_encoder(
         raise CheckpointError(f"{path} lacks valid training arguments (dataset, arch)")
     torch.manual_seed(seed if seed is not None else run.get("seed", 0))
     try:
-        # Checkpoints from before --width existed hold the full-width network.
+        # A checkpoint without "width" holds the full-width network.
         encoder = ResNetEncoder(run["arch"], DATASETS[run["dataset"]].stem, run.get("width", 1.0))
         if not random_init:
             encoder.load_state_dict(state["encoder"], strict=True)

@@ -6,11 +6,8 @@ from torch import nn
 
 
 class ProjectionHead(nn.Sequential):
-    """Linear(d→d) → BN(d) → ReLU → Linear(d→out) → BN(out, no affine), both linears bias-free.
-
-    Maps (B, d) representations to (B, out_dim) projections. The last batch norm has no learnable
-    scale or shift: it only standardises the projections before the cosine similarity.
-    """
+    """(B, d) -> (B, out_dim): Linear → BN → ReLU → Linear → BN (no affine: it only standardises
+    the projections before the cosine similarity); both linears bias-free."""
 
     def __init__(self, in_dim: int, out_dim: int = 128) -> None:
         super().__init__(

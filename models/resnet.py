@@ -1,13 +1,8 @@
 """ResNet encoders without their classifier (spec section 4).
 
-The networks are torchvision's own `ResNet` with its residual blocks; only the stem differs
-between datasets, and the final fully connected layer is replaced by the identity so that the
-forward pass returns the pooled representation. Keeping torchvision's module names means a state
-dict of ours has the same keys as torchvision's (less `fc.*`).
-
-``width`` scales every stage's channel count (64, 128, 256, 512 at 1), a compute reduction for
-small-budget runs; at 1 the network is torchvision's, built by the same calls in the same order,
-so a fixed seed gives the same weights as before the option existed.
+torchvision's `ResNet` with a per-dataset stem and ``fc`` the identity, so state-dict keys are
+torchvision's (less ``fc.*``). ``width`` scales every stage's channels (64, 128, 256, 512 at 1);
+at 1 the network is built by torchvision's calls in their order, so a seed gives its weights.
 """
 
 from __future__ import annotations
@@ -24,13 +19,9 @@ STEMS = ("cifar", "stl", "imagenet")
 
 
 class ResNetEncoder(ResNet):
-    """A ResNet mapping (B, 3, H, W) images to (B, representation_dim) representations.
-
-    Stems (spec section 4):
-      - ``cifar``: 3×3 convolution of stride 1, BN, ReLU, no max pool (32×32 stays 32×32);
-      - ``stl``: the same followed by a 3×3 max pool of stride 2 (96×96 becomes 48×48);
-      - ``imagenet``: torchvision's 7×7 convolution of stride 2, BN, ReLU, 3×3 max pool of stride 2.
-    """
+    """(B, 3, H, W) images -> (B, representation_dim). Stems: ``cifar``, a stride-1 3×3 convolution,
+    no max pool (32×32 stays 32×32); ``stl``, the same with the max pool (96×96 to 48×48);
+    ``imagenet``, torchvision's."""
 
     def __init__(self, arch: str = "resnet50", stem: str = "cifar", width: float = 1.0) -> None:
         if arch not in ARCHITECTURES:

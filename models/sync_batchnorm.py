@@ -1,11 +1,7 @@
-"""Batch norm whose batch statistics span all processes, and is twice differentiable.
+"""Batch norm with statistics over all processes, twice differentiable (docs/distributed.md).
 
-`torch.nn.SyncBatchNorm` cannot serve the gradient penalty: it refuses CPU tensors, and its
-backward kernels (`batch_norm_backward_reduce` / `_elemt`) have no derivative, so the penalty's
-double backward would fail or silently drop the terms that couple images through the batch
-statistics. Here the statistics are plain tensor arithmetic around the differentiable
-all-reduce of `torch.distributed.nn.functional`, so autograd differentiates through them as
-often as asked, on any device and backend.
+`torch.nn.SyncBatchNorm` refuses CPU tensors and its backward kernels have no derivative, so the
+penalty's double backward would fail or drop the terms coupling images through the statistics.
 """
 
 from __future__ import annotations
@@ -18,13 +14,9 @@ from utils.distributed import differentiable_all_reduce, is_distributed
 
 
 class SyncBatchNorm(_BatchNorm):
-    """`BatchNorm1d`/`2d` with statistics over the global batch when training under `torchrun`.
-
-    Parameters, buffers and state-dict keys are those of `nn.BatchNorm2d`, and evaluation mode, or
-    a single process, runs `nn.BatchNorm`'s own code; so checkpoints load either way. Every
-    process must call forward the same number of times: each call is two all-reduces (the mean,
-    then the centred second moment, which is more accurate than E[x²] − E[x]² in float32).
-    """
+    """`BatchNorm1d`/`2d` with global-batch statistics when training under `torchrun`, else (and
+    for state-dict keys) `nn.BatchNorm`'s. Every process must call forward equally often: two
+    all-reduces, the mean then the centred second moment (more accurate than E[x²] − E[x]²)."""
 
     def _check_input_dim(self, x: Tensor) -> None:
         if x.dim() < 2:
