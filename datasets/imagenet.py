@@ -1,14 +1,8 @@
 """ImageNet as a class-folder tree (`train/`, `val/`), decoded in DataLoader workers.
 
-Full-size JPEGs differ in size, so the random resized crop to 224×224 happens in the workers
-(boxes from RandomResizedCrop's distribution, torchvision's bicubic `resized_crop`); flip, colour
-distortion and blur follow on the training device like every other dataset.
-`benchmarks/imagenet_crop.py` measured the alternative, decoding in the workers and cropping on
-the device, as slower (docs/imagenet.md).
-
-Each image's crops are drawn from a generator seeded by (seed, epoch, image index), not from the
-worker's global generator, so they do not depend on the number of workers or on which worker
-loads the image, and a run resumed in the middle of an epoch sees the crops it would have seen.
+Full-size JPEGs differ in size, so the random resized crop (torchvision's bicubic `resized_crop`)
+happens in the workers and the rest on the device (docs/imagenet.md). Crops are seeded by (seed,
+epoch, image index), so neither the number of workers nor a mid-epoch resume changes them.
 """
 
 from __future__ import annotations

@@ -1,10 +1,6 @@
-"""CIFAR-10/100 and STL-10 read from local folders into uint8 tensors (spec section 1).
-
-The images are small enough to hold in memory as (N, 3, H, W) uint8 tensors, so augmentation can
-run batched on the training device. torchvision's dataset classes are not used: they verify the
-official md5 sums, which small test data (and re-encoded copies) cannot pass, and their pickle
-reading runs arbitrary code from the data folder. Here tests and real data take the same path.
-"""
+"""CIFAR-10/100 and STL-10 from local folders as in-memory (N, 3, H, W) uint8 (spec section 1).
+Not torchvision's classes: their md5 checks refuse small test data and re-encoded copies, and
+their pickle reading runs arbitrary code from the data folder."""
 
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
-"""Where datasets live: `dataset-paths.json` in the working directory (spec section 1).
-
-Nothing is downloaded. Every problem with the file or a folder raises `DatasetError`, whose
-message is one line naming the dataset, the path tried and the JSON key to set.
-"""
+"""Where datasets live: `dataset-paths.json` in the working directory (spec section 1). Nothing is
+downloaded; every problem is a one-line `DatasetError` naming the dataset, path and JSON key."""
 
 from __future__ import annotations
 

@@ -1,9 +1,5 @@
-"""One entry point from a dataset name to what training and the probe need (spec section 1).
-
-Every fact the code needs about a dataset is a field of its `DatasetInfo`, so code outside
-`load_dataset` never compares dataset names; `load_dataset`, the one place that knows how each is
-read, tells CIFAR and STL-10 apart by name (their files differ, their facts do not).
-"""
+"""From a dataset name to what training and the probe need (spec section 1). Every fact about a
+dataset is a field of its `DatasetInfo`; only `load_dataset` compares names (to read files)."""
 
 from __future__ import annotations
 
@@ -28,15 +24,11 @@ from utils.signals import ignore_sigint_in_worker
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """What the code needs to know about a dataset.
-
-    stem: the encoder's first layers (models/resnet.py). image_size: the side of a view.
-    num_classes: None for Spirograph, whose probe regresses its data parameters. rendered: views
-    are rendered from parameters (Spirograph) rather than cut from images. crops_in_workers: the
-    random resized crop is taken in data-loader workers from full-size files (ImageNet), not on the
-    device. blur: SimCLR's Gaussian blur is on by default. full_batch_probe: small enough for the
-    full-batch L-BFGS probe (ImageNet is not: its probe is trained by SGD).
-    """
+    """A dataset's facts. stem: see models/resnet.py. image_size: a view's side. num_classes: None
+    for Spirograph, whose probe regresses its data parameters. rendered: views are rendered from
+    parameters (Spirograph). crops_in_workers: the random resized crop is taken in data-loader
+    workers (ImageNet). blur: SimCLR's blur is on by default. full_batch_probe: small enough for
+    the L-BFGS probe (ImageNet's is trained by SGD)."""
 
     name: str
     stem: str
@@ -107,10 +99,9 @@ SPIROGRAPH_DATA_SEED = 0
 
 @dataclass
 class DatasetBundle:
-    """pretrain: uint8 images (N, 3, H, W), Spirograph data parameters (N, 4), or a Dataset of
-    (view_1, view_2, target) cropped in workers (ImageNet). probe_train / probe_test: labelled
-    in-memory sets for the linear probe; for ImageNet, Datasets of (crop, target) and
-    (centre crop, target) for the SGD probe."""
+    """pretrain: (N, 3, H, W) uint8 images, Spirograph's (N, 4) data parameters, or ImageNet's
+    Dataset of (view_1, view_2, target). probe_train / probe_test: in-memory labelled sets, or
+    ImageNet's Datasets of (crop, target) and (centre crop, target) for the SGD probe."""
 
     info: DatasetInfo
     pretrain: Tensor | Dataset
@@ -164,10 +155,9 @@ def pretrain_batches(
     shard: Shard = ONE_PROCESS,
     num_workers: int = 0,
 ) -> Iterator[tuple[Tensor, Tensor]]:
-    """Pairs of inputs for the two views, in an order fixed by (seed, epoch), from batch
-    ``start_step`` on (a run resumed mid-epoch sees the rest of the same order); the last partial
-    batch is dropped so that batch norm and NT-Xent always see ``batch_size`` images. Each
-    process gets its ``shard`` of every global batch: disjoint shares of the same order."""
+    """Pairs of inputs for the two views in an order fixed by (seed, epoch), from batch
+    ``start_step`` on, each process its ``shard``; the last partial batch is dropped so batch norm
+    and NT-Xent always see ``batch_size`` images."""
     order = epoch_generator(seed, epoch)
     perm = torch.randperm(len(data.pretrain), generator=order)
     num_steps = perm.numel() // batch_size
