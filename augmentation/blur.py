@@ -26,11 +26,8 @@ def sample_blur(
 
 
 def gaussian_blur(images: Tensor, sigmas: Tensor, mask: Tensor, kernel_size: int) -> Tensor:
-    """Blur each image of (B, C, H, W) ``images`` whose mask is True with its own sigma.
-
-    The separable kernel is applied as two grouped convolutions, one kernel per image, with
-    reflection padding so that the borders are not darkened.
-    """
+    """Blur each image of (B, C, H, W) ``images`` whose mask is True with its own sigma: two
+    grouped 1-D convolutions, reflection-padded so that the borders are not darkened."""
     if kernel_size % 2 == 0:
         raise ValueError(f"kernel_size must be odd, got {kernel_size}")
     b, c, h, w = images.shape

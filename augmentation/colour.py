@@ -1,10 +1,5 @@
-"""Batched, differentiable colour distortion with explicit per-image parameters (spec section 3).
-
-Sampling and applying are separate: `sample_jitter_params` draws the (B, 4) parameters
-(brightness, contrast, saturation, hue) and `colour_distortion` is a pure function of the images,
-those parameters and two apply masks, differentiable in the parameters. The gradient penalty
-(spec section 5) differentiates the encoder's output through this function.
-"""
+"""Batched colour distortion, differentiable in its explicit (B, 4) parameters (spec section 3):
+the gradient penalty (section 5) differentiates the encoder's output through it."""
 
 from __future__ import annotations
 
@@ -64,12 +59,7 @@ def adjust_hue(images: Tensor, factor: Tensor) -> Tensor:
 
 
 def colour_jitter(images: Tensor, params: Tensor) -> Tensor:
-    """Brightness, contrast, saturation, then hue, in that fixed order.
-
-    Args:
-        images: (B, 3, H, W) in [0, 1].
-        params: (B, 4) as (β, c, σ, η).
-    """
+    """Brightness, contrast, saturation, then hue, with (B, 4) ``params`` (β, c, σ, η)."""
     brightness, contrast, saturation, hue = params.unbind(dim=-1)
     images = adjust_brightness(images, brightness)
     images = adjust_contrast(images, contrast)
@@ -87,16 +77,8 @@ def _blend(new: Tensor, old: Tensor, mask: Tensor) -> Tensor:
 def colour_distortion(
     images: Tensor, params: Tensor, jitter_mask: Tensor, gray_mask: Tensor
 ) -> Tensor:
-    """Random-apply colour jitter, then random-apply grayscale (spec section 3, step 3).
-
-    Args:
-        images: (B, 3, H, W) in [0, 1].
-        params: (B, 4) jitter parameters (β, c, σ, η), typically requiring gradients.
-        jitter_mask: (B,) booleans, True where the jitter is applied (probability 0.8).
-        gray_mask: (B,) booleans, True where the image is turned gray (probability 0.2).
-    Returns:
-        (B, 3, H, W) distorted images, differentiable in ``params``.
-    """
+    """Random-apply colour jitter, then grayscale (spec section 3, step 3), of (B, 3, H, W) images
+    in [0, 1]; (B, 4) ``params`` (differentiable); (B,) masks True where applied (p 0.8, 0.2)."""
     if params.shape != (images.shape[0], 4):
         raise ValueError(
             f"params must have shape ({images.shape[0]}, 4), got {tuple(params.shape)}"

@@ -1,10 +1,4 @@
-"""Batched random resized crop and horizontal flip with explicit per-image parameters.
-
-torchvision's transforms draw one crop per call; here every image of a batch gets its own box,
-drawn from the same distribution as `torchvision.transforms.RandomResizedCrop` (including its
-fallback to a centre crop after ten rejected attempts), and all boxes are resampled at once with
-the antialiased bicubic kernel of PIL and torchvision.
-"""
+"""Batched random resized crop and horizontal flip with per-image parameters (spec section 3)."""
 
 from __future__ import annotations
 
@@ -26,13 +20,9 @@ def sample_crop_boxes(
     device: torch.device | str | None = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """Draw (batch_size, 4) integer boxes (top, left, box_height, box_width).
-
-    Area fraction ~ U[scale], aspect ratio log-uniform on ``ratio``; the first of ten attempts
-    that fits the image is kept, else a centre crop with the ratio clamped into range.
-    ``height`` and ``width`` are the images' size, one for the batch or a (batch_size,) tensor
-    each, for images of different sizes padded into one batch.
-    """
+    """(batch_size, 4) integer boxes (top, left, box_height, box_width) from RandomResizedCrop's
+    distribution: the first of ten draws (area ~ U[scale], log-uniform ``ratio``) that fits, else a
+    centre crop. ``height``, ``width``: ints, or (batch_size,) tensors for padded mixed sizes."""
     dtype = torch.float64
     height = torch.as_tensor(height, device=device, dtype=dtype).expand(batch_size)
     width = torch.as_tensor(width, device=device, dtype=dtype).expand(batch_size)
@@ -74,12 +64,8 @@ def _bicubic(x: Tensor) -> Tensor:
 
 
 def _resample_weights(start: Tensor, length: Tensor, in_size: int, out_size: int) -> Tensor:
-    """(B, out_size, in_size) weights that resample pixels [start, start + length) to out_size.
-
-    Output pixel o samples at box coordinate (o + 0.5)·scale with scale = length / out_size; when
-    shrinking, the kernel is widened by the scale (antialiasing). Pixels outside the box get no
-    weight and each row is renormalised, which is how PIL and torchvision treat the crop's edges.
-    """
+    """(B, out_size, in_size) weights resampling pixels [start, start + length) to out_size; as in
+    PIL and torchvision, widened when shrinking, zero outside the box, rows renormalised."""
     dtype = torch.float64
     scale = (length.to(dtype) / out_size)[:, None, None]
     centre = (torch.arange(out_size, device=start.device, dtype=dtype)[None, :, None] + 0.5) * scale
@@ -93,19 +79,9 @@ def _resample_weights(start: Tensor, length: Tensor, in_size: int, out_size: int
 
 
 def resized_crop(images: Tensor, boxes: Tensor, size: int | tuple[int, int]) -> Tensor:
-    """Crop each image to its box and resize it to ``size`` with bicubic interpolation.
-
-    Args:
-        images: (B, C, H, W) floats in [0, 1].
-        boxes: (B, 4) integer (top, left, box_height, box_width), as `sample_crop_boxes` returns.
-        size: output side, or (out_height, out_width).
-    Returns:
-        (B, C, out_height, out_width), clamped to [0, 1] (bicubic overshoots; PIL clamps too).
-
-    The result is torchvision's ``resized_crop(..., BICUBIC, antialias=True)`` for every image at
-    once: resampling is separable, so each image is one (out_h × H) and one (W × out_w) matrix
-    product with precomputed kernel weights.
-    """
+    """torchvision's ``resized_crop(..., BICUBIC, antialias=True)`` of each (B, C, H, W) image in
+    [0, 1] to its row of ``boxes`` (`sample_crop_boxes`), as two matrix products (resampling is
+    separable). ``size``: a side or (out_h, out_w). Clamped to [0, 1], as PIL clamps overshoot."""
     out_h, out_w = (size, size) if isinstance(size, int) else size
     _, _, height, width = images.shape
     top, left, box_h, box_w = boxes.to(images.device).unbind(dim=1)

@@ -1,10 +1,5 @@
-"""A picture of what training feeds the encoder: `invariance_by_gradient.py --preview N`.
-
-Each row is one training image: the image itself (Spirograph: rendered with every
-transformation parameter at the middle of its range; ImageNet: the first worker crop), then its
-two views as the first training step makes them, normalisation undone. Spirograph rows are
-labelled with the data parameters, and each view with its transformation draw.
-"""
+"""A picture of what training feeds the encoder (`invariance_by_gradient.py --preview N`): rows of
+an image (Spirograph: mid-range render; ImageNet: first worker crop) and its first-step views."""
 
 from __future__ import annotations
 
@@ -33,9 +28,7 @@ def write_preview(
     num_images: int,
     device: torch.device,
 ) -> Path:
-    """Draw the rows for the first ``num_images`` of ``batches`` (pairs of the two views'
-    inputs, identical except for ImageNet's worker crops), as the first training step makes its
-    views, and save them as a PNG at ``path``."""
+    """A PNG at ``path`` of the first ``num_images`` of ``batches`` and their first-step views."""
     firsts: list[tuple[Tensor, Tensor]] = []
     for pair in batches:
         firsts.append(pair)

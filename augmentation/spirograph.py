@@ -1,11 +1,6 @@
-"""Spirograph's differentiable renderer and its parameter samplers (spec section 2).
-
-An image is a hypotrochoid drawn from four data parameters (m, b, sigma, rfore), which are the
-regression targets downstream, and six transformation parameters (h, rback, gfore, gback, bfore,
-bback), which are nuisances redrawn for every view. Views are rendered on the training device, so
-the renderer is a pure batched function of the two parameter tensors and is differentiable in
-both: the gradient penalty differentiates through it with respect to the transformation.
-"""
+"""Spirograph's renderer and samplers (spec section 2): a hypotrochoid from four data parameters
+(the regression targets) and six transformation parameters (nuisances redrawn for every view),
+rendered on the device and differentiable in both."""
 
 from __future__ import annotations
 
@@ -48,25 +43,18 @@ def sample_transform_params(
     generator: torch.Generator | None = None,
     bounds: tuple[tuple[float, float], ...] = TRANSFORM_BOUNDS,
 ) -> Tensor:
-    """(n, 6) transformation parameters (h, rback, gfore, gback, bfore, bback), each uniform on
-    its range of ``bounds``."""
+    """(n, 6) transformation parameters, each uniform on its range of ``bounds``."""
     return _sample_uniform(bounds, n, device, generator)
 
 
 def render_spirograph(
     data_params: Tensor, transform_params: Tensor, *, global_max: bool = False
 ) -> Tensor:
-    """Render (B, 3, 32, 32) images from (B, 4) data and (B, 6) transformation parameters.
-
-    Intensity v(i, j) is the mean over 40 curve points of exp(−((u_i − x)² + (u_j − y)²) / sigma).
-    The exponential could be factorised into a row term times a column term, but the exponent is
-    large (up to ~500) and exp turns its float32 rounding into relative errors of ~1e-5, which
-    the row-wise normalisation then stretches; summing the two squares first, as the authors did,
-    reproduces their images to the last bit.
-
-    Each row of v is divided by its own maximum (plus 1e-8), as the authors' code does and as the
-    published numbers were measured; ``global_max=True`` divides by the image's maximum instead.
-    """
+    """Render (B, 3, 32, 32) images from (B, 4) data and (B, 6) transformation parameters: v(i, j)
+    is the mean over 40 curve points of exp(−((u_i − x)² + (u_j − y)²) / sigma), the squares summed
+    before exp as the authors did, to match their images bit for bit (docs/design.md); each row of
+    v is divided by its maximum (+ 1e-8), as in the authors' code and the published numbers, or
+    with ``global_max=True`` by the image's."""
     if data_params.shape[-1] != 4 or transform_params.shape[-1] != 6:
         raise ValueError(
             "expected (B, 4) data and (B, 6) transformation parameters, got "

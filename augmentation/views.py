@@ -1,16 +1,7 @@
-"""Training views: the full augmentation of spec section 3, or a Spirograph rendering (section 2).
-
-A view maker turns a batch of inputs into (views, θ): normalised images ready for the encoder and
-the (B, P) nuisance parameters they were made from. θ is the tensor the gradient penalty
-differentiates with respect to (colour jitter parameters, or Spirograph's six transformation
-parameters), and `fresh_nuisance` draws new rows from its distribution for the penalty's θ'.
-
-A view maker owns its randomness: every random choice (crop, flip, jitter, blur, apply masks, the
-penalty's draws) comes from its ``generator``, which must live on the inputs' device. Under
-`torchrun` it is built with the process's ``shard`` of the global batch: every draw is made for
-the whole global batch and cut to the process's rows, so the views do not depend on the number
-of processes, and the code that calls it never mentions them.
-"""
+"""Training views, the augmentation of spec section 3 or a Spirograph rendering (section 2): a
+view maker returns (views, θ), normalised images and the (B, P) nuisance parameters the penalty
+differentiates. Its draws come from its ``generator``, on the inputs' device, made for the global
+batch and cut to the process's ``shard``, so views do not depend on the number of processes."""
 
 from __future__ import annotations
 
@@ -40,15 +31,13 @@ class _Views:
         self.shard = shard
 
     def draw(self, sampler: Callable, rows: int, *args, device: torch.device, **kwargs):
-        """``sampler(rows · world, *args, device=, generator=, **kwargs)`` cut to this process's
-        ``rows`` (a tensor or a tuple of tensors, rows first)."""
+        """``sampler(rows · world, *args, ...)`` cut to this process's ``rows`` (rows first)."""
         return self.shard.draw(
             lambda n: sampler(n, *args, device=device, generator=self.generator, **kwargs), rows
         )
 
     def fresh_nuisance(self, num_samples: int, rows: int, device: torch.device) -> Tensor:
-        """(K, b, P) fresh nuisance parameters for the penalty: K draws for each of this
-        process's ``rows`` images, cut from the (K, B, P) draw of the global batch."""
+        """(K, rows, P) fresh nuisance parameters for the penalty, cut from the global draw."""
         world = self.shard.world
         drawn = self.sample_nuisance(
             num_samples * rows * world, device=device, generator=self.generator
@@ -56,8 +45,7 @@ class _Views:
         return self.shard.rows(drawn.view(num_samples, rows * world, -1), dim=1)
 
     def signs(self, like: Tensor, sampler: Callable) -> Tensor:
-        """The penalty's (b, d) random signs for this process's rows of ``like`` (b, d):
-        ``sampler((B, d), device=, dtype=, generator=)`` of the global batch, cut."""
+        """The penalty's signs, shaped like ``like`` (b, d), cut from the global batch's draw."""
         return self.shard.draw(
             lambda n: sampler(
                 (n, like.shape[1]), device=like.device, dtype=like.dtype, generator=self.generator
@@ -67,11 +55,8 @@ class _Views:
 
 
 class NaturalViews(_Views):
-    """Crop, flip, colour distortion, optional blur, normalisation (spec section 3, in order).
-
-    ``crop=False`` skips the random resized crop for inputs already cropped in data-loader
-    workers (ImageNet).
-    """
+    """Crop, flip, colour distortion, optional blur, normalisation (spec section 3, in order);
+    ``crop=False`` for inputs already cropped in data-loader workers (ImageNet)."""
 
     def __init__(
         self,
@@ -115,10 +100,8 @@ class NaturalViews(_Views):
     def distort(
         self, x: Tensor, *, requires_grad: bool = False, masks: tuple[Tensor, Tensor] | None = None
     ) -> tuple[Tensor, Tensor]:
-        """Colour distortion, optional blur and normalisation of cropped [0, 1] images: the part
-        of ``augment`` after the crop, with fresh draws of its parameters. ``masks`` (jitter,
-        grayscale), each (B,) booleans, fixes the random-apply choices instead of drawing them
-        (the evaluation's draws of θ alone, and its jitter applied to every image)."""
+        """``augment`` after the crop, on [0, 1] images, with a fresh θ. ``masks`` ((B,) jitter
+        and grayscale booleans) fixes the random-apply choices instead of drawing them."""
         b, device = x.shape[0], x.device
         theta = self.draw(self.sample_nuisance, b, device=device)
         theta.requires_grad_(requires_grad)
@@ -132,10 +115,8 @@ class NaturalViews(_Views):
         return normalize(x, self.dataset), theta
 
     def nuisance_draws(self, images: Tensor, k: int, *, fixed_masks: bool = False) -> list[Tensor]:
-        """``k`` views of each image that differ only in the colour distortion: one crop and
-        flip, then ``k`` colour distortions (the invariance measures). ``fixed_masks`` also
-        keeps each image's random-apply choices, so that only θ, what the penalty
-        differentiates, is redrawn."""
+        """``k`` views of each image differing only in the colour distortion (one crop and flip);
+        ``fixed_masks`` keeps the random-apply choices too, so only θ is redrawn."""
         cropped = self.crop_flip(images)
         masks = None
         if fixed_masks:
@@ -175,8 +156,7 @@ class SpirographViews(_Views):
         return render_spirograph(params, theta), theta
 
     def nuisance_draws(self, params: Tensor, k: int, *, fixed_masks: bool = False) -> list[Tensor]:
-        """``k`` renderings of each image with fresh transformation parameters (θ is all that is
-        drawn, so ``fixed_masks`` changes nothing)."""
+        """``k`` renderings of each image with a fresh θ (``fixed_masks`` changes nothing)."""
         del fixed_masks
         return [self.augment(params)[0] for _ in range(k)]
 
