@@ -1,6 +1,5 @@
 """What the probe encodes (spec section 7): plain images or the mean over M augmented copies
-(feature averaging), the probe's training and test representations, and the feature-averaging
-curve, which encodes the largest M once and averages its prefixes."""
+(feature averaging), and the feature-averaging curve's prefix means."""
 
 from __future__ import annotations
 
@@ -11,21 +10,16 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-# Images per encoding call, for training's probe and the evaluation scripts alike: on CUDA a
-# generator's stream depends on the size of each call, so both must draw their views in batches
-# of one size for the run's seed to reproduce its in-training probe.
+# Images per encoding call in training's probe and the evaluation scripts alike: a CUDA
+# generator's stream depends on each call's size (docs/design.md).
 ENCODE_BATCH_SIZE = 256
 
 
 def probe_views(rendered: bool, num_passes: int | None, untransformed: bool) -> tuple[bool, int]:
-    """What spec section 7 encodes, as (plain, passes): ``plain`` images (normalisation only; on
-    Spirograph, every transformation parameter at the middle of its range), or the mean over
-    ``passes`` augmented copies.
-
-    By default (``num_passes`` None) natural images are plain, and Spirograph, which has no plain
-    images, gets one transformation draw per image, as the authors' probe; ``num_passes`` M
-    averages M augmented copies (feature averaging); ``untransformed`` asks for plain images
-    whatever the dataset."""
+    """(plain, passes): plain images (normalisation only; Spirograph: the mid-range render), or
+    the mean of ``passes`` augmented copies. By default natural images are plain and Spirograph,
+    which has none, gets one draw per image, as the authors' probe; ``num_passes`` M averages M
+    copies; ``untransformed`` asks for plain images whatever the dataset."""
     if untransformed:
         return True, 1
     if num_passes is None:
@@ -62,9 +56,8 @@ def representations(
     num_workers: int,
     device: torch.device,
 ) -> Tensor:
-    """(N, d) representations of ``split`` (anything with ``batches(batch_size, num_workers)``):
-    of plain images (``views.plain``), or averaged over ``num_passes`` augmented copies made by
-    ``views.augment`` (each pass an independent draw of every random choice)."""
+    """(N, d) representations of ``split`` (anything with ``batches``): of plain images, or the
+    mean over ``num_passes`` independent ``views.augment`` draws."""
     if untransformed:
         return encode(encoder, split.batches(batch_size, num_workers), views.plain, device)
     total = None
@@ -124,13 +117,10 @@ def prefix_means(
     full_passes: int,
     subset: Tensor,
 ) -> tuple[dict[int, Tensor], dict[int, Tensor]]:
-    """Feature averaging at every M of ``passes`` from one run of max(passes) augmented passes.
-
-    ``encode_pass(None)`` encodes one fresh augmented pass of every image, (N, d);
-    ``encode_pass(subset)`` one of the rows ``subset`` only. Passes up to ``full_passes`` cover
-    every image, later ones the subset alone. Returns the mean of the first M passes of every
-    image for each M ≤ ``full_passes``, and of the subset's rows for every M: pass p is encoded
-    once and counts towards every M ≥ p."""
+    """Feature averaging at every M of ``passes`` from max(passes) augmented passes, each encoded
+    once: ``encode_pass(None)`` encodes every image (N, d), ``encode_pass(subset)`` those rows.
+    Returns the means of the first M passes of every image for M ≤ ``full_passes`` (later passes
+    cover the subset alone), and of the subset's rows for every M."""
     total = subset_total = None
     every, on_subset = {}, {}
     for p in range(1, max(passes) + 1):

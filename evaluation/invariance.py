@@ -1,14 +1,8 @@
 """How much a representation still moves under the transformation the penalty targets.
 
-For each test image i and K fresh transformation draws k, let z_ik be the L2-normalised
-representation. The measure is
-
-    mean_i tr Var_k(z_ik)  /  mean_k tr Var_i(z_ik)
-
-the spread of one image's representations across draws over the spread across images under one
-draw (both unbiased, summed over dimensions). It is 0 for an encoder that ignores the
-transformation and about 1 for one that sees nothing but the transformation (when each image has
-its own draws, the two variances then estimate the same quantity). Lower is more invariant.
+With z_ik the unit representation of test image i under fresh draw k, the measure is
+mean_i tr Var_k(z_ik) / mean_k tr Var_i(z_ik) (both unbiased): 0 for an encoder that ignores the
+transformation, about 1 for one that sees only it. Lower is more invariant.
 """
 
 from __future__ import annotations
@@ -27,9 +21,8 @@ def invariance_measure(
     draws: Callable[[Tensor], list[Tensor]],
     device: torch.device,
 ) -> dict[str, float]:
-    """Stream the test set once: ``draws(batch)`` returns K images tensors, the k-th made with
-    the k-th fresh transformation draw of every image in the batch. Returns the ratio with its
-    numerator (``within``) and denominator (``across``)."""
+    """The ratio, ``within`` and ``across`` in one pass: ``draws(batch)`` returns K image
+    tensors, the k-th with the k-th fresh draw of every image in the batch."""
     was_training = encoder.training
     encoder.eval()
     within_total = torch.zeros((), dtype=torch.float64, device=device)
@@ -89,10 +82,8 @@ def measure_invariance(
     num_workers: int,
     device: torch.device,
 ) -> dict[str, float]:
-    """`invariance_measure` on at most ``max_images`` images of ``split`` (a ``seed``-ed random
-    subset; anything with ``subset`` and ``batches``), with ``views.nuisance_draws``: the draws
-    of the nuisance the penalty differentiates (colour distortion after one crop and flip, or
-    Spirograph's transformation parameters). Adds the draws and images used."""
+    """`invariance_measure` on a ``seed``-ed subset of at most ``max_images`` of ``split``, with
+    ``views.nuisance_draws`` (what the penalty differentiates); adds the draws and images used."""
     split = seeded_subset(split, max_images, seed)
     measured = invariance_measure(
         encoder,

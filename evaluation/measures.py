@@ -1,8 +1,6 @@
-"""The paper's evaluations beyond the linear probe, each switched on by a flag of the evaluation
-scripts and written to fields of the JSON summary (docs/evaluation.md): conditional variance and
-the authors' computation of it, the test-time shift, the feature-averaging curve, nuisance
-prediction and label fractions. Every measure draws from its own generator, seeded by the
-evaluation's seed plus a fixed offset, and reuses the probe's encoding where it can."""
+"""The paper's evaluations beyond the linear probe, each switched on by a flag and written to the
+JSON summary (docs/evaluation.md). Each draws from a generator seeded by the evaluation's seed plus
+its `SEED_OFFSETS` entry, and reuses the probe's encoding where it can."""
 
 from __future__ import annotations
 
@@ -80,9 +78,8 @@ def run_measures(
     device: torch.device,
 ) -> dict[str, Any]:
     """Every measure ``args`` asks for, as summary fields, with ``measure_seconds``.
-    ``make_views(seed)`` returns the evaluation's view maker (crop, flip, colour; Spirograph's
-    renderer) drawing from a generator seeded with ``seed``; ``probe`` is the probe's encoding,
-    fit, regularisation weight and whether it encoded plain images."""
+    ``make_views(seed)``: the evaluation's view maker seeded with ``seed``; ``probe``: the probe's
+    encoding, fit, regularisation weight and whether it encoded plain images."""
     encoded, fit, reg_weight, plain = probe
     info, fields, seconds = data.info, {}, {}
     common = dict(batch_size=args.batch_size, num_workers=args.num_workers)
@@ -161,11 +158,9 @@ def averaging_curve(
     max_iter: int,
     device: torch.device,
 ) -> dict[str, Any]:
-    """The probe on the mean of M augmented copies for every M of ``--averaging-curve``, from
-    one run of the largest M (`evaluation.encoding.prefix_means`): every image for M ≤
-    ``--curve-full-passes``, and for every M on a random subset (seeded by ``seed``) of
-    ``--curve-subset`` images per split, so that the whole curve can be read on one set of
-    images."""
+    """The probe on the mean of M augmented copies for every M of ``--averaging-curve``, from one
+    run of the largest M (`prefix_means`): on every image for M ≤ ``--curve-full-passes``, and for
+    every M on a ``seed``-ed subset of ``--curve-subset`` images per split."""
     info, passes = data.info, sorted(set(args.averaging_curve))
     means, rows = {}, {}
     for name, split in (("train", data.probe_train), ("test", data.probe_test)):
@@ -226,9 +221,8 @@ def label_fractions(
     seed: int,
     max_iter: int = MAX_ITERATIONS,
 ) -> list[dict[str, Any]]:
-    """The probe refitted on a stratified ``fraction`` of the labelled training set's
-    representations, floor(N·fraction / classes) of each class (Spirograph: a seeded random
-    fraction), scored on the whole test set."""
+    """The probe refitted on a stratified ``fraction`` of the labelled training set (Spirograph:
+    a seeded random one), scored on the whole test set."""
     results = []
     n = encoded.train_x.shape[0]
     for fraction in fractions:

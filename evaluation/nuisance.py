@@ -1,12 +1,7 @@
-"""How much a representation says about the nuisance: the exact linear regression from the
-representation onto the transformation parameters θ (the paper's section 6.3), against the
-predict-the-mean baseline.
-
-Natural images: views made with one crop and flip and the colour jitter applied to every image (no
-random apply, no grayscale), so every image has a θ that acted on it: (brightness, contrast,
-saturation, hue). Spirograph: one rendering per image, θ its six transformation parameters. The
-regression is fitted on the labelled training set's views and scored on the test set's.
-"""
+"""How much a representation says about the nuisance (the paper's section 6.3): the exact linear
+regression onto θ, fitted on the training set's views, scored on the test set's against predicting
+the mean. Natural images: one crop and flip, jitter on every image (no random apply or grayscale),
+θ = (brightness, contrast, saturation, hue); Spirograph: its six transformation parameters."""
 
 from __future__ import annotations
 
@@ -58,10 +53,9 @@ def encode_with_nuisance(
 def nuisance_prediction(
     train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor], names: tuple[str, ...]
 ) -> dict:
-    """Fit θ ≈ W·h + b on ``train`` = (features, θ) in closed form, score on ``test``: the test
-    MSE of each parameter (``names``) beside the baseline that predicts the training mean, and
-    their means; ``relative`` is the mean over parameters of MSE / baseline (1: the representation
-    tells nothing about θ linearly; 0: it determines it)."""
+    """Fit θ ≈ W·h + b on ``train`` (features, θ) in closed form and score on ``test``: each
+    parameter's test MSE beside the training-mean baseline, their means, and ``relative``, the
+    mean of MSE / baseline (1: nothing linear about θ; 0: θ determined)."""
     (train_x, train_t), (test_x, test_t) = train, test
     fit = fit_linear(
         train_x, train_t, train_t.shape[1], task="regression", reg_weight=NUISANCE_REG_WEIGHT

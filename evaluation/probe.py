@@ -1,18 +1,10 @@
 """The linear probe (spec section 7), shared by training and evaluation: fitted to its optimum.
 
-The encoder is frozen and its representations are computed once; a linear model is then fitted
-on the whole training set, in float64, to the minimum of its objective, so that a reported number
-depends on the representation and the regularisation weight, never on where an optimiser stopped:
-
-- regression (Spirograph): MSE averaged over all N×T entries + reg·‖W‖², solved in closed form
-  (ridge regression through an SVD of the centred features: exact however ill-conditioned they
-  are; with reg = 0 and rank-deficient features, the minimum-norm solution);
-- classification: cross-entropy + reg·‖W‖², by L-BFGS (strong-Wolfe line search, 100 stored
-  pairs) until the gradient's norm is at most ``tolerance``; ``converged`` says whether it got
-  there within ``max_iter`` iterations.
-
-The bias is never penalised. Weights start at zero: the problems are convex, so the result does
-not depend on a random initialisation.
+Fitted on frozen representations in float64 to the minimum of its objective, so that a number
+depends on the representation and the regularisation weight, not on where an optimiser stopped:
+regression (Spirograph) in closed form (`ridge_solution`), classification by L-BFGS to a gradient
+norm of ``tolerance`` (`_minimise_lbfgs`). The bias is never penalised; weights start at zero
+(the problems are convex).
 """
 
 from __future__ import annotations
@@ -29,8 +21,7 @@ from evaluation.encoding import ENCODE_BATCH_SIZE, Encoded, encode_sets, probe_v
 
 TOLERANCE = 1e-6  # gradient norm of the mean objective at which a fit counts as converged
 MAX_ITERATIONS = 10_000  # L-BFGS iterations before a classification fit gives up
-# L-BFGS runs in chunks of at most 20 iterations (and torch's default 25 evaluations of the
-# objective) between two checks of the gradient norm.
+# L-BFGS iterations (and torch's default 25 evaluations) between two checks of the gradient norm.
 CHUNK = 20
 REG_GRID = [10.0**k for k in range(-9, 0)]  # --reg-weight auto's search
 # Spec section 7 gives 1e-5; the paper's Spirograph results used 1e-8, which the regression
@@ -41,9 +32,8 @@ HELD_OUT = 0.1  # share of the labelled training set the reg-weight search score
 
 @dataclass
 class LinearFit:
-    """A fitted linear model (float64) and how the fit ended: the training objective, the norm
-    of its gradient at the solution, the optimiser's iterations (0 for the closed form) and
-    whether the gradient norm met the tolerance."""
+    """A fitted float64 linear model and how the fit ended: training objective, its gradient norm,
+    the optimiser's iterations (0 for the closed form), whether the norm met the tolerance."""
 
     model: nn.Linear
     train_loss: float
@@ -74,16 +64,9 @@ def fit_linear(
     max_iter: int = MAX_ITERATIONS,
     tolerance: float = TOLERANCE,
 ) -> LinearFit:
-    """Fit y ≈ W·x + b on the full batch, to the optimum of the probe's objective.
-
-    Args:
-        features: (N, d) representations (any float dtype; the fit runs in float64).
-        targets: (N,) class indices for ``task="classification"``, (N, num_outputs) for regression.
-        reg_weight: weight of ‖W‖² in the objective.
-        max_iter: cap on L-BFGS iterations (classification); a fit stopped by it is reported as
-            not converged.
-        tolerance: gradient norm of the objective below which the fit is converged.
-    """
+    """Fit y ≈ W·x + b on the full batch, to the optimum of the probe's objective: ``features``
+    (N, d) in any float dtype (fitted in float64); ``targets`` (N,) class indices, or (N,
+    num_outputs) for regression. A fit stopped by ``max_iter`` is reported as not converged."""
     if task not in ("classification", "regression"):
         raise ValueError(f"task must be classification or regression, got {task!r}")
     x = features.double()
@@ -111,14 +94,10 @@ def gradient_norm(model: nn.Module) -> float:
 
 
 def ridge_solution(x: Tensor, y: Tensor, reg_weight: float) -> tuple[Tensor, Tensor]:
-    """The minimiser (W, b) of (1/(N·T))·‖XWᵀ + b − Y‖² + reg·‖W‖², b unpenalised.
-
-    With centred X = USVᵀ, the normal equations (XᵀX + N·T·reg·I)Wᵀ = XᵀY give
-    Wᵀ = V·diag(s / (s² + N·T·reg))·UᵀY; the SVD keeps this exact for ill-conditioned X (forming
-    XᵀX would square its condition number). With reg = 0, singular values below the usual
-    rank cut-off (max(N, d)·eps·s_max) count as zero: the minimum-norm least-squares solution.
-    x: (N, d), y: (N, T), both float64. Returns W (T, d) and b (T,).
-    """
+    """The minimiser, W (T, d) and b (T,), of (1/(N·T))·‖XWᵀ + b − Y‖² + reg·‖W‖² for float64
+    x (N, d) and y (N, T), b unpenalised: Wᵀ = V·diag(s / (s² + N·T·reg))·UᵀY from the SVD of
+    centred X = USVᵀ, exact however ill-conditioned (XᵀX would square its condition number).
+    With reg = 0, singular values below max(N, d)·eps·s_max count as zero (minimum norm)."""
     n, t = y.shape
     x_mean, y_mean = x.mean(dim=0), y.mean(dim=0)
     u, s, vh = torch.linalg.svd(x - x_mean, full_matrices=False)
@@ -139,21 +118,13 @@ def _minimise_lbfgs(
     max_iter: int,
     tolerance: float,
 ) -> int:
-    """Cross-entropy + reg·‖W‖² by L-BFGS until the gradient norm (with respect to W and b) is
-    at most ``tolerance`` or ``max_iter`` iterations have run; sets ``model`` to the result and
-    returns the iterations used.
+    """Cross-entropy + reg·‖W‖² by L-BFGS until the (W, b) gradient norm is at most ``tolerance``
+    or ``max_iter`` iterations have run; sets ``model`` and returns the iterations used.
 
-    Representations are strongly correlated and uncentred, which leaves plain L-BFGS thousands of
-    iterations from the optimum. It therefore runs in preconditioned coordinates: W = V·Tᵀ and
-    b = c − W·μ with T = U·diag((λ + δ)^-1/2) from the eigendecomposition UλUᵀ of the features'
-    covariance and μ their mean, so that every direction of (V, c) has a similar curvature (δ
-    keeps the directions the data leave flat from blowing up; the ridge term curves them). The
-    objective is evaluated on (W, b) itself, so this is only a change of variables: the optimum
-    is the same whatever T is. L-BFGS runs in chunks so that the norm test, on the gradient with
-    respect to (W, b), is checked as it goes; the curvature pairs carry over between chunks.
-    When the loss stops falling by more than float64 resolves before the gradient meets the
-    tolerance, a fresh L-BFGS without a line search takes over, each chunk kept only if it lowers
-    the gradient norm (the best point is kept when none does).
+    Correlated, uncentred representations leave plain L-BFGS thousands of iterations away, so it
+    runs in preconditioned coordinates W = V·Tᵀ, b = c − W·μ, T = U·diag((λ + δ)^-1/2) from the
+    features' covariance UλUᵀ and mean μ (δ keeps flat directions finite); the objective is taken
+    on (W, b), so the optimum does not depend on T. The norm is checked every `CHUNK` iterations.
     """
     mean = x.mean(dim=0)
     eigenvalues, eigenvectors = torch.linalg.eigh(
@@ -210,9 +181,8 @@ def _minimise_lbfgs(
             best = loss.item()
             continue
         if polish is None:
-            # The loss no longer falls by more than float64 resolves, so the line search, which
-            # needs it to fall, is stuck before the gradient tolerance. Near the optimum, unit
-            # quasi-Newton steps judged by the gradient norm, which is still resolved, go on.
+            # The loss no longer falls by more than float64 resolves, so the line search is
+            # stuck; unit quasi-Newton steps judged by the (still resolved) gradient norm go on.
             before, optimizer = iterations, lbfgs(None)
         elif not math.isfinite(grad_norm) or grad_norm >= polish[0]:
             # No progress even by the gradient (or a step that diverged): keep the best point.
@@ -252,9 +222,8 @@ def choose_reg_weight(
     max_iter: int = MAX_ITERATIONS,
 ) -> tuple[float, bool, dict[str, float]]:
     """The `REG_GRID` weight with the best accuracy (ties: lower loss) or lowest MSE on a seeded
-    held-out 10% of the labelled set, whether every fit of the search met its tolerance, and that
-    weight's held-out score (``validation_`` and the test result's keys): a score of the labelled
-    training images alone, for choices the test split must not make."""
+    held-out `HELD_OUT` of the labelled set (the test split must not choose), whether every fit
+    converged, and that weight's ``validation_`` scores."""
     order = torch.randperm(features.shape[0], generator=torch.Generator().manual_seed(seed))
     cut = max(1, int(features.shape[0] * HELD_OUT))
     fit_idx, val_idx = order[cut:], order[:cut]
@@ -291,11 +260,9 @@ def fit_and_score(
     max_iter: int = MAX_ITERATIONS,
     verbose: bool = False,
 ) -> tuple[LinearFit, dict[str, Any], float]:
-    """Fit the probe on ``encoded``'s training set and score it on its test set.
-
-    Returns the fit, the test result of `evaluate_linear` (with ``reg_search_converged`` and the
-    held-out ``validation_`` score when ``reg_weight`` is ``"auto"``) and the regularisation
-    weight used (``"auto"`` resolved)."""
+    """Fit the probe on ``encoded``'s training set and score it on its test set: the fit, the test
+    result (with ``reg_search_converged`` and ``validation_`` scores for ``reg_weight="auto"``)
+    and the weight used."""
     search = {}
     if reg_weight == "auto":
         reg_weight, search["reg_search_converged"], validation = choose_reg_weight(
@@ -329,11 +296,9 @@ def training_probe(
     num_workers: int,
     device: torch.device,
 ) -> dict[str, float]:
-    """Training's ``--test-freq`` probe: spec section 7 as the evaluation scripts run it by
-    default, with their code, default weight, views and encoding batch size. Plain images;
-    Spirograph, which has none, one transformation draw per image seeded by the run's ``seed``,
-    as the authors' probe. So ``lbfgs_linear_clf.py --load-from`` the run's checkpoint
-    reproduces its last probe. Returns the test result, each key prefixed with ``test_``."""
+    """Training's ``--test-freq`` probe: the evaluation scripts' default one (code, weight, views,
+    batch size), so ``lbfgs_linear_clf.py --load-from`` the run's checkpoint reproduces its last
+    probe. Returns the test result, each key prefixed with ``test_``."""
     generator = torch.Generator(device).manual_seed(seed)
     views = data.info.views(colour_strength, blur=False, generator=generator)
     plain, passes = probe_views(data.info.rendered, num_passes=None, untransformed=False)

@@ -1,6 +1,4 @@
-"""One evaluation of a checkpoint by either evaluation script (spec section 7): the encoder or a
-baseline, checked against the script's task; the data and views; the invariance measure; and the
-JSON summary printed last."""
+"""One evaluation of a checkpoint by either evaluation script (spec section 7)."""
 
 from __future__ import annotations
 
@@ -165,9 +163,8 @@ class Evaluation:
         fitted_on_passes: bool = True,
     ) -> dict[str, Any]:
         """Add how the probe was fitted and the seconds since `load`, print the summary as the
-        last line, and return it. ``fitted_on_passes`` False (SGD, which fits on a fresh crop
-        at every step) reports none of the probe's views (``views``, ``num_passes``,
-        ``untransformed``)."""
+        last line and return it. ``fitted_on_passes`` False (SGD, a fresh crop at every step)
+        leaves the probe's ``views``, ``num_passes`` and ``untransformed`` out."""
         args = self.args
         summary.update(
             views=("plain" if self.plain else "augmented") if fitted_on_passes else None,

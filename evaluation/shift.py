@@ -1,11 +1,7 @@
-"""Robustness to a transformation shifted at test time (the paper's section 6.3 figures).
-
-The probe is fitted as usual; only the test images change. Natural images: plain test images with
-colour jitter alone at strength s, applied to every image (no random apply, no grayscale, no
-crop), one seeded draw per image; at s = 0 the jitter is the identity and is skipped, so that s = 0
-is the plain score exactly (the hue rotation through YIQ would otherwise move pixels by ~1e-3).
-Spirograph: test images rendered from a shifted distribution of its transformation parameters.
-"""
+"""Robustness to a transformation shifted at test time (the paper's section 6.3 figures): the
+probe is fitted as usual, only the test images change. Natural images: colour jitter alone at
+strength s on every plain test image (skipped at s = 0, where the YIQ hue rotation is not quite
+the identity); Spirograph: renderings from shifted transformation ranges."""
 
 from __future__ import annotations
 
@@ -33,10 +29,9 @@ _H = [TRANSFORM_PARAMS.index("h")]
 
 
 def shifted_bounds(kind: str, amount: float) -> tuple[tuple[float, float], ...]:
-    """Spirograph's transformation ranges with the background colours' (``background_*``) or
-    h's (``h_*``) range moved by ``amount`` (``*_mean``) or widened by it on each side
-    (``*_range``), then cut to where the parameter is valid: colours in [0, 1], h ≥ 0. Raises
-    ValueError when nothing of a range is left."""
+    """Spirograph's ranges with the background colours' (``background_*``) or h's (``h_*``) moved
+    by ``amount`` (``*_mean``) or widened by it each side (``*_range``), cut to colours in [0, 1]
+    and h ≥ 0. ValueError when nothing of a range is left."""
     if kind not in SPIROGRAPH_SHIFTS:
         raise ValueError(f"unknown shift {kind!r}; one of {', '.join(SPIROGRAPH_SHIFTS)}")
     indices, valid = (_H, (0.0, float("inf"))) if kind.startswith("h") else (_BACKGROUND, (0, 1))
@@ -89,11 +84,10 @@ def shift_scores(
     seed: int,
     device: torch.device,
 ) -> list[dict[str, float]]:
-    """The probe ``fit`` scored on the test images of ``batches()`` under each shift ``amount``
-    of ``kind`` (``shift`` for natural images: colour strengths; else a `SPIROGRAPH_SHIFTS`
-    key), one draw per image from a generator seeded with ``seed`` afresh for every amount, so
-    that an image's draw is moved, not redrawn. ``encoded_test`` (features, targets) is the
-    probe's test encoding, reused for strength 0 when the probe encoded plain images."""
+    """The probe ``fit`` scored on the test images of ``batches()`` under each ``amount`` of
+    ``kind`` (colour strengths, or a `SPIROGRAPH_SHIFTS` key), one draw per image from a generator
+    reseeded with ``seed`` for every amount, so an image's draw is moved, not redrawn.
+    ``encoded_test`` (features, targets) is reused at strength 0 when the probe was plain."""
     test_x, test_y = encoded_test
     task = "regression" if dataset == "spirograph" else "classification"
     scores = []

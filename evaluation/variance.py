@@ -1,25 +1,12 @@
 """Conditional variance, the paper's invariance measure, and the authors' computation of it.
 
-For each test image one crop and flip (Spirograph: its data parameters), then P draws of the
-colour distortion (Spirograph: of its six transformation parameters); ẑ_ip = h_ip / ‖h_ip‖, the
-unit representation of the p-th draw of image i. With one Rademacher vector ε_i per image,
-
-    conditional variance = mean_i  Var_p(ε_iᵀ ẑ_ip)            (unbiased over the P draws)
-
-absolute, divided by nothing. Its expectation over ε is the trace of the within-image covariance,
-mean_i tr Cov_p(ẑ_ip) (``trace``), the form the authors plotted for Spirograph. Beside them:
-``across``, the trace of the covariance across images under one draw (mean over draws), and
-``ratio`` = trace / across, the invariance ratio of `evaluation.invariance`.
-
-Two variants of what is redrawn: ``theta``, the penalty's parameters θ alone (each image keeps its
-crop, flip and random-apply choices), and ``distortion``, the whole colour distortion (the apply
-masks redrawn too, as the authors did). On Spirograph θ is all there is, so only ``theta`` exists.
-
-`authors_variance` is the computation in the authors' evaluation scripts, which is not the one
-above: each image is repeated P times image-major, distorted, encoded and normalised, the (B·P, D)
-result viewed as (P, B, D) and the variance taken over the first axis. Column b of that view holds
-rows p·B + b, i.e. images (p·B + b) // P for p < P: P *different* images when B > P, so it measures
-spread across images more than under the distortion. docs/evaluation.md says more.
+Per test image one crop and flip, then P draws of the colour distortion (Spirograph: of its
+transformation); with ẑ_ip the unit representation of draw p of image i and one Rademacher ε_i
+per image, conditional variance = mean_i Var_p(ε_iᵀ ẑ_ip), unbiased and absolute. Its expectation
+over ε, ``trace`` = mean_i tr Cov_p(ẑ_ip), is what the authors plotted for Spirograph; ``across``
+is the trace across images under one draw, ``ratio`` = trace / across (`evaluation.invariance`).
+``theta`` redraws θ alone, ``distortion`` the whole distortion with its apply masks (natural
+images only). `authors_variance` is not this computation: see docs/evaluation.md.
 """
 
 from __future__ import annotations
@@ -42,9 +29,8 @@ def rademacher_signs(n: int, d: int, seed: int) -> Tensor:
 
 
 def variance_terms(z: Tensor, signs: Tensor) -> dict[str, float | None]:
-    """The measures of the module docstring from unit representations ``z`` (P, N, D) of N
-    images under P draws, and one sign vector per image, ``signs`` (N, D). ``ratio`` is None
-    when the representation does not vary across images (a constant encoder)."""
+    """The module docstring's measures from unit ``z`` (P, N, D), P draws of N images, and
+    ``signs`` (N, D); ``ratio`` is None for a constant encoder (no spread across images)."""
     if z.shape[0] < 2 or z.shape[1] < 2:
         raise ValueError(f"need at least 2 draws of at least 2 images, got {tuple(z.shape[:2])}")
     z = z.double()
@@ -89,10 +75,9 @@ def conditional_variance(
     seed: int,
     device: torch.device,
 ) -> dict[str, dict[str, float | None]]:
-    """The paper's conditional variance, both variants (``theta``; ``distortion`` on natural
-    images), on the images of ``batches()``. Each variant gets fresh views from
-    ``make_views()`` (a generator seeded the same way), so both see the same crops and flips
-    and the same signs (seeded by ``seed``)."""
+    """Both variants (``theta``; ``distortion`` on natural images) on the images of ``batches()``,
+    each with fresh views from ``make_views()`` (seeded alike: the same crops and flips) and the
+    same ``seed``-ed signs."""
     rendered = isinstance(make_views(), SpirographViews)
     variants = {"theta": True} if rendered else {"theta": True, "distortion": False}
     measured = {}
