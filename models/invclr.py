@@ -55,10 +55,11 @@ def gradient_penalty(
 ) -> Tensor:
     """Penalty of spec section 5: the scalar mean over K draws and B images of (g · (θ'_k − θ))²,
     clamped at ``upper_limit``, differentiable in the network's weights. representation: (B, d)
-    h of the first view, made from ``params``, (B, P) θ, which must require grad; fresh_params:
-    (K, B, P) θ'_k (K = 100 in the paper); signs: (B, d) ε. ``combine`` (under `torchrun`, the
-    differentiable mean over processes) and the division by ``spread`` (`batch_spread`, not
-    detached) act before the clamp, so it sees the global quotient."""
+    h of the first view (penalised as ĥ = h / ‖h‖ unless ``normalize`` is off), made from
+    ``params``, (B, P) θ, which must require grad; fresh_params: (K, B, P) θ'_k (K = 100 in the
+    paper); signs: (B, d) ε. ``combine`` (under `torchrun`, the differentiable mean over
+    processes) and the division by ``spread`` (`batch_spread`, not detached) act before the
+    clamp, so it sees the global quotient."""
     if not params.requires_grad:
         raise ValueError(
             "params must require grad: the penalty differentiates with respect to them"
