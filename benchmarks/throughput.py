@@ -49,7 +49,7 @@ from benchmarks.loss_memory import loss_memory, pairwise_nt_xent
 from datasets.natural import load_cifar
 from datasets.sources import DATASETS, DatasetBundle, load_dataset
 from models.invclr import Networks
-from utils.cli import UsageError, int_at_least, resolve_device, run_cli
+from utils.cli import UsageError, int_at_least, resolve_device, run_cli, width_multiplier
 from utils.run import Position
 
 
@@ -62,6 +62,8 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="(resnet18)",
     )
     p.add_argument("--batch-size", type=int_at_least(2), default=128, help="images per step (128)")
+    p.add_argument("--width", type=width_multiplier, default=1.0,
+                   help="the training script's --width, for every network timed (1)")  # fmt: skip
     p.add_argument(
         "--device", choices=["auto", "cpu", "cuda"], default="auto", help="where to run (auto)"
     )
@@ -124,6 +126,7 @@ def seconds_per_call(fn, calls: int, device: torch.device, warmup: int = 1) -> f
 def training_args(args: argparse.Namespace, dataset: str, **flags) -> argparse.Namespace:
     """The training script's own defaults, with this benchmark's architecture and batch."""
     argv = ["--dataset", dataset, "--arch", args.arch, "--batch-size", str(args.batch_size)]
+    argv += ["--width", str(args.width)]
     argv += ["--num-workers", "0", "--log-interval", str(10**9), "--lambda-gp", "0"]
     if args.channels_last:
         argv.append("--channels-last")
@@ -354,6 +357,7 @@ def main(args: argparse.Namespace) -> dict:
         print(f"{key:32}{value:10.3f}")
     summary = {
         "arch": args.arch,
+        "width": args.width,
         "batch_size": args.batch_size,
         "device": str(device),
         "threads": torch.get_num_threads(),

@@ -132,7 +132,7 @@ class Evaluation:
         args = self.args
         summary = {
             "dataset": self.run["dataset"], "arch": self.run["arch"],
-            "width": self.run.get("width", 1.0), "checkpoint": str(self.path),
+            "width": self.run["width"], "checkpoint": str(self.path),
             "random_init": args.random_init, "raw_pixels": args.raw_pixels, **scores,
         }  # fmt: skip
         if args.invariance:

@@ -20,12 +20,15 @@ def load_encoder(
     number of epochs it was trained for. ``seed`` (default: the run's) seeds ``random_init``."""
     state = load_checkpoint(path)
     run = state.get("args")
-    if not isinstance(run, dict) or run.get("dataset") not in DATASETS or "arch" not in run:
-        raise CheckpointError(f"{path} lacks valid training arguments (dataset, arch)")
+    if (
+        not isinstance(run, dict)
+        or run.get("dataset") not in DATASETS
+        or {"arch", "width"} - set(run)
+    ):
+        raise CheckpointError(f"{path} lacks valid training arguments (dataset, arch, width)")
     torch.manual_seed(seed if seed is not None else run.get("seed", 0))
     try:
-        # A checkpoint without "width" holds the full-width network.
-        encoder = ResNetEncoder(run["arch"], DATASETS[run["dataset"]].stem, run.get("width", 1.0))
+        encoder = ResNetEncoder(run["arch"], DATASETS[run["dataset"]].stem, run["width"])
         if not random_init:
             encoder.load_state_dict(state["encoder"], strict=True)
     except (KeyError, ValueError, RuntimeError) as error:

@@ -17,9 +17,9 @@ from benchmarks import imagenet_crop as bench
 
 def test_throughput_benchmark_reports_every_rate_and_ratio():
     argv = ["--batch-size", "2", "--device", "cpu", "--steps", "1", "--epoch-steps", "1"]
-    argv += ["--num-workers", "0"]
+    argv += ["--num-workers", "0", "--width", "0.125"]
     summary = throughput.main(throughput.get_args_parser().parse_args([*argv, "--amp", "bf16"]))
-    assert summary["amp"] == "bf16"
+    assert summary["amp"] == "bf16" and summary["width"] == 0.125
     assert set(summary["images_per_s"]) == {
         "bound", "plain", "penalty", "relative", "penalty_gp_every_4",
         "epoch_spirograph", "epoch_cifar10", "epoch_cifar10_naive",

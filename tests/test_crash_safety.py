@@ -29,8 +29,8 @@ REPO = Path(__file__).resolve().parent.parent
 # 30 Spirograph images at batch 4: 7 steps an epoch, 14 in all, the penalty on every step.
 RUN = [
     "--dataset", "spirograph", "--proportion", "0.0003", "--batch-size", "4",
-    "--arch", "resnet18", "--num-epochs", "2", "--test-freq", "0", "--device", "cpu",
-    "--num-workers", "0", "--lambda-gp", "1e-2", "--gp-upper-limit", "1000",
+    "--arch", "resnet18", "--width", "0.125", "--num-epochs", "2", "--test-freq", "0",
+    "--device", "cpu", "--num-workers", "0", "--lambda-gp", "1e-2", "--gp-upper-limit", "1000",
 ]  # fmt: skip
 STEPS_PER_EPOCH = 7
 
@@ -149,7 +149,8 @@ def test_sigterm_mid_epoch_saves_a_checkpoint_the_run_completes_from(tmp_path, u
 
 
 def test_second_ctrl_c_quits_at_once(tmp_path):
-    proc = start(tmp_path, *RUN)
+    # Full width: a step (about 0.7 s) outlasts the 0.2 s between the two signals.
+    proc = start(tmp_path, *RUN, "--width", "1", "--num-epochs", "20")
     wait_for_training(proc)
     proc.send_signal(signal.SIGINT)
     time.sleep(0.2)

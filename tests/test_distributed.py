@@ -48,7 +48,7 @@ def one_step(shard: Shard, sync_bn: bool, gp_scale: str = "none") -> dict[str, t
     buffers after the step. ``gp_scale`` "spread": the relative penalty, with its limit out of
     reach."""
     args = train.get_args_parser().parse_args(
-        ["--arch", "resnet18", "--batch-size", str(GLOBAL_BATCH)]
+        ["--arch", "resnet18", "--width", "0.25", "--batch-size", str(GLOBAL_BATCH)]
     )
     torch.manual_seed(0)
     encoder, head, optimizer, _ = train.build_model(

@@ -4,12 +4,12 @@ import argparse
 import json
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from inprocess import run_script
 from tiny_data import write_cifar_pickles, write_image_folder, write_paths
 
 import invariance_by_gradient as train
@@ -285,7 +285,7 @@ def write_checkpoint(path: Path, dataset: str, proportion: float, **encoder_edit
             del state[key]
         else:
             state[key] = value
-    args = {"dataset": dataset, "arch": "resnet18", "proportion": proportion}
+    args = {"dataset": dataset, "arch": "resnet18", "width": 1.0, "proportion": proportion}
     return save_checkpoint({"encoder": state, "args": args, "results": []}, path)
 
 
@@ -301,21 +301,8 @@ def test_strict_loading_rejects_missing_and_unexpected_keys(tmp_path):
     assert run["arch"] == "resnet18" and epochs == 0 and not encoder.training
 
 
-def test_checkpoints_from_before_width_load_at_full_width(tmp_path):
-    path = write_checkpoint(tmp_path / "old.pth", "spirograph", 1.0)
-    assert "width" not in torch.load(path, weights_only=True)["args"]
-    encoder, _, _ = load_encoder(path, torch.device("cpu"))
-    assert encoder.width == 1.0 and encoder.representation_dim == 512
-
-
 def script(name: str, cwd: Path, *flags: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(REPO / name), "--device", "cpu", "--num-workers", "0", *flags],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_script(name, cwd, "--device", "cpu", "--num-workers", "0", *flags)
 
 
 def last_json(out: str) -> dict:

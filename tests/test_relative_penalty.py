@@ -17,8 +17,9 @@ from study.records import command_line, write_record
 from study.sweep import choose, summary, sweep_jobs, write_sweep
 from utils.cli import TrainingError, UsageError
 
-SPIRO = ["--arch", "resnet18", "--device", "cpu", "--num-workers", "0", "--dataset", "spirograph",
-         "--proportion", "0.0001", "--batch-size", "4", "--test-freq", "0"]  # fmt: skip
+SPIRO = ["--arch", "resnet18", "--width", "0.125", "--device", "cpu", "--num-workers", "0",
+         "--dataset", "spirograph", "--proportion", "0.0001", "--batch-size", "4",
+         "--test-freq", "0"]  # fmt: skip
 
 
 def run(*flags: str) -> Path:

@@ -10,20 +10,33 @@ from typing import Any
 
 from utils.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
 from utils.cli import UsageError, given_flags
+from utils.run import Position
 
 # What --resume needs from a checkpoint; evaluation-only files lack some.
-RESUME_KEYS = ("args", "encoder", "head", "optimizer", "results", "rng")
+RESUME_KEYS = ("args", "encoder", "head", "optimizer", "results", "rng", "next")
 
 
-def load_run(name: str, checkpoint_dir: str | Path) -> tuple[Path, dict[str, Any]]:
-    """The checkpoint ``--resume`` names, checked to hold a whole training run."""
+def load_run(
+    name: str, checkpoint_dir: str | Path, parser: argparse.ArgumentParser
+) -> tuple[Path, dict[str, Any]]:
+    """The checkpoint ``--resume`` names, checked to hold a whole training run of this version:
+    every key, every run flag of ``parser``, and a position of `Position`'s shape."""
     path = resolve_checkpoint(name, checkpoint_dir)
     state = load_checkpoint(path)
     missing = [key for key in RESUME_KEYS if key not in state]
     if missing or not isinstance(state["args"], dict):
         raise CheckpointError(
             f"{path} lacks {', '.join(missing) or 'valid args'}, so it cannot be resumed (it was "
-            "not written by this training script); start a new run"
+            "not written by this version of the training script); start a new run"
+        )
+    run_flags = set(vars(parser.parse_args([]))) - resumable_flags(parser)
+    lacking = sorted("--" + key.replace("_", "-") for key in run_flags - set(state["args"]))
+    totals = state["next"].get("totals") if isinstance(state["next"], dict) else None
+    if lacking or not isinstance(totals, list) or len(totals) != len(Position(0).totals):
+        what = f"the run flags {', '.join(lacking)}" if lacking else "a position of this version"
+        raise CheckpointError(
+            f"{path} lacks {what}: an older version of the training script wrote it, which this "
+            "one does not resume; start a new run"
         )
     return path, state
 
@@ -50,7 +63,7 @@ def resume_args(
         target = str(candidate)
     if not target:
         return args, None
-    path, state = load_run(target, args.checkpoint_dir)
+    path, state = load_run(target, args.checkpoint_dir, parser)
     return merge_resumed_args(args, state["args"], parser), (path, state)
 
 
@@ -66,7 +79,6 @@ def merge_resumed_args(
     defaults = vars(parser.parse_args([]))
     resumable = resumable_flags(parser)
     given = given_flags(args)
-    saved = {"width": 1.0, **saved}  # checkpoints from before --width hold the full network
     merged = dict(saved)
     for key, value in vars(args).items():
         explicit = key in given if given is not None else value != defaults.get(key)

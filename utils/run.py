@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
 import signal
 import subprocess
 import time
@@ -44,21 +43,13 @@ class Position:
     """Where a run stands: ``step`` steps of ``epoch`` done, with that epoch's running sums so
     far (contrastive loss, penalty, total loss, penalised steps at the clamp, the relative
     penalty's spread), penalised steps and seconds. Stored in checkpoints as plain types
-    (``"next"``), so a run resumes mid-epoch where it stopped. Checkpoints written before the
-    clamp was counted hold three sums: that epoch's count is then unknown (NaN, reported as null)
-    if they were saved mid-epoch. Those written before the spread hold no relative run: 0."""
+    (``"next"``), so a run resumes mid-epoch where it stopped."""
 
     epoch: int
     step: int = 0
     totals: list[float] = field(default_factory=lambda: [0.0] * 5)
     penalty_steps: int = 0
     seconds: float = 0.0
-
-    def __post_init__(self) -> None:
-        if len(self.totals) == 3:  # unknown mid-epoch; nothing to count yet at an epoch's start
-            self.totals = [*self.totals, math.nan if self.step else 0.0]
-        if len(self.totals) == 4:
-            self.totals = [*self.totals, 0.0]
 
 
 class NonFiniteLoss(Exception):
@@ -156,8 +147,7 @@ class RunState:
                 f"and does not carry over to {self.device.type}; it is reseeded from the "
                 "checkpoint, so the random draws from here on differ from an uninterrupted run's"
             )
-        # Version 1 checkpoints were written at epoch ends only.
-        position = Position(**state.get("next", {"epoch": state["epoch"] + 1}))
+        position = Position(**state["next"])
         within = f", step {position.step + 1}" if position.step else ""
         lr = self.modules["optimizer"].param_groups[0]["lr"]
         say(f"resuming {self.args.filename} at epoch {position.epoch + 1}{within}, lr {lr:.4g}")
@@ -344,10 +334,8 @@ class StepMeter:
         if self.device.type == "cuda":  # this epoch's peak (of a resumed epoch: since the resume)
             row["peak_gpu_memory_gb"] = torch.cuda.max_memory_allocated(self.device) / 2**30
         if self.penalty_steps:
-            # The share of penalised steps at which the clamp passed no gradient (NaN: unknown,
-            # an epoch resumed from a checkpoint written before it was counted).
-            fraction = clamped / self.penalty_steps
-            row["clamp_fraction"] = None if math.isnan(fraction) else fraction
+            # The share of penalised steps at which the clamp passed no gradient.
+            row["clamp_fraction"] = clamped / self.penalty_steps
             row["gp_upper_limit"] = gp_upper_limit
         if spread > 0:  # --gp-scale spread: every penalised step's spread is above the floor
             row["spread"] = spread / self.penalty_steps

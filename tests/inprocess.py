@@ -1,0 +1,37 @@
+"""A script's command line run in this process, as its ``__main__`` block runs it: importing torch
+and torchvision costs about 4 s a process on the 2-core VM, paid here once per session rather than
+once per call. Tests that need a process of their own (signals, resource limits, torchrun) start
+one."""
+
+import contextlib
+import importlib
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from utils.cli import run_cli
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_script(name: str, cwd: Path, *argv: str) -> subprocess.CompletedProcess:
+    """``python3 <name> <argv>`` in ``cwd``: its exit status, stdout and stderr."""
+    module = importlib.import_module(Path(name).stem)
+    out, err = io.StringIO(), io.StringIO()
+    before, sys_argv, code = os.getcwd(), sys.argv, 0
+    try:
+        os.chdir(cwd)
+        sys.argv = [str(REPO / name), *argv]
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                run_cli(module.main, module.get_args_parser())
+            except SystemExit as exit_info:
+                code = (
+                    exit_info.code if isinstance(exit_info.code, int) else int(bool(exit_info.code))
+                )
+    finally:
+        os.chdir(before)
+        sys.argv = sys_argv
+    return subprocess.CompletedProcess([name, *argv], code, out.getvalue(), err.getvalue())
