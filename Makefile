@@ -15,9 +15,9 @@ $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
-# The fast suite (under 10 minutes on 2 CPU cores); `slow` tests are left out.
+# The fast suite; `slow` tests are left out. The ten slowest tests are listed at the end.
 test: $(VENV)/.dev
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" --durations=10
 
 # Everything, the slow tests included.
 test-all: $(VENV)/.dev
