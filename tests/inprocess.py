@@ -17,13 +17,14 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def run_script(name: str, cwd: Path, *argv: str) -> subprocess.CompletedProcess:
-    """``python3 <name> <argv>`` in ``cwd``: its exit status, stdout and stderr."""
-    module = importlib.import_module(Path(name).stem)
+    """``python3 <name> <argv>`` in ``cwd`` (``name`` a script, or a module as ``-m`` takes it):
+    its exit status, stdout and stderr."""
+    module = importlib.import_module(Path(name).stem if name.endswith(".py") else name)
     out, err = io.StringIO(), io.StringIO()
     before, sys_argv, code = os.getcwd(), sys.argv, 0
     try:
         os.chdir(cwd)
-        sys.argv = [str(REPO / name), *argv]
+        sys.argv = [module.__file__, *argv]
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
                 run_cli(module.main, module.get_args_parser())

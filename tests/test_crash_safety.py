@@ -292,7 +292,7 @@ def test_bad_inputs_are_one_line_each(tmp_path, capsys, monkeypatch):
     # A file of this project that training did not write (an evaluation's, a hand-made one).
     save_checkpoint({"args": {"dataset": "spirograph"}, "encoder": {}}, "checkpoint/e.pth")
     line = error("--resume", "e.pth")
-    assert "lacks head, optimizer, results, rng, so it cannot be resumed" in line
+    assert "lacks head, optimizer, results, rng, next, so it cannot be resumed" in line
 
 
 def test_a_bare_run_name_is_found_as_its_pth(tmp_path, monkeypatch):

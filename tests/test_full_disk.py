@@ -12,12 +12,12 @@ import json
 import os
 import resource
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import pytest
 import torch
+from inprocess import run_script
 from test_crash_safety import REPO, RUN
 
 from utils.checkpoint import WriteError, save_checkpoint, why_not_written, write_text
@@ -43,17 +43,11 @@ def file_size_limit(limit: int):
 
 
 def run(workdir: Path, *command: str, limit: int | None = None) -> subprocess.CompletedProcess:
-    """A script of the project as a user runs it, its files limited to ``limit`` bytes."""
-
-    def limited() -> None:
-        if limit is not None:
-            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
-
-    return subprocess.run(
-        [sys.executable, *command], cwd=workdir, capture_output=True, text=True, timeout=300,
-        preexec_fn=limited,
-        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": str(REPO)},
-    )  # fmt: skip
+    """A script of the project (a path, or ``-m`` and a module) as a user runs it, its files
+    limited to ``limit`` bytes; in this process, which ignores SIGXFSZ as python does."""
+    name, *argv = command[1:] if command[0] == "-m" else command
+    with file_size_limit(limit) if limit is not None else contextlib.nullcontext():
+        return run_script(Path(name).name if name.endswith(".py") else name, workdir, *argv)
 
 
 def one_line(done: subprocess.CompletedProcess) -> str:
