@@ -24,7 +24,7 @@ import torch
 from augmentation.views import NaturalViews
 from models import ARCHITECTURES, PENALTY_SAMPLES, ProjectionHead, ResNetEncoder
 from models.invclr import gradient_penalty, nt_xent, rademacher
-from utils.cli import int_at_least, resolve_device, run_cli
+from utils.cli import int_at_least, resolve_device, run_cli, width_multiplier
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -33,6 +33,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--arch", choices=sorted(ARCHITECTURES), default="resnet18", help="(resnet18)")
     p.add_argument("--batch-size", type=int_at_least(2), default=32, help="images (32)")
+    p.add_argument("--width", type=width_multiplier, default=1.0,
+                   help="the training script's --width (1)")  # fmt: skip
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (cpu)")
     p.add_argument("--seed", type=int, default=0, help="(0)")
     return p
@@ -47,7 +49,7 @@ def _flat_grad(modules: list[torch.nn.Module]) -> torch.Tensor:
 def main(args: argparse.Namespace) -> dict:
     device = resolve_device(args.device)
     torch.manual_seed(args.seed)
-    encoder = ResNetEncoder(args.arch, "cifar").to(device)
+    encoder = ResNetEncoder(args.arch, "cifar", args.width).to(device)
     head = ProjectionHead(encoder.representation_dim).to(device)
     images = torch.randint(
         0, 256, (args.batch_size, 3, 32, 32), dtype=torch.uint8,

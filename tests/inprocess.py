@@ -9,9 +9,10 @@ import io
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
-from utils.cli import run_cli
+from utils.cli import UsageError, run_cli
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -36,3 +37,14 @@ def run_script(name: str, cwd: Path, *argv: str) -> subprocess.CompletedProcess:
         os.chdir(before)
         sys.argv = sys_argv
     return subprocess.CompletedProcess([name, *argv], code, out.getvalue(), err.getvalue())
+
+
+def run_logged(command: list[str], log: Path) -> float:
+    """`study.runner.run` in this process: the command's output into ``log``, the seconds it
+    took; a failure is the `UsageError` the runner raises."""
+    start = time.perf_counter()
+    done = run_script(command[0], REPO, *command[1:])
+    log.write_text(done.stdout + done.stderr)
+    if done.returncode != 0:
+        raise UsageError(f"`{' '.join(command)}` failed (exit {done.returncode}); see {log}")
+    return time.perf_counter() - start

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from inprocess import run_script
 from tiny_data import write_image_folder, write_paths
 
 import invariance_by_gradient as train
@@ -76,8 +77,8 @@ def assert_same_weights(path: Path, reference: dict[str, torch.Tensor]) -> None:
 def uninterrupted(tmp_path_factory) -> dict:
     """The run without interruption: its final weights and per-epoch losses."""
     workdir = tmp_path_factory.mktemp("uninterrupted")
-    code, out, err = finish(start(workdir, *RUN))
-    assert code == 0, err[-2000:]
+    done = run_script("invariance_by_gradient.py", workdir, *RUN)  # in this process
+    assert done.returncode == 0, done.stderr[-2000:]
     state = load_checkpoint(workdir / "checkpoint" / "output.pth")
     return {"weights": weights(workdir / "checkpoint" / "output.pth"), "results": state["results"]}
 
@@ -371,13 +372,16 @@ def test_resume_auto_starts_then_continues_with_one_unchanged_command(tmp_path, 
     proc.kill()  # preempted after its first saved step
     proc.communicate()
     assert latest.is_file()
-    code, out, err = finish(start(tmp_path, *command))
-    assert code == 0, err[-2000:]
+    # The rerun needs no process of its own: it runs in this one (tests/inprocess.py).
+    script = "invariance_by_gradient.py"
+    done = run_script(script, tmp_path, *command)
+    assert done.returncode == 0, done.stderr[-2000:]
     assert_same_weights(latest, uninterrupted["weights"])
     assert losses(load_checkpoint(latest)["results"]) == losses(uninterrupted["results"])
     # A name with no checkpoint starts a new run; --overwrite contradicts it.
-    code, _, err = finish(start(tmp_path, *command, "--filename", "fresh", "--cut-off", "1"))
-    assert code == 0, err[-2000:]
+    done = run_script(script, tmp_path, *command, "--filename", "fresh", "--cut-off", "1")
+    assert done.returncode == 0, done.stderr[-2000:]
     assert len(load_checkpoint(tmp_path / "checkpoint" / "fresh.pth")["results"]) == 1
-    code, _, err = finish(start(tmp_path, *command, "--overwrite"))
-    assert code == 2 and err.strip().count("\n") == 0 and "drop one of them" in err
+    done = run_script(script, tmp_path, *command, "--overwrite")
+    err = done.stderr
+    assert done.returncode == 2 and err.strip().count("\n") == 0 and "drop one of them" in err

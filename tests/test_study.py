@@ -7,8 +7,10 @@ import json
 import shutil
 
 import pytest
+from inprocess import run_logged
 
 import study.plan
+import study.runner
 from study.__main__ import get_args_parser, main
 from study.plan import plan
 from study.protocol import PROTOCOLS
@@ -71,6 +73,16 @@ def test_the_plan_pairs_methods_by_seed_and_evaluates_every_kept_checkpoint(tmp_
     assert random.checkpoint == tmp_path / "out" / "cifar10-simclr-seed3_epoch010.pth"
 
 
+REAL_RUN = study.runner.run
+
+
+@pytest.fixture(autouse=True)
+def in_process(monkeypatch):
+    """The runner's commands run in this process (tests/inprocess.py): the same scripts and
+    records, without a new process's import for each job."""
+    monkeypatch.setattr(study.runner, "run", run_logged)
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     """One SimCLR run of 5 epochs on 10 Spirograph images, seed 1, run by the study: its
@@ -82,6 +94,7 @@ def built(tmp_path_factory):
             methods=PROTOCOLS["spirograph"].methods[:1],
         )  # fmt: skip
         patch.setitem(PROTOCOLS, "spirograph", small)
+        patch.setattr(study.runner, "run", run_logged)
         patch.setattr(study.plan, "PROBE", ("--reg-weight", "1e-3"))
         patch.setattr(study.plan, "VARIANCE", ("--conditional-variance", "2", "--authors-variance"))
         patch.setattr(study.plan, "SUITE_SEEDS", ())
@@ -239,3 +252,14 @@ def test_a_folder_that_cannot_be_written_is_one_line_before_any_job(tiny):
 def test_checkpoints_outside_the_repository_are_refused_for_its_records(tmp_path):
     with pytest.raises(UsageError, match="outside the repository, where --record is"):
         study_main("plan", ["--out", str(tmp_path)])
+
+
+def test_the_runner_runs_a_command_in_a_process_of_its_own_and_names_its_log(tmp_path):
+    """`study.runner.run` itself (the other tests run the commands in this process): output
+    into the log, a failure one line naming the log."""
+    log = tmp_path / "job.log"
+    assert REAL_RUN(["-c", "print('trained')"], log) > 0
+    assert log.read_text() == "trained\n"
+    with pytest.raises(UsageError, match=r"failed \(exit 3\); see .*job.log"):
+        REAL_RUN(["-c", "import sys; print('bad'); sys.exit(3)"], log)
+    assert log.read_text() == "bad\n"
