@@ -17,9 +17,12 @@ from utils.cli import UsageError, run_cli
 REPO = Path(__file__).resolve().parent.parent
 
 
-def run_script(name: str, cwd: Path, *argv: str) -> subprocess.CompletedProcess:
+def run_script(
+    name: str, cwd: Path, *argv: str, entry: str = "main"
+) -> subprocess.CompletedProcess:
     """``python3 <name> <argv>`` in ``cwd`` (``name`` a script, or a module as ``-m`` takes it):
-    its exit status, stdout and stderr."""
+    its exit status, stdout and stderr. ``entry``: the function its ``__main__`` block hands to
+    `run_cli`."""
     module = importlib.import_module(Path(name).stem if name.endswith(".py") else name)
     out, err = io.StringIO(), io.StringIO()
     before, sys_argv, code = os.getcwd(), sys.argv, 0
@@ -28,7 +31,7 @@ def run_script(name: str, cwd: Path, *argv: str) -> subprocess.CompletedProcess:
         sys.argv = [module.__file__, *argv]
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
-                run_cli(module.main, module.get_args_parser())
+                run_cli(getattr(module, entry), module.get_args_parser())
             except SystemExit as exit_info:
                 code = (
                     exit_info.code if isinstance(exit_info.code, int) else int(bool(exit_info.code))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from inprocess import run_script
 
 
 def test_compare_checkpoints_finds_one_changed_bit():
@@ -39,11 +40,8 @@ def test_compare_checkpoints_exit_status_and_one_line_errors(tmp_path):
     c = write("c.pth", torch.tensor([1.0, 1.0, 2.0]))
     encoder_only = str(save_checkpoint({"encoder": {"w": torch.ones(3)}}, tmp_path / "e.pth"))
 
-    def status(*files):
-        out = subprocess.run(
-            [sys.executable, "-m", "tools.compare_checkpoints", *files],
-            cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+    def status(*files):  # the command line, in this process (tests/inprocess.py)
+        out = run_script("tools.compare_checkpoints", tmp_path, *files, entry="verdict")
         return out.returncode, out.stdout + out.stderr
 
     assert status(a, b)[0] == 0 and "1/1 encoder and head tensors" in status(a, b)[1]
