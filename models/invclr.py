@@ -102,17 +102,17 @@ class CollapsedSpread(Exception):
     """The batch's spread fell below `SPREAD_FLOOR`, where P / s and its gradient blow up; raised
     before the backward pass. ``step`` is the global step, counted from 0."""
 
-    def __init__(self, spread: float, step: int | None = None) -> None:
+    def __init__(self, spread: float, step: int) -> None:
         super().__init__(spread, step)
         self.spread = spread
         self.step = step
 
     def explained(self, steps_per_epoch: int, last_good: object) -> TrainingError:
         """The one-line error for the user."""
-        epoch, step = divmod(self.step or 0, steps_per_epoch)
+        epoch, step = divmod(self.step, steps_per_epoch)
         return TrainingError(
             f"the batch's spread fell to {self.spread:.2e}, below {SPREAD_FLOOR:g}, at step "
-            f"{(self.step or 0) + 1} (epoch {epoch + 1}, step {step + 1}): the representations "
+            f"{self.step + 1} (epoch {epoch + 1}, step {step + 1}): the representations "
             "bunched, so --gp-scale spread cannot divide by it; stopped without saving. Last good "
             f"checkpoint: {last_good or 'none'}; lower --lambda-gp, or use --gp-scale none"
         )
