@@ -14,18 +14,16 @@ import torch
 
 
 class InputError(Exception):
-    """Bad input the user can fix (a flag, a dataset folder, a checkpoint): `run_cli` prints
-    the message, which says what is wrong and what to do, as one line and exits with status 2.
-    Each package raises its own subclass."""
+    """Bad input the user can fix (a flag, a dataset folder, a checkpoint), one subclass per
+    package; its message says what is wrong and what to do, and `run_cli` prints it on one line."""
 
 
 class UsageError(InputError):
-    """Bad input found after parsing; the message says what is wrong and what to do."""
+    """Bad input found after parsing."""
 
 
 class TrainingError(Exception):
-    """Training cannot go on (a NaN loss); the message names the step and the last good
-    checkpoint."""
+    """Training cannot go on (a NaN loss); the message names the step and last good checkpoint."""
 
 
 def int_at_least(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
@@ -115,8 +113,8 @@ def add_runtime_args(parser: argparse.ArgumentParser) -> None:
 
 
 class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Appends "(default: ...)" to a flag's help unless the help already explains its default
-    or there is nothing to show (a switch that is off, a value decided later)."""
+    """Appends "(default: ...)" unless the help already explains the default or there is none to
+    show (a switch that is off, a value decided later)."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         # `is`, not `in (None, False)`: 0 and 0.0 equal False, and their defaults must show.
@@ -126,26 +124,21 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 class ParsedArgs(argparse.Namespace):
-    """The namespace `ArgFileParser` returns: the flags as attributes, like any namespace, and in
-    ``given`` the destinations the command line (or an ``@FILE`` it names) set, whatever their
-    values, so that a flag typed at its default value still counts as typed (a resume must honour
-    ``--lambda-gp 0``). ``given`` is a slot, not an entry of ``vars(args)``: what a checkpoint saves
-    of the arguments is the flags alone."""
+    """`ArgFileParser`'s namespace: the flags, plus ``given``, the destinations the command line or
+    its ``@FILE`` set, even to their defaults (a resume must honour ``--lambda-gp 0``). ``given`` is
+    a slot, so that ``vars(args)``, which a checkpoint saves, holds the flags alone."""
 
     __slots__ = ("given",)
 
 
 def given_flags(args: argparse.Namespace) -> frozenset[str] | None:
-    """The destinations the command line set (`ParsedArgs`), or None for a namespace built another
-    way, whose origin is unknown."""
+    """The destinations the command line set (`ParsedArgs`), or None when that is unknown."""
     return getattr(args, "given", None)
 
 
 class ArgFileParser(argparse.ArgumentParser):
-    """An `argparse.ArgumentParser` that also reads arguments from files: ``@FILE`` on the command
-    line stands for the flags in FILE, each line split as a shell would (a flag and its value on
-    one line; ``#`` comments and blank lines allowed). Arguments are read in order, so a flag
-    given after ``@FILE`` overrides the file's value. The presets in configs/ are such files."""
+    """An `argparse.ArgumentParser` where ``@FILE`` stands for FILE's flags, each line split as by a
+    shell (``#`` comments allowed); a later flag overrides the file's. configs/ holds such files."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("fromfile_prefix_chars", "@")
@@ -221,9 +214,8 @@ def error_line(error: BaseException) -> str:
 
 
 def run_cli(main: Callable[[argparse.Namespace], Any], parser: argparse.ArgumentParser) -> None:
-    """Parse, run, and turn the project's known failures into one line on stderr: exit status 2
-    for bad input, 1 for a run that cannot go on, 130 for a second Ctrl-C. ``--debug`` lets the
-    exception through with its traceback instead."""
+    """Parse, run, and report known failures as one line on stderr (``--debug``: the traceback):
+    exit status 2 for bad input, 1 for a run that cannot go on, 130 for a second Ctrl-C."""
     parser.add_argument(
         "--debug", action="store_true", help="show the traceback of an error instead of one line"
     )

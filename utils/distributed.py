@@ -1,14 +1,6 @@
-"""Data-parallel training across processes started by `torchrun` (one per GPU, or several CPU
-processes with the gloo backend).
-
-The design keeps a run the same whatever the number of processes W: ``--batch-size`` is the global
-batch B, every process draws the random parameters of the whole global batch from the same seeded
-generator and keeps its own rows (`Shard`), NT-Xent is computed on the projections of all B
-images (`gather_rows`), batch norm sees all B images (`models.sync_batchnorm`), and the gradients
-are averaged (`average_gradients`). One process given the same B images computes the same loss,
-penalty and gradients; so a checkpoint resumes on any W.
-
-Plain ``python3`` (no ``WORLD_SIZE`` in the environment) is one process and touches none of this.
+"""Data-parallel training over `torchrun` processes (NCCL on GPUs, gloo on the CPU), built so that a
+run's numbers do not depend on the process count W and a checkpoint resumes on any W
+(docs/distributed.md). Plain ``python3`` (no ``WORLD_SIZE``) is one process and uses none of it.
 """
 
 from __future__ import annotations
@@ -68,9 +60,8 @@ FORCE_PROCESS_GROUP = "INVCLR_FORCE_PROCESS_GROUP"
 
 
 def init_distributed(shard: Shard, device: torch.device) -> torch.device:
-    """Join the process group of a `torchrun` launch (NCCL on GPUs, gloo on the CPU) and return
-    this process's device: ``cuda:LOCAL_RANK`` on GPUs. One process: nothing to join, unless
-    the environment sets ``INVCLR_FORCE_PROCESS_GROUP=1`` (under `torchrun`)."""
+    """Join the process group of a `torchrun` launch and return this process's device
+    (``cuda:LOCAL_RANK`` on GPUs); one process joins none unless `FORCE_PROCESS_GROUP` is set."""
     forced = os.environ.get(FORCE_PROCESS_GROUP) == "1" and "MASTER_ADDR" in os.environ
     if shard.world == 1 and not forced:
         return device
@@ -78,11 +69,9 @@ def init_distributed(shard: Shard, device: torch.device) -> torch.device:
     # The store's timeout of a plain init_process_group: the backend's default.
     timeout = default_pg_nccl_timeout if nccl else default_pg_timeout
     store, rank, world = next(rendezvous("env://", timeout=timeout))
-    # torchrun's agent keeps one store across the restarts of --max-restarts, so a restarted
-    # group could read the addresses its killed predecessor published there (and fail to
-    # connect, or wait out the timeout); a prefix per restart keeps each attempt's keys its own.
-    # On one node the agent's restart count is every worker's; across nodes the agents count
-    # apart, so there the keys stay as torch sets them.
+    # torchrun's agent keeps one store across --max-restarts, where a restarted group could read
+    # the addresses of its killed predecessor and hang or fail; a prefix per restart separates
+    # them. Only on one node do all workers share a restart count, so across nodes keys stay as is.
     if os.environ.get("LOCAL_WORLD_SIZE") == str(world):
         restart = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
         store = dist.PrefixStore(f"restart{restart}", store)
@@ -114,10 +103,8 @@ def is_distributed() -> bool:
 class _GatherRows(torch.autograd.Function):
     """All processes' (b, ...) tensors stacked into (W·b, ...), in rank order.
 
-    Every process computes its loss on all W·b rows, so the gradient reaching this process's rows
-    is the sum of the W processes' gradients for them: backward all-reduces the full gradient
-    and keeps this process's slice. (Keeping only the local gradient, without that sum, is the
-    classic bug: after gradient averaging it divides the contrastive gradient by W.)
+    Every process's loss uses all W·b rows, so backward all-reduces the gradient before keeping
+    this process's slice; the local gradient alone would end up divided by W after averaging.
     """
 
     @staticmethod
@@ -141,21 +128,16 @@ def gather_rows(x: Tensor) -> Tensor:
 
 
 def differentiable_all_reduce(x: Tensor) -> Tensor:
-    """Sum of ``x`` over the processes; its backward is the same sum, itself differentiable, so
-    autograd goes through it as many times as asked (batch-norm statistics under the penalty).
-
-    torch 2.14 marks `torch.distributed.nn.functional.all_reduce` deprecated in favour of the
-    private `torch.distributed._functional_collectives`; the public one still works, across the
-    torch versions this project accepts, so its notice (printed by every process) is silenced.
-    """
+    """Sum of ``x`` over the processes, differentiable any number of times (batch-norm statistics
+    under the penalty). torch 2.14 deprecates this public all-reduce for a private one, but it works
+    on every torch this project accepts, so the warning each process would print is silenced."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "torch.distributed.nn.functional", FutureWarning)
         return _autograd_all_reduce(x)
 
 
 def mean_over_processes(x: Tensor) -> Tensor:
-    """Differentiable mean of ``x`` over the processes: the gradient of each process's copy of
-    the result flows back to every process's ``x``."""
+    """Differentiable mean of ``x`` over the processes; gradients reach every process's ``x``."""
     if not is_distributed():
         return x
     return differentiable_all_reduce(x) / dist.get_world_size()
@@ -164,11 +146,8 @@ def mean_over_processes(x: Tensor) -> Tensor:
 def average_gradients(parameters: list[torch.nn.Parameter]) -> None:
     """Replace every ``.grad`` by its mean over the processes, in one flat all-reduce.
 
-    `DistributedDataParallel` is not used: its reducer reduces a gradient bucket when autograd
-    hooks report its parameters ready, and the penalty's double backward (and the two encoder
-    forwards per step) break that bookkeeping (pytorch/pytorch#47562 reports wrong gradients for
-    gradient penalties under DDP). Averaging after ``backward`` is exact, at the cost of not
-    overlapping communication with the backward pass.
+    Not `DistributedDataParallel`: the penalty's double backward breaks its hook-driven bucket
+    bookkeeping (pytorch/pytorch#47562). Exact, at the cost of no overlap with ``backward``.
     """
     if not is_distributed():
         return
@@ -185,8 +164,8 @@ def average_gradients(parameters: list[torch.nn.Parameter]) -> None:
 
 
 def broadcast_parameters(modules: list[torch.nn.Module]) -> None:
-    """Give every process rank 0's weights and buffers (seeded initialisation already agrees on
-    one machine; this makes it hold across machines and library builds too)."""
+    """Give every process rank 0's weights and buffers: seeding alone agrees on one machine, not
+    across machines and library builds."""
     if not is_distributed():
         return
     for module in modules:

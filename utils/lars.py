@@ -1,16 +1,5 @@
-"""LARS as a wrapper around any optimizer, with the semantics of the `torchlars` package.
-
-torchlars 0.1.2, its last release, does not build against torch 2.x, so this module reimplements
-its rule (spec section 6) in plain PyTorch. For every parameter w with gradient g:
-
-    η = trust · ‖w‖ / (‖g‖ + wd·‖w‖ + eps)   if ‖w‖ > 0 and ‖g‖ > 0, else 1
-    g ← (g + wd·w) · η
-
-and the wrapped optimizer then steps with its own weight decay switched off, so that the decay is
-applied once, inside the adapted gradient. As in torchlars, every parameter is adapted unless its
-parameter group sets ``lars_adapt=False``; `param_groups_excluding_bn_bias` builds such groups for
-SimCLR's TensorFlow choice of leaving batch-norm and bias parameters out of adaptation and decay.
-"""
+"""LARS (spec section 6) as a wrapper around any optimizer, with `torchlars` semantics in plain
+PyTorch: torchlars 0.1.2, its last release, does not build against torch 2.x."""
 
 from __future__ import annotations
 
@@ -23,7 +12,15 @@ from torch.optim import Optimizer
 
 
 class LARS:
-    """Drop-in wrapper: ``LARS(SGD(params, lr, momentum, weight_decay), eps, trust_coef)``."""
+    """Drop-in wrapper: ``LARS(SGD(params, lr, momentum, weight_decay), eps, trust_coef)``.
+
+    Each parameter w with gradient g, in a group without ``lars_adapt=False``, gets
+
+        η = trust · ‖w‖ / (‖g‖ + wd·‖w‖ + eps)   if ‖w‖ > 0 and ‖g‖ > 0, else 1
+        g ← (g + wd·w) · η
+
+    and the wrapped optimizer steps with its own weight decay off, so decay is applied once.
+    """
 
     def __init__(self, optimizer: Optimizer, eps: float = 1e-8, trust_coef: float = 1e-3) -> None:
         if eps < 0:
@@ -89,10 +86,8 @@ class LARS:
 def param_groups_excluding_bn_bias(
     modules: Iterable[nn.Module], weight_decay: float
 ) -> list[dict[str, Any]]:
-    """Two parameter groups: weights (decayed, adapted) and BN/bias parameters (neither).
-
-    Batch-norm scales and shifts and biases are exactly the parameters with at most one dimension.
-    """
+    """Two parameter groups, as in SimCLR's TensorFlow code: weights (decayed, adapted) and the
+    batch-norm and bias parameters, i.e. those with at most one dimension (neither)."""
     decayed, excluded = [], []
     for module in modules:
         for p in module.parameters():

@@ -1,12 +1,6 @@
-"""One run per name: a lock on ``<checkpoint-dir>/<filename>.lock`` held for the run's whole life.
-
-Two runs on one ``--filename`` would replace each other's checkpoint at every save and interleave
-their epochs in one metrics file. The lock is an ``flock`` on the lock file, which the kernel
-releases when the process ends however it ends (``kill -9`` included), so nothing stale is left to
-clean. Where the file system has no ``flock`` (some network file systems), the lock is a file
-``<filename>.pidlock``, created exclusively and holding the host and process id, and taken over
-only when that process is gone from this host; a holder on another host cannot be checked from
-here, so such a file is then refused until it is removed by hand (docs/checkpoints.md).
+"""One run per name, so that two runs cannot overwrite each other's checkpoint and metrics: an
+``flock`` on ``<checkpoint-dir>/<filename>.lock``, which the kernel drops however the run ends, or a
+``.pidlock`` file where the file system has no ``flock`` (docs/checkpoints.md).
 """
 
 from __future__ import annotations
@@ -86,8 +80,8 @@ def _file_lock(path: Path) -> Iterator[None]:
 
 @contextlib.contextmanager
 def run_lock(folder: Path, name: str) -> Iterator[Path]:
-    """Hold the lock of run ``name`` in ``folder`` until the block ends; a run that holds it
-    already makes this a one-line `UsageError` naming the holder."""
+    """Hold the lock of run ``name`` in ``folder`` until the block ends; if another run holds it,
+    raise a `UsageError` naming the holder."""
     path = folder / f"{name}.lock"
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)

@@ -1,11 +1,6 @@
-"""Every random number generator a run draws from, captured and restored as plain types.
-
-A checkpoint must hold all of them for a resumed run to continue exactly where it stopped: the
-augmentation generator on the training device (crops, flips, colour parameters, Rademacher signs,
-the penalty's fresh draws), torch's global CPU and CUDA generators (initialisation, data-loader
-worker seeds), and Python's and numpy's, which this project does not draw from itself but code
-it calls may. numpy's state becomes a tensor and lists so that ``torch.load(weights_only=True)``
-can read it.
+"""Capture and restore every random number generator a run may draw from (augmentation, torch CPU
+and CUDA, and Python's and numpy's for code it calls), as plain types that a checkpoint loads with
+``torch.load(weights_only=True)``, so that a resumed run continues exactly where it stopped.
 """
 
 from __future__ import annotations
@@ -31,13 +26,11 @@ def capture_rng(generator: torch.Generator) -> dict[str, Any]:
 
 
 def restore_rng(state: dict[str, Any], generator: torch.Generator) -> bool:
-    """Put back what `capture_rng` captured. Checkpoints older than this module hold only the
-    augmentation and torch CPU states; the others are then left as they are.
+    """Put back what `capture_rng` captured; only the augmentation and CPU states are required.
 
-    Returns False when the augmentation state cannot be put back because it was captured on
-    another kind of device (a GPU run resumed on the CPU, or the reverse: their generators'
-    states differ in kind and size); ``generator`` is then seeded from the checkpoint's CPU
-    state instead, so that the resumed run is still reproducible, though not the same."""
+    Returns False if the augmentation state is from another kind of device (a GPU run resumed on
+    the CPU, or the reverse): ``generator`` is then seeded from the saved CPU state instead, so the
+    run stays reproducible, though not the same."""
     try:
         generator.set_state(state["augment"])
         exact = True

@@ -18,11 +18,8 @@ def ramp_cosine_lr(
 
 
 class CosineAnnealingWithLinearRampLR(LRScheduler):
-    """Per-epoch scheduler: call ``step()`` once at the end of every epoch.
-
-    The rate is a closed-form function of the epoch, so restoring ``state_dict()`` (plain numbers)
-    resumes it exactly. Attach it to the optimizer that LARS wraps.
-    """
+    """Per-epoch scheduler for the optimizer that LARS wraps: call ``step()`` after every epoch.
+    The rate is a closed-form function of the epoch, so ``state_dict()`` resumes it exactly."""
 
     def __init__(
         self,

@@ -1,9 +1,5 @@
-"""Graceful stop on SIGTERM and SIGINT: the training loop finishes its step, saves, and exits.
-
-Schedulers pre-empt jobs with SIGTERM (SLURM sends it some time before SIGKILL), and Ctrl-C sends
-SIGINT. Either sets a flag that the loop reads between steps, so that the checkpoint it then
-writes is of a whole step. A second Ctrl-C raises KeyboardInterrupt at once, for whoever does not
-want to wait.
+"""Graceful stop on SIGTERM (a scheduler's pre-emption) and SIGINT: a flag read between steps, so
+the training loop saves a whole step before it exits. A second Ctrl-C quits at once, unsaved.
 """
 
 from __future__ import annotations
