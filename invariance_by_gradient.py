@@ -3,12 +3,9 @@
     python3 invariance_by_gradient.py --dataset cifar10 --arch resnet50 --lambda-gp 1e-1 \
         --cosine-anneal --num-epochs 1000
 
-`<checkpoint-dir>/<filename>.pth` holds the latest state: it is written after every epoch, every
-`--save-every-steps` steps, and on SIGTERM or Ctrl-C (the step in progress finishes first); at the
-end it is the trained model. Every `--save-freq` epochs `<filename>_epoch<NNN>.pth` is kept too.
-`--resume FILE` continues a run exactly where its checkpoint left it, mid-epoch included.
-`torchrun --nproc_per_node 8 invariance_by_gradient.py ...` runs one process per GPU on the same
-global `--batch-size` (utils/distributed.py); only rank 0 writes and prints.
+`<checkpoint-dir>/<filename>.pth`, the latest state, is written after every epoch, every
+`--save-every-steps` steps and on SIGTERM or Ctrl-C; `--resume` continues it exactly, mid-epoch
+included. Under `torchrun` each process takes its share of the global `--batch-size`.
 """
 
 from __future__ import annotations
@@ -25,6 +22,7 @@ from torch import Tensor, nn
 from augmentation.views import NaturalViews, SpirographViews
 from datasets.paths import dataset_folder
 from datasets.sources import DATASETS, DatasetBundle, load_dataset, pretrain_batches
+from evaluation.curves import format_epoch
 from evaluation.probe import training_probe
 from models import ARCHITECTURES, ProjectionHead, ResNetEncoder
 from models.invclr import (
@@ -66,7 +64,7 @@ from utils.distributed import (
 )
 from utils.lars import LARS, param_groups_excluding_bn_bias
 from utils.lock import run_lock
-from utils.metrics import RunLog, format_epoch
+from utils.metrics import RunLog
 from utils.resume import resume_args
 from utils.run import (
     NonFiniteLoss,
@@ -84,6 +82,11 @@ from utils.signals import StopRequest
 
 AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 TEST_FREQ = 10  # --test-freq's default where the dataset has a full-batch probe
+# training_step's values in order, each with its label in the progress line (None: not shown);
+# each counts on the steps that measure it (SimCLR's penalty is 0 on every step).
+STEP_VALUES = {"contrastive_loss": "c-loss", "penalty": "penalty", "loss": "loss",
+               "clamp_fraction": None, "spread": None}  # fmt: skip
+ADVICE = "lower --base-lr or --lambda-gp"  # for a run whose loss or weights stop being finite
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -130,9 +133,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-gp-normalization", action="store_true",
                      help="penalise the raw representation h instead of h / ||h||")
     run.add_argument("--gp-scale", choices=("none", "spread"), default="none",
-                     help="spread: the penalty over the batch's spread, which bunching the rows "
-                     "cannot lower (docs/invariance.md); --gp-upper-limit, then in units of the "
-                     "quotient, must be given. none: the paper's penalty")
+                     help="spread: the penalty over the batch's spread (docs/invariance.md), "
+                     "clamped by a --gp-upper-limit you give. none: the paper's penalty")
     run.add_argument("--colour-strength", type=nonneg, default=0.5,
                      help="colour distortion strength s (1.0 is SimCLR's ImageNet setting)")
     run.add_argument("--blur", action=argparse.BooleanOptionalAction, default=None,
@@ -158,13 +160,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                       "with benchmarks/throughput.py)")
     more.add_argument("--compile", action="store_true",
                       help="torch.compile the encoder for the views without the penalty (the "
-                      "penalised view stays eager: compiled graphs have no double backward); the "
-                      "first steps compile")
+                      "penalised view needs a double backward, which compiled graphs lack)")
     more.add_argument("--amp", choices=list(AMP_DTYPES), default="off",
-                      help="mixed precision for the views without the penalty, the head and "
-                      "NT-Xent (the penalised view stays float32); fp16 adds loss scaling. For "
-                      "GPUs; on a CPU whether bf16 pays depends on the processor: measure it "
-                      "(docs/mixed-precision.md)")
+                      help="mixed precision except for the penalised view; fp16 adds loss "
+                      "scaling. For GPUs; on a CPU measure it (docs/mixed-precision.md)")
     more.add_argument("--log-interval", type=int_at_least(1), default=10,
                       help="refresh the progress bar every this many steps; only then do values "
                       "leave the device (a host synchronisation)")
@@ -236,13 +235,10 @@ def training_step(
     scaler: torch.amp.GradScaler | None = None,
     step: int = 0,
 ) -> Tensor:
-    """One optimisation step on a batch (spec section 5); ``penalty_weight`` 0 skips the penalty.
-
-    Returns the detached (contrastive loss, penalty, total loss, 1 if the penalty sat at its clamp
-    else 0, the relative penalty's spread else 0) as one device tensor: only ``gp_scale`` "spread"
-    waits for the device, to raise `CollapsedSpread` (naming ``step``) before the backward pass.
-    Under `torchrun`, ``x1`` and ``x2`` are this process's share of the global batch, and the step
-    is the one a single process would take on the global batch (utils/distributed.py)."""
+    """One optimisation step (spec section 5; ``penalty_weight`` 0: none); returns `STEP_VALUES`
+    detached, as one device tensor. Only ``gp_scale`` "spread" waits for the device, to raise
+    `CollapsedSpread` before the backward pass. Under `torchrun`, ``x1`` and ``x2`` are this
+    process's share of the global batch, and the step is the one-process step on all of it."""
     penalised, spread = penalty_weight > 0, None
     view1, theta1 = views.augment(x1, requires_grad=penalised)
     view2, _ = views.augment(x2)
@@ -286,15 +282,14 @@ def train_one_epoch(
     shard: Shard = ONE_PROCESS,
 ) -> dict[str, float]:
     """One pass over the pretraining set from ``position``, with `--gp-every`'s lazy penalty.
-
-    Values leave the device only every ``--log-interval`` steps, before the run is saved (every
-    ``--save-every-steps`` global steps, and when ``stop`` is requested) and at the end; there a
-    non-finite loss raises `NonFiniteLoss` naming its step, so no checkpoint follows it. A stop
-    inside the epoch saves and raises `Stopped`; processes agree on it at a log step.
+    Values leave the device every ``--log-interval`` steps and before each save, where a
+    non-finite one raises `NonFiniteLoss`. A stop saves and raises `Stopped` (agreed at a log step).
     """
     nets.train()
     epoch, num_steps = position.epoch, len(data.pretrain) // args.batch_size
-    meter = StepMeter(position, num_steps, args.batch_size, device, show=shard.rank == 0)
+    simclr, relative = args.lambda_gp == 0, args.gp_scale == "spread"
+    meter = StepMeter(position, num_steps, args.batch_size, device, STEP_VALUES,
+                      show=shard.rank == 0)  # fmt: skip
     batches = pretrain_batches(
         data, args.batch_size, seed=args.seed, epoch=epoch, start_step=position.step,
         shard=shard, num_workers=args.num_workers,
@@ -312,7 +307,8 @@ def train_one_epoch(
             gp_upper_limit=args.gp_upper_limit, gp_normalization=not args.no_gp_normalization,
             gp_scale=args.gp_scale, scaler=scaler, step=global_step,
         )  # fmt: skip
-        meter.add(values, global_step, penalised)
+        counted = (True, penalised or simclr, True, penalised, penalised and relative)
+        meter.add(values, global_step, counted)
         done = step + 1
         log_now = done % args.log_interval == 0 or done == num_steps
         stop_now = stop is not None and stop.requested and done < num_steps
@@ -326,7 +322,8 @@ def train_one_epoch(
                 run.save(latest, at)
             if stop_now:
                 raise Stopped
-    return meter.row(args.gp_upper_limit)
+    row = meter.row()  # with the clamp that clamp_fraction's steps were at
+    return row | ({"gp_upper_limit": args.gp_upper_limit} if "clamp_fraction" in row else {})
 
 
 def check_args(args: argparse.Namespace, shard: Shard, resumed: bool) -> None:
@@ -436,7 +433,8 @@ def train(args: argparse.Namespace, shard: Shard, held: contextlib.ExitStack) ->
     scaler = torch.amp.GradScaler(device.type) if args.amp == "fp16" else None
     modules = dict(encoder=encoder, head=head, optimizer=optimizer, scheduler=scheduler,
                    scaler=scaler)  # fmt: skip
-    run = RunState(modules, generator, args, lead=lead, device=device, git=git_info(args.git))
+    run = RunState(modules, generator, args, lead=lead, device=device, git=git_info(args.git),
+                   advice=ADVICE)  # fmt: skip
     held.enter_context(run.stopped_on_write_failure())
     position = run.restore(resumed, say)
     log = shared_write(lambda: RunLog(checkpoint_dir, args.filename, run.results, lead=lead,
@@ -464,10 +462,12 @@ def train(args: argparse.Namespace, shard: Shard, held: contextlib.ExitStack) ->
                     nets, views, optimizer, data, args, at, device,
                     scaler=scaler, run=run, latest=latest, stop=stop, shard=shard,
                 )  # fmt: skip
-            except (NonFiniteLoss, CollapsedSpread) as error:
+            except NonFiniteLoss as error:
+                raise error.explained(steps, run.last_good, ADVICE) from None
+            except CollapsedSpread as error:
                 raise error.explained(steps, run.last_good) from None
             except Stopped:
-                raise stop_exit(stop.signal, latest, say) from None
+                raise stop_exit(stop.signal, latest, Path(__file__).name, say) from None
             if scheduler is not None:
                 scheduler.step()
             if args.test_freq and epoch % args.test_freq == args.test_freq - 1:
@@ -484,7 +484,7 @@ def train(args: argparse.Namespace, shard: Shard, held: contextlib.ExitStack) ->
             # --save-every-steps steps).
             run.save(latest, Position(epoch + 1))
             if any_process(stop.requested, device):
-                raise stop_exit(stop.signal, latest, say)
+                raise stop_exit(stop.signal, latest, Path(__file__).name, say)
         # Resumed from another file with nothing left to run.
         if any_process(lead and not latest.is_file(), device):
             run.save(latest, position)

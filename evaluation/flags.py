@@ -70,24 +70,12 @@ def add_evaluation_args(p: argparse.ArgumentParser, default_reg: float) -> None:
         "representations (a baseline; the checkpoint only says which dataset)",
     )
     p.add_argument(
-        "--invariance",
-        nargs="?",
-        type=int_at_least(2),
-        const=10,
-        default=None,
-        metavar="K",
-        help="also measure invariance on the test set: the variance of the normalised "
-        "representation across K fresh draws of the transformation the penalty "
-        "targets (colour distortion after one crop and flip; Spirograph's transformation "
-        "parameters), over its variance across images; 0 is fully invariant (K = 10 when "
-        "given without a value)",
-    )
-    p.add_argument(
         "--invariance-images",
         type=int_at_least(2),
         default=1000,
         metavar="N",
-        help="test images the invariance measure uses (a seeded random subset; all when fewer)",
+        help="test images the conditional variance and the authors' variance use (a seeded "
+        "random subset; all when fewer)",
     )
     p.add_argument(
         "--batch-size",

@@ -1,4 +1,6 @@
-"""How much a representation still moves under the transformation the penalty targets.
+"""How much a representation still moves under the transformation the penalty targets (for
+`study.first_order`; the evaluation scripts report the same ratio in `--conditional-variance`'s
+fields), and the seeded test subsets the measures use.
 
 With z_ik the unit representation of test image i under fresh draw k, the measure is
 mean_i tr Var_k(z_ik) / mean_k tr Var_i(z_ik) (both unbiased): 0 for an encoder that ignores the
@@ -68,27 +70,3 @@ def seeded_subset(split, max_images: int, seed: int):
     if len(split) <= max_images:
         return split
     return split.subset(seeded_rows(len(split), max_images, seed))
-
-
-def measure_invariance(
-    encoder: nn.Module,
-    split,
-    views,
-    num_draws: int,
-    *,
-    max_images: int,
-    seed: int,
-    batch_size: int,
-    num_workers: int,
-    device: torch.device,
-) -> dict[str, float]:
-    """`invariance_measure` on a ``seed``-ed subset of at most ``max_images`` of ``split``, with
-    ``views.nuisance_draws`` (what the penalty differentiates); adds the draws and images used."""
-    split = seeded_subset(split, max_images, seed)
-    measured = invariance_measure(
-        encoder,
-        split.batches(batch_size, num_workers),
-        lambda batch: views.nuisance_draws(batch, num_draws),
-        device,
-    )
-    return {**measured, "draws": num_draws, "images": len(split)}

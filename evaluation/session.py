@@ -14,9 +14,7 @@ from torch import nn
 from augmentation.views import NaturalViews, SpirographViews
 from datasets.sources import DATASETS, DatasetBundle, load_dataset
 from evaluation.encoding import Encoded, encode_sets, probe_views
-from evaluation.invariance import measure_invariance
 from evaluation.measures import (
-    SEED_OFFSETS,
     check_label_fractions,
     resolve_measure_args,
     run_measures,
@@ -127,27 +125,13 @@ class Evaluation:
         )  # fmt: skip
 
     def summary(self, data: DatasetBundle, **scores: Any) -> dict[str, Any]:
-        """The summary's first fields: the checkpoint, the ``scores``, the invariance measure
-        when asked (on its own draws, seeded by seed + 1), and the probe's set sizes."""
+        """The summary's first fields: the checkpoint, the ``scores`` and the probe's set sizes."""
         args = self.args
         summary = {
             "dataset": self.run["dataset"], "arch": self.run["arch"],
             "width": self.run["width"], "checkpoint": str(self.path),
             "random_init": args.random_init, "raw_pixels": args.raw_pixels, **scores,
         }  # fmt: skip
-        if args.invariance:
-            measured = measure_invariance(
-                self.encoder, data.probe_test,
-                self.views(data, self.seed + SEED_OFFSETS["invariance"]), args.invariance,
-                max_images=args.invariance_images, seed=self.seed, batch_size=args.batch_size,
-                num_workers=args.num_workers, device=self.device,
-            )  # fmt: skip
-            print(
-                f"invariance {measured['invariance']:.4f} (variance across {args.invariance} "
-                f"draws {measured['within']:.4g} / across images {measured['across']:.4g})"
-            )
-            summary["invariance"] = measured.pop("invariance")
-            summary.update({f"invariance_{k}": v for k, v in measured.items()})
         summary.update(n_train=len(data.probe_train), n_test=len(data.probe_test))
         return summary
 

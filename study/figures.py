@@ -15,11 +15,11 @@ from typing import Any
 
 from matplotlib.figure import Figure  # not pyplot: no global figure state, no display needed
 
+from evaluation.curves import plot_runs
 from study.claims import authors, score, variance
 from study.half import Half
 from study.protocol import SEEDS, SWEEP_SEED, described
 from utils.checkpoint import save_figure
-from utils.plot import plot_runs
 
 METHODS = ("simclr", "invclr", "random")  # the paper's comparison, against the random network
 NAMES = {"spirograph": "Spirograph", "cifar10": "CIFAR-10"}

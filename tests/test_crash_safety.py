@@ -94,13 +94,13 @@ def test_sigkill_at_random_moments_then_resume_ends_bit_identical(tmp_path, unin
     while True:
         resume = ["--resume", "output.pth"] if latest.is_file() else []
         proc = start(tmp_path, *RUN, "--save-every-steps", "1", *resume)
-        if kills == 3:
+        if kills == 2:
             code, _, err = finish(proc)
             assert code == 0, err[-2000:]
             break
         wait_for_training(proc)
         # Let 1-3 steps save, then kill anywhere in a step, a save, or between them. Counting
-        # saves rather than seconds keeps every kill inside the run on a fast machine too (3 kills
+        # saves rather than seconds keeps every kill inside the run on a fast machine too (2 kills
         # of at most 3 steps and a part leave the 14 steps unfinished).
         saves_to_wait, seen = (
             rng.randint(1, 3),

@@ -11,7 +11,7 @@ from test_evaluation import write_checkpoint
 
 import invariance_by_gradient as train
 import lbfgs_linear_clf_spirograph
-from utils import plot
+from evaluation import curves
 from utils.checkpoint import save_checkpoint
 from utils.cli import UsageError
 from utils.run import Position, StepMeter
@@ -42,7 +42,7 @@ def test_checkpoints_get_the_permissions_the_umask_gives(tmp_path, umask):
 
 
 def test_the_progress_bar_counts_epochs_from_one():
-    meter = StepMeter(Position(0), num_steps=2, batch_size=4, device=torch.device("cpu"))
+    meter = StepMeter(Position(0), 2, batch_size=4, device=torch.device("cpu"), values={"x": "x"})
     steps = list(meter.log_every(["a", "b"]))
     assert steps == [(0, "a"), (1, "b")]
     assert meter.bar.desc == "epoch 1"  # the line after it reads "epoch    1/T"
@@ -71,8 +71,9 @@ def test_plot_writes_beside_the_first_metrics_file_and_keeps_its_example_line(
     runs.mkdir()
     row = {"epoch": 1, "contrastive_loss": 4.0, "penalty": 0.0, "loss": 4.0, "lr": 0.1}
     (runs / "a.metrics.jsonl").write_text(json.dumps(row) + "\n")
-    out = plot.main(plot.get_args_parser().parse_args([str(runs / "a.metrics.jsonl")]))
+    out = curves.main(curves.get_args_parser().parse_args([str(runs / "a.metrics.jsonl")]))
     assert out == runs / "curves.png" and out.is_file()
     assert not (tmp_path / "curves.png").exists()
-    example = "    python3 -m utils.plot checkpoint/plain.metrics.jsonl checkpoint/gp.metrics.jsonl"
-    assert example in plot.get_args_parser().format_help().splitlines()
+    files = "checkpoint/plain.metrics.jsonl checkpoint/gp.metrics.jsonl"
+    example = f"    python3 -m evaluation.curves {files}"
+    assert example in curves.get_args_parser().format_help().splitlines()

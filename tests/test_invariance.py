@@ -1,4 +1,4 @@
-"""The invariance measure (evaluation/invariance.py) and the evaluation scripts' `--invariance`."""
+"""The invariance ratio (evaluation/invariance.py) and the draws it and the variance use."""
 
 import pytest
 import torch
@@ -8,7 +8,7 @@ from tiny_data import write_cifar_pickles, write_paths
 from augmentation.spirograph import sample_data_params
 from augmentation.views import NaturalViews, SpirographViews
 from datasets.natural import Labelled
-from evaluation.invariance import invariance_measure, measure_invariance
+from evaluation.invariance import invariance_measure
 
 CPU = torch.device("cpu")
 
@@ -96,8 +96,8 @@ def test_natural_images_keep_one_crop_and_redraw_the_colour():
 
     views.distort = lambda x, **_: (x, None)  # colour off: only the crop is left
     split = Labelled(images, torch.zeros(6, dtype=torch.long))
-    result = measure_invariance(
-        Records(), split, views, 3, max_images=6, seed=0, batch_size=6, num_workers=0, device=CPU
+    result = invariance_measure(
+        Records(), split.batches(6, 0), lambda batch: views.nuisance_draws(batch, 3), CPU
     )
     assert torch.equal(seen[0], seen[1]) and torch.equal(seen[1], seen[2])
     assert result["invariance"] == 0.0
@@ -107,7 +107,7 @@ def test_natural_images_keep_one_crop_and_redraw_the_colour():
     assert not torch.equal(held[0], seen[0])  # a fresh crop for the next call
 
 
-def test_classification_script_reports_invariance_and_raw_pixels(tmp_path):
+def test_classification_script_reports_the_ratio_and_raw_pixels(tmp_path):
     write_paths(tmp_path, cifar10=write_cifar_pickles(tmp_path / "data", per_class=2))
     write_checkpoint(tmp_path / "checkpoint" / "c.pth", "cifar10", 1.0)
     out = script(
@@ -115,15 +115,16 @@ def test_classification_script_reports_invariance_and_raw_pixels(tmp_path):
         tmp_path,
         "--load-from",
         "c.pth",
-        "--invariance",
+        "--conditional-variance",
         "3",
         "--max-iter",
         "100",
     )
     assert out.returncode == 0, out.stderr
     result = last_json(out.stdout)
-    assert result["invariance_draws"] == 3 and result["invariance_images"] == 10
-    assert 0 < result["invariance"] < 2
+    variance = result["conditional_variance"]
+    assert variance["draws"] == 3 and variance["images"] == 10
+    assert 0 < variance["distortion"]["ratio"] < 2  # the within/across ratio of the draws
     # 50 images in 3,072 dimensions leave the fit far from its optimum after many iterations at
     # any weight; this checks the plumbing, so the cap keeps it short.
     pixels = script(

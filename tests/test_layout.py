@@ -120,3 +120,39 @@ def test_git_ignores_nothing_under_docs():
     assert checked.returncode == 1, f"git would ignore: {checked.stdout.split()}"
     # The pattern still keeps what it was for out of git.
     assert subprocess.run(["git", "check-ignore", "-q", "results/x.json"], cwd=REPO).returncode == 0
+
+
+def test_utils_code_knows_nothing_of_the_method():
+    """utils/ is infrastructure (STYLE.md point 1): its code names no flag, value or script of
+    the method; the training script hands the meter its values and the messages their advice.
+    Docstrings and comments may say why a design serves the method."""
+    method = (
+        "lambda_gp",
+        "lambda-gp",
+        "--gp-",
+        "gp_",
+        "penalt",
+        "contrastive",
+        "clamp",
+        "spread",
+        "invariance_by_gradient",
+    )
+    found = []
+    for path in sorted((REPO / "utils").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        docstrings = {
+            id(node.body[0].value)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef)
+            and node.body
+            and isinstance(node.body[0], ast.Expr)
+        }
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                text = "" if id(node) in docstrings else node.value
+            else:
+                text = getattr(node, "id", None) or getattr(node, "attr", None) or ""
+                text = text if isinstance(text, str) else ""
+            found += [f"{path.name}:{node.lineno} {text!r}" for word in method
+                      if word in text.lower()]  # fmt: skip
+    assert not found, found

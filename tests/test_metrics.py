@@ -1,5 +1,5 @@
 """What a run leaves to look at: the metrics file (utils/metrics.py), TensorBoard events, the
-curves (utils/plot.py) and `--preview` (augmentation/preview.py)."""
+curves (evaluation/curves.py) and `--preview` (augmentation/preview.py)."""
 
 import json
 import sys
@@ -11,7 +11,7 @@ from test_training import SPIRO, run
 from tiny_data import write_cifar_pickles, write_paths
 
 import invariance_by_gradient as train
-from utils import plot
+from evaluation import curves as plot
 from utils.checkpoint import load_checkpoint
 from utils.metrics import read_metrics
 

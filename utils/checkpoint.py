@@ -10,22 +10,22 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import io
 import math
 import os
 import pickle
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
 from utils.cli import InputError
 
 FORMAT = "invclr-checkpoint"
-VERSION = 2  # 2 adds the mid-epoch position ("next"), all RNG states and the loss scaler
+VERSION = 2  # of the layout; `load_checkpoint` refuses a newer one
 
 
 class CheckpointError(InputError):
@@ -98,34 +98,30 @@ def _from_zip_writer(error: RuntimeError) -> bool:
     return "inline_container" in text or "PytorchStreamWriter" in text
 
 
-def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
-    """Write ``state`` to ``path`` through a temporary file in the same folder and a rename, so
-    that a crash mid-write leaves the previous file intact and never a partial one."""
+def write_atomically(path: str | Path, write: Callable[[BinaryIO], Any]) -> Path:
+    """The one way this project writes a file: ``write(f)`` fills a temporary file in the same
+    folder, which is synced and renamed over ``path``, so a crash or a full disk leaves the old
+    file or the new one, never a part. Raises `WriteError` in one line."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as error:
-        if error.errno in FULL:  # no inode or block left for a new file
-            raise cannot_write(path, error) from None
-        raise CheckpointError(
-            f"cannot write checkpoints to {path.parent} ({error.strerror}); choose a writable "
-            "--checkpoint-dir"
-        ) from None
+        raise cannot_write(path, error) from None
     try:
-        # mkstemp creates the file private (0600); give it what the umask gives any new file, as
-        # open() would, so that labmates can read a run the user's umask lets them read. Best
-        # effort: some file systems refuse modes, and the checkpoint matters more.
+        # mkstemp makes the file private (0600); give it what open() would under the umask, so
+        # labmates read what the user's umask lets them. Some file systems refuse modes.
         with contextlib.suppress(OSError, AttributeError):
             os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, "version": VERSION, **state}, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
         _fsync_folder(path.parent)
     except BaseException as error:
-        Path(tmp).unlink(missing_ok=True)  # the previous checkpoint is untouched
+        Path(tmp).unlink(missing_ok=True)  # the previous file is untouched
+        # torch's zip writer raises a RuntimeError over the OSError of the file it wrote to.
         if isinstance(error, OSError) or (
             isinstance(error, RuntimeError) and _from_zip_writer(error)
         ):
@@ -134,42 +130,20 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     return path
 
 
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
+    """``state`` as a checkpoint of this project at ``path`` (`write_atomically`)."""
+    marked = {"format": FORMAT, "version": VERSION, **state}
+    return write_atomically(path, lambda f: torch.save(marked, f))
+
+
 def write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically (`write_bytes`). Raises `WriteError`."""
-    return write_bytes(path, text.encode())
-
-
-def write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (a temporary file in the same folder, then a rename):
-    a crash or a full disk leaves the old file or the new one, never a part. Raises
-    `WriteError`."""
-    path = Path(path)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as error:
-        raise cannot_write(path, error) from None
-    try:
-        with contextlib.suppress(OSError, AttributeError):
-            os.fchmod(fd, 0o666 & ~_umask())  # as open() would make it
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as error:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(error, OSError):
-            raise cannot_write(path, error) from None
-        raise
-    return path
+    """``text`` at ``path`` (`write_atomically`)."""
+    return write_atomically(path, lambda f: f.write(text.encode()))
 
 
 def save_figure(fig: Any, path: str | Path, dpi: int) -> Path:
-    """A matplotlib figure as a PNG at ``path``, written as `write_bytes` writes."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    return write_bytes(path, buffer.getvalue())
+    """A matplotlib figure as a PNG at ``path`` (`write_atomically`)."""
+    return write_atomically(path, lambda f: fig.savefig(f, format="png", dpi=dpi))
 
 
 def _umask() -> int:

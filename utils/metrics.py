@@ -2,16 +2,13 @@
 
 One JSON object per line and per completed epoch (1-based ``epoch``, ``lr``, the losses,
 ``images_per_s``, ``time_s`` of the epoch, cumulative ``wall_s``, and ``test_*`` when the probe
-ran). The checkpoint holds the same rows, so a resumed run first rewrites the file from them
-(dropping the lines of any epoch the checkpoint does not cover, written after it was saved),
-then appends: the file always matches the state training continues from.
+ran). The file is rewritten whole from the rows the checkpoint holds, at the start and after
+each epoch, so it always matches the state training continues from.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -30,32 +27,10 @@ def metrics_line(row: dict[str, Any]) -> str:
     return json.dumps({**row, "epoch": row["epoch"] + 1}) + "\n"
 
 
-def rewrite_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Replace the file with ``rows``, atomically: a crash leaves the old file or the new one."""
+def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
+    """The file holding ``rows``, replaced whole (`write_atomically`): a full disk or a crash
+    leaves the previous file, never a cut line."""
     write_text(path, "".join(metrics_line(row) for row in rows))
-
-
-def append_metrics(path: Path, row: dict[str, Any]) -> None:
-    """Add ``row``'s line, or raise `WriteError` with the file as it was: a full disk can take
-    part of a line, and a cut line would make the whole file unreadable. Unbuffered, so that
-    nothing is left to be written again when the file closes."""
-    data = memoryview(metrics_line(row).encode())
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
-    except OSError as error:
-        raise cannot_write(path, error) from None
-    try:
-        size = os.fstat(fd).st_size
-        try:
-            while data:
-                data = data[os.write(fd, data) :]
-            os.fsync(fd)
-        except OSError as error:
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, size)
-            raise cannot_write(path, error) from None
-    finally:
-        os.close(fd)
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
@@ -155,7 +130,7 @@ class RunLog:
         self.results = results
         self.lead = lead
         if lead:
-            rewrite_metrics(self.path, results)
+            write_metrics(self.path, results)
         board = checkpoint_dir / f"{filename}.tensorboard"
         self.tensorboard = TensorBoardLog(board) if tensorboard and lead else None
 
@@ -166,7 +141,7 @@ class RunLog:
         ]
         self.results.append(row)
         if self.lead:
-            append_metrics(self.path, row)
+            write_metrics(self.path, self.results)
         if self.tensorboard is not None:
             self.tensorboard.write(row)
         return row
@@ -174,29 +149,3 @@ class RunLog:
     def close(self) -> None:
         if self.tensorboard is not None:
             self.tensorboard.close()
-
-
-def format_epoch(row: dict[str, Any], num_epochs: int) -> str:
-    """The line printed after each epoch, and a warning line when the penalty sat at its clamp
-    on most of the epoch's penalised steps."""
-    line = (
-        f"epoch {row['epoch'] + 1:>4}/{num_epochs}  lr {row['lr']:.4g}  "
-        f"c-loss {row['contrastive_loss']:.4f}  penalty {row['penalty']:.4g}  "
-        f"loss {row['loss']:.4f}  {row['images_per_s']:.0f} img/s  {row['time_s']:.1f} s"
-    )
-    if "spread" in row:  # --gp-scale spread: the penalty above is the quotient
-        line += f"  spread {row['spread']:.4g}"
-    if row.get("clamp_fraction") is not None:
-        line += f"  clamped {row['clamp_fraction']:.0%}"
-    if "test_accuracy" in row:
-        line += f"  probe acc {row['test_accuracy']:.2f}% loss {row['test_loss']:.4f}"
-    if "test_mse" in row:
-        line += f"  probe mse {row['test_mse']:.5f}"
-    if (row.get("clamp_fraction") or 0) > 0.5:
-        line += (
-            f"\nwarning: the penalty was at its clamp (--gp-upper-limit "
-            f"{row['gp_upper_limit']:g}) on {row['clamp_fraction']:.0%} of this epoch's "
-            "penalised steps, where it passes no gradient: the run is close to SimCLR. "
-            "Raise --gp-upper-limit (or lower --lambda-gp) for the penalty to act"
-        )
-    return line

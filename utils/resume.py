@@ -5,6 +5,7 @@ that both starts and restarts a run."""
 from __future__ import annotations
 
 import argparse
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +32,9 @@ def load_run(
         )
     run_flags = set(vars(parser.parse_args([]))) - resumable_flags(parser)
     lacking = sorted("--" + key.replace("_", "-") for key in run_flags - set(state["args"]))
-    totals = state["next"].get("totals") if isinstance(state["next"], dict) else None
-    if lacking or not isinstance(totals, list) or len(totals) != len(Position(0).totals):
+    at = state["next"] if isinstance(state["next"], dict) else {}
+    shape = {f.name for f in fields(Position)}
+    if lacking or set(at) != shape or len(at["totals"]) != len(at["counts"]):
         what = f"the run flags {', '.join(lacking)}" if lacking else "a position of this version"
         raise CheckpointError(
             f"{path} lacks {what}: an older version of the training script wrote it, which this "

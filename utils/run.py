@@ -40,15 +40,14 @@ T = TypeVar("T")
 
 @dataclass
 class Position:
-    """Where a run stands: ``step`` steps of ``epoch`` done, with that epoch's running sums so
-    far (contrastive loss, penalty, total loss, penalised steps at the clamp, the relative
-    penalty's spread), penalised steps and seconds. Stored in checkpoints as plain types
-    (``"next"``), so a run resumes mid-epoch where it stopped."""
+    """Where a run stands: ``step`` steps of ``epoch`` done, with that epoch's running sum of each
+    step value, the steps each was counted on, and seconds (empty lists: none yet). Stored in
+    checkpoints as plain types (``"next"``), so a run resumes mid-epoch where it stopped."""
 
     epoch: int
     step: int = 0
-    totals: list[float] = field(default_factory=lambda: [0.0] * 5)
-    penalty_steps: int = 0
+    totals: list[float] = field(default_factory=list)
+    counts: list[int] = field(default_factory=list)
     seconds: float = 0.0
 
 
@@ -59,13 +58,14 @@ class NonFiniteLoss(Exception):
         super().__init__(step)
         self.step = step
 
-    def explained(self, steps_per_epoch: int, last_good: Path | None) -> TrainingError:
-        """The one-line error for the user: where it happened and what to resume from."""
+    def explained(self, steps_per_epoch: int, last_good: Path | None, advice: str) -> TrainingError:
+        """The one-line error for the user: where it happened, what to resume from, and
+        ``advice`` (what to change)."""
         epoch, step = divmod(self.step, steps_per_epoch)
         return TrainingError(
             f"the loss became NaN or infinite at step {self.step + 1} (epoch {epoch + 1}, step "
             f"{step + 1}); stopped without saving. Last good checkpoint: {last_good or 'none'}; "
-            "lower --base-lr or --lambda-gp and resume from it, or restart"
+            f"{advice} and resume from it, or restart"
         )
 
 
@@ -73,15 +73,16 @@ class Stopped(Exception):
     """A stop was requested (SIGTERM, SIGINT) and the position saved mid-epoch."""
 
 
-def stop_exit(signum: int | None, latest: Path, say: Callable[..., None] = print) -> SystemExit:
-    """Say how to resume after a requested stop; the exit status is 128 + the signal's number.
-    Another process may have received the signal first (``signum`` None): they stop together."""
+def stop_exit(
+    signum: int | None, latest: Path, script: str, say: Callable[..., None] = print
+) -> SystemExit:
+    """Say how to resume ``script`` after a requested stop; the exit status is 128 + the signal's
+    number. Another process may have received the signal first (``signum`` None): they stop
+    together."""
     signum = signum or signal.SIGTERM
-    say(
-        f"stopped by {signal.Signals(signum).name}; saved {latest}. Resume with: python3 "
-        f"invariance_by_gradient.py --resume {latest}",
-        flush=True,
-    )
+    name = signal.Signals(signum).name
+    say(f"stopped by {name}; saved {latest}. Resume with: python3 {script} --resume {latest}",
+        flush=True)  # fmt: skip
     return SystemExit(128 + signum)
 
 
@@ -107,7 +108,8 @@ def git_info(with_diff: bool) -> dict[str, str | None]:
 class RunState:
     """Everything a checkpoint carries for a run to continue exactly: the state dicts of
     ``modules`` (None entries are saved as None), the generators, the run's arguments, its
-    per-epoch ``results`` and the position. Only rank 0 (``lead``) writes."""
+    per-epoch ``results`` and the position. Only rank 0 (``lead``) writes. ``advice`` says what
+    to change when the weights stop being finite."""
 
     def __init__(
         self,
@@ -118,8 +120,10 @@ class RunState:
         lead: bool,
         device: torch.device,
         git: dict[str, str | None],
+        advice: str,
     ) -> None:
         self.modules = modules
+        self.advice = advice
         self.generator = generator
         self.args = args
         self.lead = lead
@@ -180,7 +184,7 @@ class RunState:
             raise TrainingError(
                 f"the weights hold NaN or infinite values at epoch {at.epoch + 1}, step "
                 f"{at.step}; not saved. Last good checkpoint: {self.last_good or 'none'}; "
-                "lower --base-lr or --lambda-gp, or raise --gp-upper-limit less"
+                f"{self.advice} and resume from it, or restart"
             )
 
         def write() -> None:
@@ -242,9 +246,9 @@ def optimizer_step(
 
 
 class StepMeter:
-    """An epoch's running sums of the step values (contrastive loss, penalty, total loss, 1 when
-    the penalty sat at its clamp, the relative penalty's spread), kept on the device from
-    ``position`` on.
+    """An epoch's running sum of each step value, kept on the device from ``position`` on, and
+    the steps each was counted on. ``values`` names them in the order `add` receives them, each
+    with its label in the progress line (None: not shown).
 
     `add` never waits for the device; `sync` reads the sums (a host synchronisation), raises
     `NonFiniteLoss` naming the first step whose values were not finite, refreshes the progress
@@ -257,14 +261,16 @@ class StepMeter:
         num_steps: int,
         batch_size: int,
         device: torch.device,
+        values: dict[str, str | None],
         *,
         show: bool = True,
     ) -> None:
         self.position = position
         self.num_steps = num_steps
         self.batch_size = batch_size
-        self.totals = torch.tensor(position.totals, device=device)
-        self.penalty_steps = position.penalty_steps
+        self.values = values
+        self.totals = torch.tensor(position.totals or [0.0] * len(values), device=device)
+        self.counts = position.counts or [0] * len(values)
         # Index of the first step with a non-finite value, kept on the device: no per-step sync.
         self.first_bad = torch.full((), -1, device=device, dtype=torch.long)
         self.start = time.perf_counter() - position.seconds
@@ -293,9 +299,10 @@ class StepMeter:
         finally:  # a stop or an error mid-epoch leaves no half-drawn bar behind
             self.bar.close()
 
-    def add(self, values: Tensor, global_step: int, penalised: bool) -> None:
+    def add(self, values: Tensor, global_step: int, counted: Iterable[bool]) -> None:
+        """One step's ``values`` (a device tensor, zero where not ``counted``)."""
         self.totals += values
-        self.penalty_steps += penalised
+        self.counts = [count + bool(c) for count, c in zip(self.counts, counted, strict=True)]
         bad_now = (self.first_bad < 0) & ~torch.isfinite(values).all()
         self.first_bad = torch.where(bad_now, global_step, self.first_bad)
 
@@ -303,40 +310,33 @@ class StepMeter:
         images = (done - self.position.step) * self.batch_size
         return images / max(elapsed - self.position.seconds, 1e-9)
 
+    def _means(self, totals: list[float]) -> dict[str, float]:
+        """Each value's mean over the steps it was counted on; one counted on none is left out."""
+        return {name: total / count for name, total, count in
+                zip(self.values, totals, self.counts, strict=True) if count}  # fmt: skip
+
     def sync(self, done: int) -> Position:
         """The position after ``done`` steps of the epoch, with the values read and checked."""
         if (bad := int(self.first_bad)) >= 0:
             raise NonFiniteLoss(bad)
         totals = self.totals.tolist()
-        c, g, t, _, _ = totals
         elapsed = time.perf_counter() - self.start
         if self.bar is not None:
-            self.bar.set_postfix_str(
-                f"c-loss {c / done:.3f} penalty {g / max(self.penalty_steps, 1):.4f} "
-                f"loss {t / done:.3f} {self._rate(done, elapsed):.0f} img/s"
-            )
-        return Position(self.position.epoch, done, totals, self.penalty_steps, elapsed)
+            shown = [f"{self.values[k]} {v:.4g}" for k, v in self._means(totals).items()
+                     if self.values[k]]  # fmt: skip
+            self.bar.set_postfix_str(f"{' '.join(shown)} {self._rate(done, elapsed):.0f} img/s")
+        return Position(self.position.epoch, done, totals, list(self.counts), elapsed)
 
-    def row(self, gp_upper_limit: float) -> dict[str, float]:
-        """The epoch's means, speed and time, and how often the penalty sat at its clamp."""
+    def row(self) -> dict[str, float]:
+        """The epoch's means (`_means`), speed and time."""
         if self.bar is not None:
             self.bar.close()
         elapsed = time.perf_counter() - self.start
-        c, g, t, clamped, spread = self.totals.tolist()
-        steps = max(self.num_steps, 1)
         row = {
-            "contrastive_loss": c / steps,
-            "penalty": g / max(self.penalty_steps, 1),
-            "loss": t / steps,
+            **self._means(self.totals.tolist()),
             "images_per_s": self._rate(self.num_steps, elapsed),
             "time_s": elapsed,
         }
         if self.device.type == "cuda":  # this epoch's peak (of a resumed epoch: since the resume)
             row["peak_gpu_memory_gb"] = torch.cuda.max_memory_allocated(self.device) / 2**30
-        if self.penalty_steps:
-            # The share of penalised steps at which the clamp passed no gradient.
-            row["clamp_fraction"] = clamped / self.penalty_steps
-            row["gp_upper_limit"] = gp_upper_limit
-        if spread > 0:  # --gp-scale spread: every penalised step's spread is above the floor
-            row["spread"] = spread / self.penalty_steps
         return row

@@ -1,6 +1,7 @@
-"""Training curves from metrics files, several runs overlaid for an ablation.
+"""A training run's per-epoch rows for people: the line printed after each epoch, and curves
+from metrics files, several runs overlaid for an ablation.
 
-    python3 -m utils.plot checkpoint/plain.metrics.jsonl checkpoint/gp.metrics.jsonl
+    python3 -m evaluation.curves checkpoint/plain.metrics.jsonl checkpoint/gp.metrics.jsonl
 
 writes checkpoint/curves.png, beside the first metrics file (-o elsewhere.png to choose). One panel
 per quantity: contrastive loss, penalty (with its `--gp-upper-limit` as a dashed line),
@@ -14,8 +15,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-
-from matplotlib.figure import Figure  # not pyplot: no global figure state, no display needed
+from typing import Any
 
 from utils.checkpoint import save_figure
 from utils.cli import DefaultsHelpFormatter, UsageError, run_cli
@@ -50,6 +50,10 @@ def plot_runs(runs: dict[str, list[dict]], out: Path) -> list[str]:
             return any(values)
         return any(value is not None for value in values)
 
+    # Not pyplot: no global figure state, no display needed. Imported here, as training prints
+    # its lines without matplotlib.
+    from matplotlib.figure import Figure
+
     keys = [(k, t) for k, t in PANELS if drawn(k)]
     columns = min(3, len(keys))
     rows_of_panels = -(-len(keys) // columns)
@@ -81,6 +85,33 @@ def plot_runs(runs: dict[str, list[dict]], out: Path) -> list[str]:
     fig.tight_layout()
     save_figure(fig, out, dpi=90)
     return [k for k, _ in keys]
+
+
+def format_epoch(row: dict[str, Any], num_epochs: int) -> str:
+    """The line printed after each epoch, and a warning line when the penalty sat at its clamp
+    on most of the epoch's penalised steps."""
+    line = (
+        f"epoch {row['epoch'] + 1:>4}/{num_epochs}  lr {row['lr']:.4g}  "
+        f"c-loss {row['contrastive_loss']:.4f}  "
+        + (f"penalty {row['penalty']:.4g}  " if "penalty" in row else "")  # none this epoch
+        + f"loss {row['loss']:.4f}  {row['images_per_s']:.0f} img/s  {row['time_s']:.1f} s"
+    )
+    if "spread" in row:  # --gp-scale spread: the penalty above is the quotient
+        line += f"  spread {row['spread']:.4g}"
+    if row.get("clamp_fraction") is not None:
+        line += f"  clamped {row['clamp_fraction']:.0%}"
+    if "test_accuracy" in row:
+        line += f"  probe acc {row['test_accuracy']:.2f}% loss {row['test_loss']:.4f}"
+    if "test_mse" in row:
+        line += f"  probe mse {row['test_mse']:.5f}"
+    if (row.get("clamp_fraction") or 0) > 0.5:
+        line += (
+            f"\nwarning: the penalty was at its clamp (--gp-upper-limit "
+            f"{row['gp_upper_limit']:g}) on {row['clamp_fraction']:.0%} of this epoch's "
+            "penalised steps, where it passes no gradient: the run is close to SimCLR. "
+            "Raise --gp-upper-limit (or lower --lambda-gp) for the penalty to act"
+        )
+    return line
 
 
 def get_args_parser() -> argparse.ArgumentParser:
