@@ -15,13 +15,19 @@ $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
+# Two pytest-xdist workers of one torch thread each: while one waits on a process it started,
+# the other computes (docs/design.md, "How the suite runs"). A file's tests stay on one worker,
+# which builds its module fixtures once.
+PYTEST := OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+TEST_WORKERS ?= 2
+
 # The fast suite; `slow` tests are left out. The ten slowest tests are listed at the end.
 test: $(VENV)/.dev
-	$(PY) -m pytest -q -m "not slow" --durations=10
+	$(PYTEST) -m "not slow" --durations=10
 
 # Everything, the slow tests included.
 test-all: $(VENV)/.dev
-	$(PY) -m pytest -q
+	$(PYTEST)
 
 lint: $(VENV)/.dev
 	$(PY) -m ruff check .

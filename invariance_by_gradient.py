@@ -447,13 +447,13 @@ def train(args: argparse.Namespace, shard: Shard, held: contextlib.ExitStack) ->
     )  # fmt: skip
     if backend := process_group_backend():
         processes += f", process group {backend}"
-    say(
-        f"training {args.arch} on {args.dataset}: {len(data.pretrain)} images, batch "
-        f"{args.batch_size}, {steps} steps/epoch, epochs {position.epoch + 1}-{end_epoch} of "
-        f"{args.num_epochs}, lambda-gp {args.lambda_gp}, device {device}{processes}"
-    )
-
     with StopRequest() as stop:
+        # Said once the handlers are in: from this line on a signal stops the run gracefully.
+        say(
+            f"training {args.arch} on {args.dataset}: {len(data.pretrain)} images, batch "
+            f"{args.batch_size}, {steps} steps/epoch, epochs {position.epoch + 1}-{end_epoch} of "
+            f"{args.num_epochs}, lambda-gp {args.lambda_gp}, device {device}{processes}"
+        )
         for epoch in range(position.epoch, end_epoch):
             row: dict[str, Any] = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
             at = position if epoch == position.epoch else Position(epoch)

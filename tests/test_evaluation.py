@@ -277,15 +277,19 @@ def nn_flatten() -> torch.nn.Module:
 # --- checkpoints and the scripts -----------------------------------------------------------------
 
 
-def write_checkpoint(path: Path, dataset: str, proportion: float, **encoder_edits) -> Path:
+def write_checkpoint(
+    path: Path, dataset: str, proportion: float, width: float = 0.125, **encoder_edits
+) -> Path:
+    """A seeded random ResNet-18 checkpoint; an eighth of the channels by default, since the
+    scripts' tests check the pipeline, not the network."""
     torch.manual_seed(0)
-    state = ResNetEncoder("resnet18", "cifar").state_dict()
+    state = ResNetEncoder("resnet18", "cifar", width).state_dict()
     for key, value in encoder_edits.items():
         if value is None:
             del state[key]
         else:
             state[key] = value
-    args = {"dataset": dataset, "arch": "resnet18", "width": 1.0, "proportion": proportion}
+    args = {"dataset": dataset, "arch": "resnet18", "width": width, "proportion": proportion}
     return save_checkpoint({"encoder": state, "args": args, "results": []}, path)
 
 

@@ -107,24 +107,33 @@ def test_natural_images_keep_one_crop_and_redraw_the_colour():
     assert not torch.equal(held[0], seen[0])  # a fresh crop for the next call
 
 
-def test_classification_script_reports_the_ratio_and_raw_pixels(tmp_path):
+def test_classification_script_reports_the_ratio(tmp_path):
     write_paths(tmp_path, cifar10=write_cifar_pickles(tmp_path / "data", per_class=2))
     write_checkpoint(tmp_path / "checkpoint" / "c.pth", "cifar10", 1.0)
     out = script(
-        "lbfgs_linear_clf.py",
-        tmp_path,
-        "--load-from",
-        "c.pth",
-        "--conditional-variance",
-        "3",
-        "--max-iter",
-        "100",
-    )
+        "lbfgs_linear_clf.py", tmp_path, "--load-from", "c.pth", "--conditional-variance", "3",
+        "--max-iter", "100",
+    )  # fmt: skip
     assert out.returncode == 0, out.stderr
     result = last_json(out.stdout)
     variance = result["conditional_variance"]
     assert variance["draws"] == 3 and variance["images"] == 10
     assert 0 < variance["distortion"]["ratio"] < 2  # the within/across ratio of the draws
+
+
+def test_spirograph_script_fits_the_raw_pixels(tmp_path):
+    """--raw-pixels at a small size: the closed form on the 3,072 pixels of 29 Spirograph images."""
+    write_checkpoint(tmp_path / "checkpoint" / "s.pth", "spirograph", 0.0003)
+    out = script("lbfgs_linear_clf_spirograph.py", tmp_path, "--load-from", "s.pth", "--raw-pixels")
+    assert out.returncode == 0, out.stderr
+    result = last_json(out.stdout)
+    assert result["raw_pixels"] is True and result["n_train"] == 29 and result["mse"] > 0
+
+
+@pytest.mark.slow  # the preconditioner's eigendecomposition of a 3,072² covariance: about 12 s
+def test_classification_script_fits_the_raw_pixels(tmp_path):
+    write_paths(tmp_path, cifar10=write_cifar_pickles(tmp_path / "data", per_class=2))
+    write_checkpoint(tmp_path / "checkpoint" / "c.pth", "cifar10", 1.0)
     # 50 images in 3,072 dimensions leave the fit far from its optimum after many iterations at
     # any weight; this checks the plumbing, so the cap keeps it short.
     pixels = script(
