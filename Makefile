@@ -18,8 +18,8 @@ $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
 # Two pytest-xdist workers of one torch thread each: while one waits on a process it started,
 # the other computes (docs/design.md, "How the suite runs"). A file's tests stay on one worker,
 # which builds its module fixtures once.
-PYTEST := OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 TEST_WORKERS ?= 2
+PYTEST = OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # The fast suite; `slow` tests are left out. The ten slowest tests are listed at the end.
 test: $(VENV)/.dev
