@@ -128,6 +128,10 @@ def test_spirograph_script_fits_the_raw_pixels(tmp_path):
     assert out.returncode == 0, out.stderr
     result = last_json(out.stdout)
     assert result["raw_pixels"] is True and result["n_train"] == 29 and result["mse"] > 0
+    encoded = last_json(
+        script("lbfgs_linear_clf_spirograph.py", tmp_path, "--load-from", "s.pth").stdout
+    )
+    assert encoded["raw_pixels"] is False and encoded["mse"] != result["mse"]  # the flag acts
 
 
 @pytest.mark.slow  # the preconditioner's eigendecomposition of a 3,072² covariance: about 12 s
