@@ -23,7 +23,7 @@ from augmentation.views import NaturalViews, SpirographViews
 from datasets.paths import dataset_folder
 from datasets.sources import DATASETS, DatasetBundle, load_dataset, pretrain_batches
 from evaluation.curves import format_epoch
-from evaluation.probe import training_probe
+from evaluation.probe import check_monitors, training_scores
 from models import ARCHITECTURES, ProjectionHead, ResNetEncoder
 from models.invclr import (
     PENALTY_SAMPLES,
@@ -155,6 +155,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     more.add_argument("--test-freq", type=int_at_least(0), default=None,
                       help=f"fit the L-BFGS linear probe every this many epochs; 0 turns it off "
                       f"(default: {TEST_FREQ}; 0 for ImageNet, which has no full-batch probe)")
+    more.add_argument("--knn-freq", type=int_at_least(0), default=0,
+                      help="score the kNN classifiers (weighted k=200, majority k=10) on the "
+                      "probe's encoding every this many epochs; 0 turns it off")
     more.add_argument("--channels-last", action="store_true",
                       help="NHWC memory format for the encoder (usually faster on GPUs; measure "
                       "with benchmarks/throughput.py)")
@@ -354,10 +357,7 @@ def check_args(args: argparse.Namespace, shard: Shard, resumed: bool) -> None:
             "--gp-scale spread clamps the quotient, whose scale is not the penalty's (the "
             "default limit 1 would hold it from the first step); give --gp-upper-limit (1e9: none)"
         )
-    if not info.full_batch_probe and args.test_freq > 0:
-        raise UsageError(
-            f"{info.name} is too large for the full-batch L-BFGS probe; pass --test-freq 0"
-        )
+    check_monitors(info, args.test_freq, args.knn_freq)
 
 
 def preview(
@@ -470,11 +470,11 @@ def train(args: argparse.Namespace, shard: Shard, held: contextlib.ExitStack) ->
                 raise stop_exit(stop.signal, latest, Path(__file__).name, say) from None
             if scheduler is not None:
                 scheduler.step()
-            if args.test_freq and epoch % args.test_freq == args.test_freq - 1:
-                row |= training_probe(
-                    encoder, data, seed=args.seed, colour_strength=args.colour_strength,
-                    num_workers=args.num_workers, device=device,
-                )  # fmt: skip
+            row |= training_scores(
+                encoder, data, epoch, test_freq=args.test_freq, knn_freq=args.knn_freq,
+                seed=args.seed, colour_strength=args.colour_strength,
+                num_workers=args.num_workers, device=device,
+            )  # fmt: skip
             row = shared_write(functools.partial(log.add, row), device)  # one failure stops all
             say(format_epoch(row, args.num_epochs), flush=True)
             if epoch % args.save_freq == args.save_freq - 1:

@@ -22,7 +22,7 @@ from augmentation.views import NaturalViews
 from datasets.natural import Labelled
 from datasets.sources import DatasetBundle
 from evaluation.encoding import representations
-from evaluation.flags import add_evaluation_args, add_measure_args
+from evaluation.flags import add_evaluation_args, add_knn_args, add_measure_args, check_knn_args
 from evaluation.measures import wanted
 from evaluation.probe import (
     DEFAULT_REG_WEIGHT,
@@ -53,6 +53,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     add_evaluation_args(p, DEFAULT_REG_WEIGHT["classification"])
     add_measure_args(p, rendered=False)
+    add_knn_args(p)
     p.add_argument(
         "--solver",
         choices=["lbfgs", "sgd"],
@@ -131,6 +132,7 @@ def fit_sgd(
 def main(args: argparse.Namespace) -> dict:
     evaluation = Evaluation(args, "classification")
     info = evaluation.info
+    check_knn_args(args, wanted(args, info))
     solver = args.solver or ("lbfgs" if info.full_batch_probe else "sgd")
     if solver == "lbfgs" and not info.full_batch_probe:
         raise UsageError(f"{info.name} is too large for full-batch L-BFGS; use --solver sgd")
@@ -158,27 +160,39 @@ def main(args: argparse.Namespace) -> dict:
         raise UsageError(
             f"{' and '.join(sgd_flags)} set the SGD solver; add --solver sgd or drop them"
         )
+    knn = args.knn or args.knn_only
     data, views = evaluation.load()
     encoder, device = evaluation.encoder, evaluation.device
-    common = dict(batch_size=args.batch_size, num_workers=args.num_workers, device=device)
-    if solver == "lbfgs":
-        encoded, fit, result, weight = evaluation.probe(data, views)
-    else:
+    # L-BFGS and the kNN share one encoding; SGD's probe encodes fresh crops as it trains.
+    encoded = evaluation.encode(data, views) if solver == "lbfgs" or knn else None
+    fit, result, weight, scores = None, {}, None, {}
+    if solver == "lbfgs" and not args.knn_only:
+        fit, result, weight = evaluation.probe(encoded)
+    elif not args.knn_only:
         weight = args.reg_weight
         fit = fit_sgd(encoder, views, data, args, device, evaluation.seed)
-        test_x = representations(
-            encoder, data.probe_test, views, untransformed=True, num_passes=1, **common
-        )
+        if encoded is None:
+            test_x = representations(
+                encoder, data.probe_test, views, untransformed=True, num_passes=1,
+                batch_size=args.batch_size, num_workers=args.num_workers, device=device,
+            )  # fmt: skip
+        else:
+            test_x = encoded.test_x  # plain images, as the SGD protocol scores
         test_y = torch.as_tensor(data.probe_test.targets).to(device)
         result = evaluate_linear(fit, test_x, test_y, "classification")
-    print(f"test accuracy {result['accuracy']:.2f}%  test cross-entropy {result['loss']:.4f}")
-    summary = evaluation.summary(data, accuracy=result["accuracy"], loss=result["loss"])
-    if solver == "lbfgs":
+    if fit is not None:
+        print(f"test accuracy {result['accuracy']:.2f}%  test cross-entropy {result['loss']:.4f}")
+        scores = dict(accuracy=result["accuracy"], loss=result["loss"])
+    summary = evaluation.summary(data, **scores)
+    if knn:
+        summary["knn"] = evaluation.knn(encoded)
+    if fit is not None and solver == "lbfgs":
         summary.update(evaluation.measures(data, encoded, fit, weight))
     return evaluation.finish(
-        summary, fit, result, reg_weight=weight, solver=solver,
+        summary, fit, result, reg_weight=weight, solver=solver if fit is not None else None,
         # The gradient-norm tolerance was met; SGD runs the paper's fixed schedule instead.
-        converged=fit.converged if solver == "lbfgs" else None, fitted_on_passes=solver == "lbfgs",
+        converged=fit.converged if solver == "lbfgs" and fit is not None else None,
+        fitted_on_passes=solver == "lbfgs",
     )  # fmt: skip
 
 

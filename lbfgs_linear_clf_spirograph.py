@@ -38,7 +38,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> dict:
     evaluation = Evaluation(args, "regression")
     data, views = evaluation.load()
-    encoded, fit, result, weight = evaluation.probe(data, views)
+    encoded = evaluation.encode(data, views)
+    fit, result, weight = evaluation.probe(encoded)
     per_target = dict(zip(DATA_PARAMS, result["mse_per_target"], strict=True))
     line, fields = f"test MSE {result['mse']:.6f}", {"mse": result["mse"]}
     if args.componentwise:

@@ -8,6 +8,8 @@ import multiprocessing
 import resource
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -29,13 +31,10 @@ def _resident_mib() -> float:
         return int(f.read().split()[1]) * resource.getpagesize() / 2**20
 
 
-def _peak_loss_memory(kind: str, batch: int, queue) -> None:
-    """In a fresh process: the peak resident memory (Linux /proc, sampled every 0.2 ms by a
-    thread while torch runs without the GIL) added by one forward and backward of the loss."""
-    torch.set_num_threads(1)
-    gen = torch.Generator().manual_seed(0)
-    z1 = torch.randn(batch, 128, generator=gen, requires_grad=True)
-    z2 = torch.randn(batch, 128, generator=gen, requires_grad=True)
+def peak_added_mib(work: Callable[[], Any]) -> tuple[float, Any]:
+    """The peak resident memory (MiB, Linux /proc, sampled every 0.2 ms by a thread while torch
+    runs without the GIL) that ``work()`` adds to the process, and what it returned. Run it in a
+    fresh process: memory an earlier call freed would hide in the allocator."""
     before = _resident_mib()
     peak = [before]
     done = threading.Event()
@@ -47,11 +46,22 @@ def _peak_loss_memory(kind: str, batch: int, queue) -> None:
 
     thread = threading.Thread(target=sample)
     thread.start()
-    loss = (nt_xent if kind == "matmul" else pairwise_nt_xent)(z1, z2, 0.5)
-    loss.backward()
-    done.set()
-    thread.join()
-    queue.put(max(peak[0], _resident_mib()) - before)
+    try:
+        result = work()
+    finally:
+        done.set()
+        thread.join()
+    return max(peak[0], _resident_mib()) - before, result
+
+
+def _peak_loss_memory(kind: str, batch: int, queue) -> None:
+    """In a fresh process: the peak memory one forward and backward of the loss adds."""
+    torch.set_num_threads(1)
+    gen = torch.Generator().manual_seed(0)
+    z1 = torch.randn(batch, 128, generator=gen, requires_grad=True)
+    z2 = torch.randn(batch, 128, generator=gen, requires_grad=True)
+    loss_fn = nt_xent if kind == "matmul" else pairwise_nt_xent
+    queue.put(peak_added_mib(lambda: loss_fn(z1, z2, 0.5).backward())[0])
 
 
 def loss_memory(batch: int) -> dict[str, float | None]:

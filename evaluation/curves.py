@@ -6,9 +6,9 @@ from metrics files, several runs overlaid for an ablation.
 writes checkpoint/curves.png, beside the first metrics file (-o elsewhere.png to choose). One panel
 per quantity: contrastive loss, penalty (with its `--gp-upper-limit` as a dashed line),
 the share of penalised steps at which the penalty sat at that clamp, total loss, learning rate,
-and the in-training probe's accuracy / cross-entropy or MSE where the runs have them
-(`--test-freq`). Each run is labelled with its file name, without `.metrics.jsonl`, unless
-`--labels` names them.
+the in-training probe's accuracy / cross-entropy or MSE (`--test-freq`) and the kNN accuracies
+(`--knn-freq`) where the runs have them. Each run is labelled with its file name, without
+`.metrics.jsonl`, unless `--labels` names them.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ PANELS = (
     ("test_accuracy", "probe accuracy (%)"),
     ("test_loss", "probe cross-entropy"),
     ("test_mse", "probe MSE"),
+    ("knn_weighted_accuracy", "kNN accuracy, weighted k=200 (%)"),
+    ("knn_majority_accuracy", "kNN accuracy, majority k=10 (%)"),
 )
 
 
@@ -104,6 +106,11 @@ def format_epoch(row: dict[str, Any], num_epochs: int) -> str:
         line += f"  probe acc {row['test_accuracy']:.2f}% loss {row['test_loss']:.4f}"
     if "test_mse" in row:
         line += f"  probe mse {row['test_mse']:.5f}"
+    if "knn_weighted_accuracy" in row:
+        line += (
+            f"  kNN acc {row['knn_weighted_accuracy']:.2f}% weighted "
+            f"{row['knn_majority_accuracy']:.2f}% majority"
+        )
     if (row.get("clamp_fraction") or 0) > 0.5:
         line += (
             f"\nwarning: the penalty was at its clamp (--gp-upper-limit "

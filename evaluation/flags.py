@@ -7,9 +7,18 @@ import argparse
 from pathlib import Path
 
 from evaluation.encoding import ENCODE_BATCH_SIZE
+from evaluation.knn import MAJORITY_K, TEMPERATURE, WEIGHTED_K
 from evaluation.measures import CURVE_PASSES, DEFAULT_FRACTIONS
 from evaluation.shift import DEFAULT_STRENGTHS, SPIROGRAPH_SHIFTS
-from utils.cli import add_runtime_args, float_at_least, int_at_least, proportion, seed_value
+from utils.cli import (
+    UsageError,
+    add_runtime_args,
+    float_at_least,
+    given_flags,
+    int_at_least,
+    proportion,
+    seed_value,
+)
 
 
 def reg_weight(text: str) -> float | str:
@@ -95,6 +104,74 @@ def add_evaluation_args(p: argparse.ArgumentParser, default_reg: float) -> None:
     p.add_argument("--seed", type=seed_value, default=None,
                    help="seed of the augmentation draws, the labelled subset and --random-init "
                    "(default: the training run's --seed, as its in-training probe)")  # fmt: skip
+
+
+def add_knn_args(p: argparse.ArgumentParser) -> None:
+    """The kNN classifier's flags (evaluation/knn.py), for the classification script."""
+    g = p.add_argument_group("kNN accuracy (docs/evaluation.md)")
+    g.add_argument(
+        "--knn",
+        action="store_true",
+        help="also score the test set by its nearest labelled training images (cosine "
+        "similarity, on the probe's representations): a weighted vote and a majority vote",
+    )
+    g.add_argument(
+        "--knn-only",
+        action="store_true",
+        help="--knn without the linear probe: its fit (and every measure, which reuses it) skipped",
+    )
+    g.add_argument(
+        "--knn-k",
+        type=int_at_least(1),
+        default=None,
+        metavar="K",
+        help=f"neighbours of the weighted vote (default: {WEIGHTED_K}; at most the labelled set)",
+    )
+    g.add_argument(
+        "--knn-temperature",
+        type=float_at_least(0.0, strict=True),
+        default=None,
+        metavar="T",
+        help=f"the weighted vote's temperature: a neighbour of cosine similarity s weighs "
+        f"exp(s / T) (default: {TEMPERATURE:g})",
+    )
+    g.add_argument(
+        "--knn-majority-k",
+        type=int_at_least(1),
+        default=None,
+        metavar="K",
+        help=f"neighbours of the majority vote, ties to the lowest class index (default: "
+        f"{MAJORITY_K}; at most the labelled set)",
+    )
+
+
+def check_knn_args(args: argparse.Namespace, measures: bool) -> None:
+    """--knn's settings need --knn; --knn-only skips the probe, so its flags and the measures
+    (``measures``: some are asked for), which reuse its fit, are refused beside it."""
+    settings = [
+        flag for flag, value in (("--knn-k", args.knn_k), ("--knn-temperature",
+        args.knn_temperature), ("--knn-majority-k", args.knn_majority_k)) if value is not None
+    ]  # fmt: skip
+    if settings and not (args.knn or args.knn_only):
+        raise UsageError(f"{' and '.join(settings)} set the kNN classifier; add --knn or drop them")
+    if not args.knn_only:
+        return
+    # --reg-weight has a default, so only a typed one is known (a namespace built in code: not).
+    given = given_flags(args) or frozenset()
+    probe = [
+        "--" + key.replace("_", "-")
+        for key in ("reg_weight", "solver", "max_iter", "epochs", "lr")
+        if key in given or (key != "reg_weight" and getattr(args, key, None) is not None)
+    ]
+    if probe:
+        raise UsageError(
+            f"--knn-only skips the linear probe, which {' and '.join(probe)} set; drop one side"
+        )
+    if measures:
+        raise UsageError(
+            "--knn-only skips the linear probe, whose fit the measures beyond it reuse; use --knn "
+            "to keep both, or drop the measures"
+        )
 
 
 def add_measure_args(p: argparse.ArgumentParser, rendered: bool) -> None:

@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from evaluation.encoding import ENCODE_BATCH_SIZE, Encoded, encode_sets, probe_views
+from evaluation.knn import flat_knn_scores, knn_scores
+from utils.cli import UsageError
 
 TOLERANCE = 1e-6  # gradient norm of the mean objective at which a fit counts as converged
 MAX_ITERATIONS = 10_000  # L-BFGS iterations before a classification fit gives up
@@ -287,18 +289,41 @@ def fit_and_score(
     return fit, {**result, **search}, reg_weight
 
 
-def training_probe(
+def check_monitors(info, test_freq: int, knn_freq: int) -> None:
+    """Training's ``--test-freq`` probe and ``--knn-freq`` kNN need an in-memory labelled set
+    (not ImageNet's), and the kNN needs classes to vote for (not Spirograph's targets)."""
+    if not info.full_batch_probe and test_freq > 0:
+        raise UsageError(
+            f"{info.name} is too large for the full-batch L-BFGS probe; pass --test-freq 0"
+        )
+    if knn_freq > 0 and (info.task != "classification" or not info.full_batch_probe):
+        why = "continuous targets" if info.task != "classification" else "no in-memory labelled set"
+        raise UsageError(
+            f"--knn-freq: {info.name} has {why} for the kNN to vote with; drop --knn-freq "
+            "(lbfgs_linear_clf.py --knn scores a saved checkpoint of a classification dataset)"
+        )
+
+
+def training_scores(
     encoder: nn.Module,
     data,
+    epoch: int,
     *,
+    test_freq: int,
+    knn_freq: int,
     seed: int,
     colour_strength: float,
     num_workers: int,
     device: torch.device,
 ) -> dict[str, float]:
-    """Training's ``--test-freq`` probe: the evaluation scripts' default one (code, weight, views,
-    batch size), so ``lbfgs_linear_clf.py --load-from`` the run's checkpoint reproduces its last
-    probe. Returns the test result, each key prefixed with ``test_``."""
+    """What training's ``--test-freq`` probe and ``--knn-freq`` kNN monitor score after the 0-based
+    ``epoch`` ({} when neither is due; a frequency of 0 never is), on one encoding of the labelled
+    sets. The probe is the evaluation scripts' default one (code, weight, views, batch size), so
+    ``lbfgs_linear_clf.py --load-from`` the run's checkpoint reproduces its last probe; its keys
+    are prefixed with ``test_``, the kNN's are ``knn_weighted_accuracy`` and the majority's."""
+    probe, knn = (freq > 0 and epoch % freq == freq - 1 for freq in (test_freq, knn_freq))
+    if not (probe or knn):
+        return {}
     generator = torch.Generator(device).manual_seed(seed)
     views = data.info.views(colour_strength, blur=False, generator=generator)
     plain, passes = probe_views(data.info.rendered, num_passes=None, untransformed=False)
@@ -306,8 +331,13 @@ def training_probe(
         encoder, data, views, untransformed=plain, num_passes=passes,
         batch_size=ENCODE_BATCH_SIZE, num_workers=num_workers, device=device,
     )  # fmt: skip
-    _, result, _ = fit_and_score(
-        encoded, data.info.task, data.info.num_outputs,
-        reg_weight=DEFAULT_REG_WEIGHT[data.info.task],
-    )  # fmt: skip
-    return {f"test_{k}": v for k, v in result.items() if k != "mse_per_target"}
+    scores = {}
+    if probe:
+        _, result, _ = fit_and_score(
+            encoded, data.info.task, data.info.num_outputs,
+            reg_weight=DEFAULT_REG_WEIGHT[data.info.task],
+        )  # fmt: skip
+        scores = {f"test_{k}": v for k, v in result.items() if k != "mse_per_target"}
+    if knn:
+        scores |= flat_knn_scores(knn_scores(encoded, data.info.num_outputs))
+    return scores

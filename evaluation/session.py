@@ -14,6 +14,7 @@ from torch import nn
 from augmentation.views import NaturalViews, SpirographViews
 from datasets.sources import DATASETS, DatasetBundle, load_dataset
 from evaluation.encoding import Encoded, encode_sets, probe_views
+from evaluation.knn import knn_scores
 from evaluation.measures import (
     check_label_fractions,
     resolve_measure_args,
@@ -55,6 +56,14 @@ class Evaluation:
         if args.raw_pixels:
             self.encoder = nn.Flatten().to(self.device)
         self.info = DATASETS[self.run["dataset"]]
+        if self.info.task != task and (
+            getattr(args, "knn", False) or getattr(args, "knn_only", False)
+        ):
+            raise UsageError(
+                f"--knn: {self.path} was trained on {self.info.name}, whose targets are "
+                "continuous, with no classes to vote for; drop --knn (its probe is "
+                f"{self.info.evaluation_script})"
+            )
         if self.info.task != task:
             raise UsageError(
                 f"{self.path} was trained on {self.info.name}; use {self.info.evaluation_script}"
@@ -94,23 +103,40 @@ class Evaluation:
         check_label_fractions(args.label_fractions, len(data.probe_train), data.info)
         return data, self.views(data, self.seed)
 
-    def probe(
-        self, data: DatasetBundle, views: NaturalViews | SpirographViews
-    ) -> tuple[Encoded, LinearFit, dict[str, Any], float]:
-        """Spec section 7's probe on the views of ``probe_views``: the encoding (kept for the
-        measures), the fit, its test result and the regularisation weight used."""
+    def encode(self, data: DatasetBundle, views: NaturalViews | SpirographViews) -> Encoded:
+        """The labelled training and test sets on the views of `probe_views` (spec section 7),
+        which the probe, the kNN and the measures share."""
         args = self.args
-        encoded = encode_sets(
+        return encode_sets(
             self.encoder, data, views, untransformed=self.plain, num_passes=self.passes,
             batch_size=args.batch_size, num_workers=args.num_workers, device=self.device,
             verbose=True,
         )  # fmt: skip
-        fit, result, weight = fit_and_score(
-            encoded, data.info.task, data.info.num_outputs, reg_weight=args.reg_weight,
-            seed=self.seed, max_iter=self.max_iter,
-            verbose=True,
+
+    def probe(self, encoded: Encoded) -> tuple[LinearFit, dict[str, Any], float]:
+        """Spec section 7's probe fitted on ``encoded``: the fit, its test result and the
+        regularisation weight used."""
+        return fit_and_score(
+            encoded, self.info.task, self.info.num_outputs, reg_weight=self.args.reg_weight,
+            seed=self.seed, max_iter=self.max_iter, verbose=True,
         )  # fmt: skip
-        return encoded, fit, result, weight
+
+    def knn(self, encoded: Encoded) -> dict[str, Any]:
+        """`knn_scores` on ``encoded`` at the flags' settings, with the views it voted on."""
+        args = self.args
+        given = dict(weighted_k=args.knn_k, temperature=args.knn_temperature,
+                     majority_k=args.knn_majority_k)  # fmt: skip
+        scores = knn_scores(
+            encoded, self.info.num_outputs, **{k: v for k, v in given.items() if v is not None}
+        )
+        for name, entry in scores.items():
+            lowered = entry.get("k_lowered_from")
+            note = f" (k {lowered} lowered to the {entry['k']} labelled images)" if lowered else ""
+            print(
+                f"kNN {name} vote, k = {entry['k']}: test accuracy {entry['accuracy']:.2f}%{note}"
+            )
+        views = "plain" if self.plain else "augmented"
+        return {**scores, "views": views, "num_passes": None if self.plain else self.passes}
 
     def measures(
         self, data: DatasetBundle, encoded: Encoded, fit: LinearFit, reg_weight: float
@@ -138,30 +164,32 @@ class Evaluation:
     def finish(
         self,
         summary: dict[str, Any],
-        fit: LinearFit,
+        fit: LinearFit | None,
         result: dict[str, Any],
         *,
-        reg_weight: float,
-        solver: str,
+        reg_weight: float | None,
+        solver: str | None,
         converged: bool | None,
         fitted_on_passes: bool = True,
     ) -> dict[str, Any]:
-        """Add how the probe was fitted and the seconds since `load`, print the summary as the
-        last line and return it. ``fitted_on_passes`` False (SGD, a fresh crop at every step)
-        leaves the probe's ``views``, ``num_passes`` and ``untransformed`` out."""
+        """Add how the probe was fitted (nothing when ``fit`` is None: no probe, `--knn-only`) and
+        the seconds since `load`, print the summary as the last line and return it.
+        ``fitted_on_passes`` False (SGD, a fresh crop at every step) leaves the probe's
+        ``views``, ``num_passes`` and ``untransformed`` out."""
         args = self.args
-        summary.update(
-            views=("plain" if self.plain else "augmented") if fitted_on_passes else None,
-            num_passes=None if self.plain or not fitted_on_passes else self.passes,
-            untransformed=args.untransformed if fitted_on_passes else None,
-            reg_weight=reg_weight,
-            solver=solver,
-            train_objective=fit.train_loss,
-            grad_norm=fit.grad_norm,
-            converged=converged,
-            **{k: v for k, v in result.items() if k.startswith(("reg_search", "validation_"))},
-            seconds=round(time.perf_counter() - self.start, 2),
-        )
+        if fit is not None:
+            summary.update(
+                views=("plain" if self.plain else "augmented") if fitted_on_passes else None,
+                num_passes=None if self.plain or not fitted_on_passes else self.passes,
+                untransformed=args.untransformed if fitted_on_passes else None,
+                reg_weight=reg_weight,
+                solver=solver,
+                train_objective=fit.train_loss,
+                grad_norm=fit.grad_norm,
+                converged=converged,
+                **{k: v for k, v in result.items() if k.startswith(("reg_search", "validation_"))},
+            )
+        summary["seconds"] = round(time.perf_counter() - self.start, 2)
         line = json.dumps(summary)
         print(line)
         if args.output is not None:

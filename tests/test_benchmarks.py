@@ -135,3 +135,35 @@ def test_the_pairwise_nt_xent_the_memory_benchmark_measures_is_nt_xent():
     gen = torch.Generator().manual_seed(0)
     z1, z2 = torch.randn(6, 5, generator=gen).double(), torch.randn(6, 5, generator=gen).double()
     assert pairwise_nt_xent(z1, z2, 0.5).item() == pytest.approx(nt_xent(z1, z2, 0.5).item())
+
+
+def test_knn_benchmark_times_both_monitors_on_one_encoding():
+    from benchmarks import knn
+
+    args = ["--train", "300", "--test", "40", "--width", "0.125", "--no-memory"]
+    summary = knn.main(knn.get_args_parser().parse_args(args))
+    assert (summary["n_train"], summary["n_test"], summary["dim"]) == (300, 40, 64)
+    assert summary["probe"]["converged"] and "peak_mib" not in summary
+    assert set(summary["knn_accuracy"]) == {"weighted", "majority"}
+    seconds = [summary[f"{k}_seconds"] for k in ("encode", "knn", "probe_fit")]
+    assert all(s > 0 for s in seconds)
+    encode, knn_s, fit = seconds  # the ratio is of the two calls, each with the encoding
+    assert summary["knn_call_over_probe_call"] == pytest.approx(
+        (encode + knn_s) / (encode + fit), abs=2e-3
+    )
+
+
+def test_the_peak_memory_helper_sees_an_allocation_it_is_given():
+    """The kNN and loss benchmarks' memory figures come from `peak_added_mib`: 64 MiB written
+    and freed inside it must count, however briefly they were resident."""
+    import time
+
+    from benchmarks.loss_memory import peak_added_mib
+
+    def work():
+        held = torch.ones(16 * 2**20)  # 64 MiB of float32
+        time.sleep(0.1)  # resident long enough for the sampler on a loaded machine
+        return held.sum().item()
+
+    added, total = peak_added_mib(work)
+    assert total == 16 * 2**20 and added >= 60

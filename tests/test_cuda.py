@@ -213,6 +213,23 @@ def test_the_evaluation_reproduces_the_in_training_probe_on_cuda():
         assert result["mse"] == probe, (result["mse"], probe)
 
 
+def test_knn_votes_on_the_gpu_as_on_the_cpu():
+    """kNN on the encoder's device: the same predictions from CUDA tensors in float64 (tie-free
+    features), blocks of test rows included, and the answer comes back on the GPU."""
+    from evaluation.knn import knn_predict
+
+    gen = torch.Generator().manual_seed(0)
+    train_x = torch.randn(3000, 64, generator=gen, dtype=torch.float64)
+    train_y = torch.randint(0, 10, (3000,), generator=gen)
+    test_x = torch.randn(700, 64, generator=gen, dtype=torch.float64)
+    for k, temperature in ((200, 0.1), (10, None)):
+        on_cpu = knn_predict(train_x, train_y, test_x, 10, k=k, temperature=temperature)
+        on_gpu = knn_predict(train_x.cuda(), train_y.cuda(), test_x.cuda(), 10, k=k,
+                             temperature=temperature, chunk=256)  # fmt: skip
+        assert on_gpu.device.type == "cuda"
+        assert torch.equal(on_gpu.cpu(), on_cpu)
+
+
 if __name__ == "__main__":
     # Without pytest: run every test here, one line each, and exit non-zero if one failed.
     import sys

@@ -341,23 +341,40 @@ def test_spirograph_script_matches_the_in_training_probe(tmp_path, monkeypatch, 
 
 
 def test_classification_script_matches_the_in_training_probe(tmp_path, monkeypatch):
-    """By default the evaluation encodes plain CIFAR images, as the in-training probe does, at
-    the same encoding batch size: the run's checkpoint gives its last probe's numbers exactly,
-    although training ran at another batch size."""
+    """By default the evaluation encodes plain CIFAR images, as the in-training probe and kNN
+    monitor do, at the same encoding batch size: the run's checkpoint gives its last probe's and
+    kNN's numbers exactly, although training ran at another batch size."""
     monkeypatch.chdir(tmp_path)
     write_paths(tmp_path, cifar10=write_cifar_pickles(tmp_path / "data", per_class=2))
     flags = ["--dataset", "cifar10", "--arch", "resnet18", "--width", "0.125", "--batch-size", "8"]
-    flags += ["--num-epochs", "1", "--test-freq", "1", "--device", "cpu", "--num-workers", "0"]
-    flags += ["--seed", "5"]
+    flags += ["--num-epochs", "2", "--test-freq", "2", "--knn-freq", "1", "--device", "cpu"]
+    flags += ["--seed", "5", "--num-workers", "0"]
     state = torch.load(train.main(train.get_args_parser().parse_args(flags)), weights_only=True)
-    probe = state["results"][0]
+    first, last = state["results"]
+    assert "test_accuracy" not in first and "test_accuracy" in last  # the probe every 2 epochs
+    assert {"knn_weighted_accuracy", "knn_majority_accuracy"} <= set(first) & set(last)
+    parser = lbfgs_linear_clf.get_args_parser()
     result = lbfgs_linear_clf.main(
-        lbfgs_linear_clf.get_args_parser().parse_args(
-            ["--load-from", "output.pth", "--device", "cpu", "--num-workers", "0"]
-        )
-    )
-    assert (result["accuracy"], result["loss"]) == (probe["test_accuracy"], probe["test_loss"])
+        parser.parse_args(["--load-from", "output.pth", "--device", "cpu", "--num-workers", "0",
+                           "--knn"])
+    )  # fmt: skip
+    assert (result["accuracy"], result["loss"]) == (last["test_accuracy"], last["test_loss"])
     assert result["views"] == "plain" and result["n_train"] == 50
+    knn = result["knn"]
+    assert knn["weighted"]["accuracy"] == last["knn_weighted_accuracy"]
+    assert knn["majority"]["accuracy"] == last["knn_majority_accuracy"]
+    # 50 labelled images: the weighted vote's 200 lowered to 50, and the summary says so.
+    assert knn["weighted"] == {"accuracy": knn["weighted"]["accuracy"], "k": 50,
+                               "temperature": 0.1, "k_lowered_from": 200}  # fmt: skip
+    assert knn["majority"]["k"] == 10 and (knn["views"], knn["num_passes"]) == ("plain", None)
+    # --knn-only: the same kNN, no probe fitted, no probe fields in the summary.
+    alone = lbfgs_linear_clf.main(
+        parser.parse_args(["--load-from", "output.pth", "--device", "cpu", "--num-workers", "0",
+                           "--knn-only", "--knn-k", "3", "--knn-temperature", "0.5"])
+    )  # fmt: skip
+    assert alone["knn"]["majority"] == knn["majority"]
+    assert alone["knn"]["weighted"]["k"] == 3 and alone["knn"]["weighted"]["temperature"] == 0.5
+    assert not {"accuracy", "reg_weight", "converged", "solver"} & set(alone)
 
 
 def test_classification_script_prints_json_for_each_mode(tmp_path):
@@ -469,6 +486,11 @@ def test_sgd_probe_order_follows_the_seed(monkeypatch):
         ("lbfgs_linear_clf.py", "cifar10", ["--solver", "sgd", "--num-passes", "2"], "drop them"),
         ("lbfgs_linear_clf.py", "cifar10", ["--lr", "0.5"], "--lr set the SGD solver"),
         ("lbfgs_linear_clf.py", "cifar10", ["--solver", "sgd", "--max-iter", "5"], "--max-iter"),
+        ("lbfgs_linear_clf.py", "spirograph", ["--knn"], "no classes to vote for"),
+        ("lbfgs_linear_clf.py", "cifar10", ["--knn-k", "5"], "add --knn"),
+        ("lbfgs_linear_clf.py", "cifar10", ["--knn-only", "--reg-weight", "auto"], "--reg-weight"),
+        ("lbfgs_linear_clf.py", "cifar10", ["--knn-only", "--nuisance"], "measures"),
+        ("lbfgs_linear_clf_spirograph.py", "spirograph", ["--knn"], "unrecognized"),
     ],
 )
 def test_incompatible_choices_are_one_line_errors(tmp_path, name, dataset, flags, message):
@@ -489,7 +511,10 @@ def test_missing_keys_through_the_script_are_one_line(tmp_path):
 
 def test_parsers_reject_bad_values(capsys):
     parser = lbfgs_linear_clf.get_args_parser()
-    for flags in (["--num-passes", "0"], ["--reg-weight", "-1"], ["--proportion", "2"]):
+    bad = (["--num-passes", "0"], ["--reg-weight", "-1"], ["--proportion", "2"],
+           ["--knn-k", "0"], ["--knn-majority-k", "0"], ["--knn-temperature", "0"],
+           ["--knn-temperature", "-1"])  # fmt: skip
+    for flags in bad:
         with pytest.raises(SystemExit):
             parser.parse_args(["--load-from", "x", *flags])
         assert flags[0] in capsys.readouterr().err

@@ -105,6 +105,17 @@ def test_plot_leaves_out_the_penalty_panels_when_no_run_is_penalised(tmp_path):
     assert both == ["contrastive_loss", "penalty", "clamp_fraction", "loss", "lr"]
 
 
+def test_the_epoch_line_and_the_curves_show_the_knn_monitor(tmp_path):
+    rows = [
+        {"epoch": e, "contrastive_loss": 4.0, "loss": 4.0, "lr": 0.1, "images_per_s": 10.0,
+         "time_s": 1.0, "knn_weighted_accuracy": 40.0 + e, "knn_majority_accuracy": 38.5}
+        for e in (0, 1)
+    ]  # fmt: skip
+    assert "kNN acc 41.00% weighted 38.50% majority" in plot.format_epoch(rows[1], 2)
+    drawn = plot.plot_runs({"knn": rows}, tmp_path / "k.png")
+    assert drawn[-2:] == ["knn_weighted_accuracy", "knn_majority_accuracy"]
+
+
 @pytest.mark.parametrize("dataset", ["spirograph", "cifar10"])
 def test_preview_writes_a_grid_and_trains_nothing(workdir, dataset):
     if dataset == "cifar10":

@@ -298,6 +298,12 @@ def test_imagenet_trains_with_the_default_probe_frequency(workdir):
     assert not any(key.startswith("test_") for key in state["results"][0])
     spirograph = load(run(*SPIRO, "--num-epochs", "1", "--filename", "s"))
     assert spirograph["args"]["test_freq"] == 10
+    # Neither has a kNN monitor: ImageNet's labelled set is not in memory, Spirograph's
+    # targets are continuous. Each is one line before any file of the run is touched.
+    for dataset, said in ((["--dataset", "imagenet"], "no in-memory"), (SPIRO, "continuous")):
+        with pytest.raises(train.UsageError, match=said):
+            run(*dataset, "--num-epochs", "1", "--knn-freq", "1", "--filename", "k")
+    assert not list(workdir.glob("checkpoint/k*"))
 
 
 @pytest.mark.parametrize(
@@ -363,6 +369,7 @@ def test_missing_paths_file_and_wrong_layout(workdir):
         ["--width", "0.005"],
         ["--width", "inf"],
         ["--width", "nan"],
+        ["--knn-freq", "-1"],
     ],
 )
 def test_impossible_flag_values_are_argparse_errors(flags, capsys):
@@ -598,7 +605,7 @@ def test_the_resumable_group_holds_exactly_the_flags_a_resume_may_change():
     defines the run (the set the hand-kept RESUME_OVERRIDABLE list held before it became an
     argparse group)."""
     assert utils.resume.resumable_flags(train.get_args_parser()) == {
-        "resume", "num_workers", "device", "test_freq", "save_freq", "cut_off",
+        "resume", "num_workers", "device", "test_freq", "knn_freq", "save_freq", "cut_off",
         "checkpoint_dir", "filename", "git", "log_interval", "channels_last", "compile", "amp",
         "save_every_steps", "overwrite", "tensorboard", "preview",
     }  # fmt: skip
