@@ -6,7 +6,9 @@ Full-batch L-BFGS on the representations of the labelled training set, to the op
 objective (evaluation/probe.py), on plain images (normalisation only) unless ``--num-passes M``
 asks for the mean of M augmented copies; ImageNet (or ``--solver sgd``) trains the linear layer
 with SGD on cropped and flipped images instead. The dataset, architecture and stem come from the
-checkpoint; the encoder loads strictly. The last line printed is one JSON object with the results.
+checkpoint; the encoder loads strictly. ``--knn`` adds the kNN accuracies on the same encoding
+(``--knn-only``: them alone, no probe fitted; evaluation/knn.py). The last line printed is one
+JSON object with the results.
 """
 
 from __future__ import annotations
@@ -129,10 +131,16 @@ def fit_sgd(
     return LinearFit(linear.eval(), loss.item(), gradient_norm(linear), steps, False)
 
 
-def main(args: argparse.Namespace) -> dict:
-    evaluation = Evaluation(args, "classification")
-    info = evaluation.info
-    check_knn_args(args, wanted(args, info))
+def probe_solver(args: argparse.Namespace, info) -> str | None:
+    """The probe's solver (None: no probe, `--knn-only`), once the flags are checked against it."""
+    if (args.knn or args.knn_only) and not info.full_batch_probe:
+        if args.num_passes is not None or args.raw_pixels:
+            raise UsageError(
+                f"{info.name}'s kNN votes with the representations of centre crops; drop "
+                "--num-passes and --raw-pixels"
+            )
+    if args.knn_only:
+        return None
     solver = args.solver or ("lbfgs" if info.full_batch_probe else "sgd")
     if solver == "lbfgs" and not info.full_batch_probe:
         raise UsageError(f"{info.name} is too large for full-batch L-BFGS; use --solver sgd")
@@ -160,15 +168,23 @@ def main(args: argparse.Namespace) -> dict:
         raise UsageError(
             f"{' and '.join(sgd_flags)} set the SGD solver; add --solver sgd or drop them"
         )
+    return solver
+
+
+def main(args: argparse.Namespace) -> dict:
+    evaluation = Evaluation(args, "classification")
+    info = evaluation.info
+    check_knn_args(args, wanted(args, info))
+    solver = probe_solver(args, info)
     knn = args.knn or args.knn_only
     data, views = evaluation.load()
     encoder, device = evaluation.encoder, evaluation.device
     # L-BFGS and the kNN share one encoding; SGD's probe encodes fresh crops as it trains.
     encoded = evaluation.encode(data, views) if solver == "lbfgs" or knn else None
     fit, result, weight, scores = None, {}, None, {}
-    if solver == "lbfgs" and not args.knn_only:
+    if solver == "lbfgs":
         fit, result, weight = evaluation.probe(encoded)
-    elif not args.knn_only:
+    elif solver == "sgd":
         weight = args.reg_weight
         fit = fit_sgd(encoder, views, data, args, device, evaluation.seed)
         if encoded is None:
@@ -177,7 +193,7 @@ def main(args: argparse.Namespace) -> dict:
                 batch_size=args.batch_size, num_workers=args.num_workers, device=device,
             )  # fmt: skip
         else:
-            test_x = encoded.test_x  # plain images, as the SGD protocol scores
+            test_x = encoded.test_x  # centre crops, as the SGD protocol scores
         test_y = torch.as_tensor(data.probe_test.targets).to(device)
         result = evaluate_linear(fit, test_x, test_y, "classification")
     if fit is not None:
@@ -186,13 +202,12 @@ def main(args: argparse.Namespace) -> dict:
     summary = evaluation.summary(data, **scores)
     if knn:
         summary["knn"] = evaluation.knn(encoded)
-    if fit is not None and solver == "lbfgs":
+    if solver == "lbfgs":
         summary.update(evaluation.measures(data, encoded, fit, weight))
     return evaluation.finish(
-        summary, fit, result, reg_weight=weight, solver=solver if fit is not None else None,
+        summary, fit, result, reg_weight=weight, solver=solver,
         # The gradient-norm tolerance was met; SGD runs the paper's fixed schedule instead.
-        converged=fit.converged if solver == "lbfgs" and fit is not None else None,
-        fitted_on_passes=solver == "lbfgs",
+        converged=fit.converged if solver == "lbfgs" else None, fitted_on_passes=solver == "lbfgs",
     )  # fmt: skip
 
 

@@ -28,7 +28,7 @@ import torch
 from benchmarks.loss_memory import peak_added_mib
 from evaluation.encoding import ENCODE_BATCH_SIZE, Encoded, encode
 from evaluation.knn import CHUNK, knn_scores
-from evaluation.probe import DEFAULT_REG_WEIGHT, evaluate_linear, fit_linear
+from evaluation.probe import DEFAULT_REG_WEIGHT, fit_and_score
 from models import ARCHITECTURES, ResNetEncoder
 from utils.cli import int_at_least, resolve_device, run_cli, width_multiplier
 
@@ -69,9 +69,9 @@ def split(features: torch.Tensor, labels: torch.Tensor, n_train: int) -> Encoded
 
 def probe(encoded: Encoded, classes: int) -> dict:
     """The in-training probe's fit and test score on ``encoded``."""
-    fit = fit_linear(encoded.train_x, encoded.train_y, classes, task="classification",
-                     reg_weight=DEFAULT_REG_WEIGHT["classification"])  # fmt: skip
-    result = evaluate_linear(fit, encoded.test_x, encoded.test_y, "classification")
+    fit, result, _ = fit_and_score(
+        encoded, "classification", classes, reg_weight=DEFAULT_REG_WEIGHT["classification"]
+    )
     return {
         "accuracy": result["accuracy"],
         "converged": fit.converged,
@@ -133,12 +133,12 @@ def main(args: argparse.Namespace) -> dict:
     summary = {
         "device": str(device), "threads": threads, "n_train": args.train, "n_test": args.test,
         "dim": features.shape[1], "arch": args.arch, "width": args.width, "chunk": CHUNK,
-        "encode_seconds": round(encode_s, 3), "knn_seconds": round(knn_s, 3),
-        "probe_fit_seconds": round(probe_s, 3), "probe": fit,
+        "encode_seconds": encode_s, "knn_seconds": knn_s, "probe_fit_seconds": probe_s,
+        "probe": fit,
         "knn_accuracy": {name: entry["accuracy"] for name, entry in knn.items()},
         # Per monitor call: the shared encoding plus the monitor's own work.
-        "knn_call_over_probe_call": round((encode_s + knn_s) / (encode_s + probe_s), 3),
-        "knn_over_probe_fit": round(knn_s / probe_s, 4),
+        "knn_call_over_probe_call": (encode_s + knn_s) / (encode_s + probe_s),
+        "knn_over_probe_fit": knn_s / probe_s,
     }  # fmt: skip
     print(
         f"{args.train:,} training × {args.test:,} test rows of {features.shape[1]} dimensions: "

@@ -54,6 +54,12 @@ class ImageFolderCrops(Dataset):
         subset.targets = self.targets[torch.as_tensor(indices, dtype=torch.long)]
         return subset
 
+    def centred(self) -> ImageFolderCrops:
+        """The same images as one centre crop each (the evaluation view)."""
+        plain = copy.copy(self)
+        plain.random, plain.num_views = False, 1
+        return plain
+
     def subset(self, indices: Tensor) -> ImageFolderCrops:
         return self.select(indices.tolist())
 

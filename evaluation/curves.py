@@ -30,8 +30,8 @@ PANELS = (
     ("test_accuracy", "probe accuracy (%)"),
     ("test_loss", "probe cross-entropy"),
     ("test_mse", "probe MSE"),
-    ("knn_weighted_accuracy", "kNN accuracy, weighted k=200 (%)"),
-    ("knn_majority_accuracy", "kNN accuracy, majority k=10 (%)"),
+    ("knn_weighted_accuracy", "kNN accuracy, weighted vote (%)"),
+    ("knn_majority_accuracy", "kNN accuracy, majority vote (%)"),
 )
 
 

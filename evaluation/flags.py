@@ -118,7 +118,8 @@ def add_knn_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--knn-only",
         action="store_true",
-        help="--knn without the linear probe: its fit (and every measure, which reuses it) skipped",
+        help="--knn without the linear probe: its fit skipped (the measures, which reuse it, "
+        "are refused beside it)",
     )
     g.add_argument(
         "--knn-k",

@@ -7,9 +7,10 @@ weighted: the k training rows of highest cosine similarity s to a test row vote 
 majority: each of the k most similar training rows casts one vote; a tie goes to the lowest class
     index, as scikit-learn's KNeighborsClassifier breaks it (k = 10 by default).
 
-Similarities are taken in blocks of `CHUNK` test rows, so memory grows with CHUNK × training rows
-whatever the size of the test set; the blocks do not change the answer. A tie in similarity at
-the k-th place is broken by `torch.topk`, which picks any of the tied rows.
+Similarities are taken in blocks of `CHUNK` test rows, so that memory grows with CHUNK × training
+rows (beside one normalised copy of the training rows) whatever the size of the test set; the
+blocks do not change the answer. A tie in similarity at the k-th place is broken by
+`torch.topk`, which keeps any of the tied rows.
 """
 
 from __future__ import annotations
@@ -28,6 +29,46 @@ CHUNK = 256
 
 
 @torch.no_grad()
+def knn_votes(
+    train_x: Tensor,
+    train_y: Tensor,
+    test_x: Tensor,
+    num_classes: int,
+    settings: list[tuple[int, float | None]],
+    chunk: int = CHUNK,
+) -> list[Tensor]:
+    """For each (k, temperature) of ``settings``, the predicted class (N_test,) of each row of
+    ``test_x`` (N_test, d) from the k rows of ``train_x`` (N, d) of highest cosine similarity,
+    labelled ``train_y`` (N,) in [0, num_classes): votes of weight exp(s / temperature), or of
+    weight 1 when temperature is None (the lowest class index wins a tie); 1 <= k <= N. Every
+    setting reads one similarity pass over the blocks, and the normalised training rows are one
+    copy of ``train_x``."""
+    n = train_x.shape[0]
+    for k, temperature in settings:
+        if not 1 <= k <= n:
+            raise ValueError(f"k must be in [1, {n}], got {k}")
+        if temperature is not None and not temperature > 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+    train = F.normalize(train_x, dim=1)
+    labels = train_y.to(train.device)
+    largest = max(k for k, _ in settings)
+    predictions: list[list[Tensor]] = [[] for _ in settings]
+    for rows in test_x.to(train.device).split(chunk):
+        # Sorted, most similar first: the k nearest of every setting are the first k columns.
+        similarity, index = (F.normalize(rows, dim=1) @ train.T).topk(largest, dim=1)
+        for out, (k, temperature) in zip(predictions, settings, strict=True):
+            nearest = similarity[:, :k]
+            if temperature is None:
+                votes = torch.ones_like(nearest)
+            else:
+                # Less each row's largest similarity: the same argmax, and exp cannot overflow.
+                votes = ((nearest - nearest[:, :1]) / temperature).exp()
+            scores = torch.zeros(rows.shape[0], num_classes, dtype=votes.dtype, device=votes.device)
+            scores.scatter_add_(1, labels[index[:, :k]], votes)
+            out.append(scores.argmax(dim=1))  # the first of equal maxima: the lowest class
+    return [torch.cat(out) for out in predictions]
+
+
 def knn_predict(
     train_x: Tensor,
     train_y: Tensor,
@@ -38,28 +79,8 @@ def knn_predict(
     temperature: float | None = None,
     chunk: int = CHUNK,
 ) -> Tensor:
-    """The predicted class (N_test,) of each row of ``test_x`` (N_test, d) from the ``k`` rows of
-    ``train_x`` (N, d) of highest cosine similarity, labelled ``train_y`` (N,) in [0,
-    num_classes): votes of weight exp(s / temperature), or of weight 1 when ``temperature`` is
-    None (the lowest class index wins a tie). ``k`` must be at most N."""
-    if not 1 <= k <= train_x.shape[0]:
-        raise ValueError(f"k must be in [1, {train_x.shape[0]}], got {k}")
-    if temperature is not None and temperature <= 0:
-        raise ValueError(f"temperature must be positive, got {temperature}")
-    train = F.normalize(train_x, dim=1)
-    labels = train_y.to(train.device)
-    predictions = []
-    for rows in test_x.to(train.device).split(chunk):
-        similarity, index = (F.normalize(rows, dim=1) @ train.T).topk(k, dim=1)
-        if temperature is None:
-            votes = torch.ones_like(similarity)
-        else:
-            # Less each row's largest similarity: the same argmax, and exp cannot overflow.
-            votes = ((similarity - similarity[:, :1]) / temperature).exp()
-        scores = torch.zeros(rows.shape[0], num_classes, dtype=votes.dtype, device=votes.device)
-        scores.scatter_add_(1, labels[index], votes)
-        predictions.append(scores.argmax(dim=1))  # the first of equal maxima: the lowest class
-    return torch.cat(predictions)
+    """`knn_votes` for one setting: the weighted vote, or with ``temperature`` None the majority."""
+    return knn_votes(train_x, train_y, test_x, num_classes, [(k, temperature)], chunk)[0]
 
 
 def knn_scores(
@@ -74,18 +95,18 @@ def knn_scores(
     """Test accuracy (%) of both conventions on ``encoded``, with the settings used: a k above
     the number of training rows is lowered to it, and ``k_lowered_from`` keeps the k asked for."""
     n = encoded.train_x.shape[0]
+    asked = {"weighted": (weighted_k, temperature), "majority": (majority_k, None)}
+    used = [(min(k, n), t) for k, t in asked.values()]
+    predicted = knn_votes(
+        encoded.train_x, encoded.train_y, encoded.test_x, num_classes, used, chunk
+    )
     scores: dict[str, Any] = {}
-    for name, k, t in (("weighted", weighted_k, temperature), ("majority", majority_k, None)):
-        used = min(k, n)
-        predicted = knn_predict(
-            encoded.train_x, encoded.train_y, encoded.test_x, num_classes,
-            k=used, temperature=t, chunk=chunk,
-        )  # fmt: skip
-        accuracy = (predicted == encoded.test_y.to(predicted.device)).double().mean().item()
-        scores[name] = {"accuracy": accuracy * 100, "k": used}
+    for (name, (k, t)), (k_used, _), guess in zip(asked.items(), used, predicted, strict=True):
+        accuracy = (guess == encoded.test_y.to(guess.device)).double().mean().item()
+        scores[name] = {"accuracy": accuracy * 100, "k": k_used}
         if t is not None:
             scores[name]["temperature"] = t
-        if used < k:
+        if k_used < k:
             scores[name]["k_lowered_from"] = k
     return scores
 

@@ -296,11 +296,15 @@ def check_monitors(info, test_freq: int, knn_freq: int) -> None:
         raise UsageError(
             f"{info.name} is too large for the full-batch L-BFGS probe; pass --test-freq 0"
         )
-    if knn_freq > 0 and (info.task != "classification" or not info.full_batch_probe):
-        why = "continuous targets" if info.task != "classification" else "no in-memory labelled set"
+    if knn_freq > 0 and info.task != "classification":
         raise UsageError(
-            f"--knn-freq: {info.name} has {why} for the kNN to vote with; drop --knn-freq "
-            "(lbfgs_linear_clf.py --knn scores a saved checkpoint of a classification dataset)"
+            f"--knn-freq: {info.name}'s targets are continuous, with no classes for the kNN to "
+            "vote for; drop --knn-freq"
+        )
+    if knn_freq > 0 and not info.full_batch_probe:
+        raise UsageError(
+            f"--knn-freq: {info.name} has no in-memory labelled set to vote with; drop it "
+            "(lbfgs_linear_clf.py --knn scores a saved checkpoint)"
         )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import time
@@ -12,6 +13,7 @@ import torch
 from torch import nn
 
 from augmentation.views import NaturalViews, SpirographViews
+from datasets.imagenet import ImageFolderCrops
 from datasets.sources import DATASETS, DatasetBundle, load_dataset
 from evaluation.encoding import Encoded, encode_sets, probe_views
 from evaluation.knn import knn_scores
@@ -56,12 +58,12 @@ class Evaluation:
         if args.raw_pixels:
             self.encoder = nn.Flatten().to(self.device)
         self.info = DATASETS[self.run["dataset"]]
-        if self.info.task != task and (
-            getattr(args, "knn", False) or getattr(args, "knn_only", False)
-        ):
+        knn = [f for f in ("knn", "knn_only") if getattr(args, f, False)]
+        if self.info.task != task and knn:
+            flag = "--" + knn[-1].replace("_", "-")
             raise UsageError(
-                f"--knn: {self.path} was trained on {self.info.name}, whose targets are "
-                "continuous, with no classes to vote for; drop --knn (its probe is "
+                f"{flag}: {self.path} was trained on {self.info.name}, whose targets are "
+                f"continuous, with no classes to vote for; drop {flag} (its probe is "
                 f"{self.info.evaluation_script})"
             )
         if self.info.task != task:
@@ -82,6 +84,11 @@ class Evaluation:
             self.weights = "random initialisation"
         else:
             self.weights = f"{epochs} epoch{'' if epochs == 1 else 's'}"
+
+    @property
+    def views_name(self) -> str:
+        """What the encoding is of, in the summary: ``plain`` images or ``augmented`` copies."""
+        return "plain" if self.plain else "augmented"
 
     def views(self, data: DatasetBundle, seed: int) -> NaturalViews | SpirographViews:
         """The training augmentation without blur (spec section 7: crop, flip, colour)."""
@@ -107,6 +114,10 @@ class Evaluation:
         """The labelled training and test sets on the views of `probe_views` (spec section 7),
         which the probe, the kNN and the measures share."""
         args = self.args
+        if isinstance(data.probe_train, ImageFolderCrops):
+            # ImageNet's labelled set gives the SGD probe random crops; an encoding of it, as
+            # of its test set, is of centre crops.
+            data = dataclasses.replace(data, probe_train=data.probe_train.centred())
         return encode_sets(
             self.encoder, data, views, untransformed=self.plain, num_passes=self.passes,
             batch_size=args.batch_size, num_workers=args.num_workers, device=self.device,
@@ -135,8 +146,11 @@ class Evaluation:
             print(
                 f"kNN {name} vote, k = {entry['k']}: test accuracy {entry['accuracy']:.2f}%{note}"
             )
-        views = "plain" if self.plain else "augmented"
-        return {**scores, "views": views, "num_passes": None if self.plain else self.passes}
+        return {
+            **scores,
+            "views": self.views_name,
+            "num_passes": None if self.plain else self.passes,
+        }
 
     def measures(
         self, data: DatasetBundle, encoded: Encoded, fit: LinearFit, reg_weight: float
@@ -179,7 +193,7 @@ class Evaluation:
         args = self.args
         if fit is not None:
             summary.update(
-                views=("plain" if self.plain else "augmented") if fitted_on_passes else None,
+                views=self.views_name if fitted_on_passes else None,
                 num_passes=None if self.plain or not fitted_on_passes else self.passes,
                 untransformed=args.untransformed if fitted_on_passes else None,
                 reg_weight=reg_weight,

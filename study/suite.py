@@ -1,11 +1,12 @@
 """What the evaluation suite costs, and its numbers, on trained checkpoints.
 
     python3 -m study.suite CHECKPOINT [CHECKPOINT ...] [--random-init]
-        [--out docs/results/suite] [--only-variance]
+        [--out docs/results/suite] [--only-variance | --only-knn]
 
 For each checkpoint it runs the dataset's evaluation script with ``--suite`` (every measure of
 docs/evaluation.md at its defaults; ``--only-variance``: the conditional variance, with its ratio,
-and the authors' computation alone) and writes a record, `<out>/<stem>[-random].json`: the
+and the authors' computation alone; ``--only-knn``: the probe and the kNN votes beside it, records
+in docs/results/knn by default) and writes a record, `<out>/<stem>[-random].json`: the
 command, the machine, the wall time and the script's JSON line. It prints the wall time of the
 probe (encoding and fit) and of each measure, and each measure's time as a multiple of the
 probe's, measured in the same process, so that the ratios hold across machines of one kind.
@@ -30,6 +31,10 @@ FIELDS = (
     "result.authors_variance.projected:num", "result.authors_variance.trace:num",
     "result.conditional_variance.theta:dict",
 )  # fmt: skip
+KNN_FIELDS = (
+    "command:list", "machine:dict", "wall_seconds:num", "result.dataset:str", "result.random_init",
+    "result.accuracy:num", "result.knn.weighted:dict", "result.knn.majority:dict",
+)  # fmt: skip
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -46,6 +51,11 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="the conditional variance, the authors' computation and the ratio alone",
     )
     p.add_argument(
+        "--only-knn",
+        action="store_true",
+        help="the probe and the kNN votes (lbfgs_linear_clf.py --knn) alone; classification only",
+    )
+    p.add_argument(
         "--table",
         action="store_true",
         help="print the tables of docs/evaluation.md from the records in --out; run nothing",
@@ -53,8 +63,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out",
         type=Path,
-        default=REPO / "docs" / "results" / "suite",
-        help="folder of the records (default: docs/results/suite)",
+        default=None,
+        help="folder of the records (default: docs/results/suite; docs/results/knn with "
+        "--only-knn)",
     )
     return p
 
@@ -122,9 +133,35 @@ def table(folder: Path) -> str:
     return "\n".join(lines)
 
 
+def knn_table(folder: Path) -> str:
+    """A markdown table of the ``--only-knn`` records in ``folder``: a column per record."""
+    paths = sorted(folder.glob("*.json"))
+    if not paths:
+        raise UsageError(f"no records in {folder}; run the suite with --only-knn first")
+    paths.sort(key=lambda r: ("random" in r.stem, "invclr" in r.stem, r.stem))
+    results = [read_record(r, KNN_FIELDS)["result"] for r in paths]
+    lines = ["| measure | " + " | ".join(f"`{r.stem}`" for r in paths) + " |",
+             "|---" * (len(paths) + 1) + "|"]  # fmt: skip
+    votes = [("weighted", "kNN, weighted vote (k {k}, T {temperature:g})"),
+             ("majority", "kNN, majority vote (k {k})")]  # fmt: skip
+    rows = [("weights", ["random init" if x["random_init"] else "trained" for x in results]),
+            ("probe accuracy (%)", [f"{x['accuracy']:.2f}" for x in results])]  # fmt: skip
+    for name, label in votes:
+        settings = {label.format(**x["knn"][name]) for x in results}
+        label = settings.pop() if len(settings) == 1 else f"kNN, {name} vote"
+        rows.append((label + " (%)", [f"{x['knn'][name]['accuracy']:.2f}" for x in results]))
+    rows.append(("seconds (encoding, probe and kNN)", [f"{x['seconds']:.0f}" for x in results]))
+    lines += [f"| {label} | " + " | ".join(values) + " |" for label, values in rows]
+    return "\n".join(lines)
+
+
 def main(args: argparse.Namespace) -> list[dict]:
+    if args.only_knn and args.only_variance:
+        raise UsageError("--only-knn and --only-variance pick two different runs; give one")
+    if args.out is None:
+        args.out = REPO / "docs" / "results" / ("knn" if args.only_knn else "suite")
     if args.table:
-        print(table(args.out))
+        print(knn_table(args.out) if args.only_knn else table(args.out))
         return []
     if not args.checkpoints:
         raise UsageError("give checkpoints to evaluate, or --table to print the records")
@@ -137,6 +174,10 @@ def main(args: argparse.Namespace) -> list[dict]:
             raise UsageError(f"{checkpoint} names no known dataset; give a training checkpoint")
         name = checkpoint.stem + ("-random" if args.random_init else "")
         measures = ["--suite"]
+        if args.only_knn and info.task != "classification":
+            raise UsageError(f"--only-knn: {checkpoint} is a {info.name} run, with no classes")
+        if args.only_knn:
+            measures = ["--knn"]
         if args.only_variance:
             # The ratio is in the conditional variance's fields; --invariance would add time
             # that measure_seconds does not count.

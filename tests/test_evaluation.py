@@ -375,6 +375,58 @@ def test_classification_script_matches_the_in_training_probe(tmp_path, monkeypat
     assert alone["knn"]["majority"] == knn["majority"]
     assert alone["knn"]["weighted"]["k"] == 3 and alone["knn"]["weighted"]["temperature"] == 0.5
     assert not {"accuracy", "reg_weight", "converged", "solver"} & set(alone)
+    # On the mean of augmented copies when --num-passes asks, and on raw pixels as a baseline
+    # (tiny_data's random images score 0 either way, so the encodings voted on are compared).
+    import evaluation.session
+
+    voted_on, scores = [], evaluation.session.knn_scores
+    monkeypatch.setattr(
+        evaluation.session,
+        "knn_scores",
+        lambda e, *a, **k: voted_on.append(e) or scores(e, *a, **k),
+    )
+    common = ["--load-from", "output.pth", "--device", "cpu", "--num-workers", "0", "--knn-only"]
+    summaries = [
+        lbfgs_linear_clf.main(parser.parse_args([*common, *extra]))
+        for extra in ([], ["--num-passes", "2"], ["--raw-pixels"])
+    ]
+    plain, averaged, pixels = voted_on
+    assert plain.train_x.shape == averaged.train_x.shape == (50, 64)
+    assert not torch.allclose(plain.train_x, averaged.train_x)
+    assert (summaries[1]["knn"]["views"], summaries[1]["knn"]["num_passes"]) == ("augmented", 2)
+    assert pixels.train_x.shape == (50, 3 * 32 * 32) and summaries[2]["raw_pixels"]
+
+
+def test_imagenet_knn_votes_with_centre_crops_beside_the_sgd_probe(tmp_path, monkeypatch):
+    """ImageNet's labelled set gives the SGD probe random crops; the kNN's encoding of it, as of
+    the test set, is of centre crops, and --knn-only runs no SGD at all."""
+    from datasets.imagenet import ImageFolderCrops
+
+    monkeypatch.chdir(tmp_path)
+    root = write_image_folder(tmp_path / "inet", {"train": 2, "val": 2}, classes=2, size=[(40, 30)])
+    write_paths(tmp_path, imagenet=root)
+    write_checkpoint(tmp_path / "checkpoint" / "i.pth", "imagenet", 1.0)
+    seen = []
+    original = ImageFolderCrops.__getitem__
+
+    def record(self, index):
+        seen.append(self.random)
+        return original(self, index)
+
+    monkeypatch.setattr(ImageFolderCrops, "__getitem__", record)
+    parser = lbfgs_linear_clf.get_args_parser()
+    common = ["--load-from", "i.pth", "--random-init", "--device", "cpu", "--num-workers", "0"]
+    both = lbfgs_linear_clf.main(
+        parser.parse_args([*common, "--knn", "--epochs", "1", "--batch-size", "2"])
+    )
+    # 4 training and 4 test centre crops for the kNN (the test ones scored by SGD too), then
+    # one epoch of 4 random crops for SGD.
+    assert seen == [False] * 8 + [True] * 4
+    assert both["solver"] == "sgd" and both["knn"]["views"] == "plain"
+    seen.clear()
+    alone = lbfgs_linear_clf.main(parser.parse_args([*common, "--knn-only"]))
+    assert seen == [False] * 8 and "solver" not in alone
+    assert alone["knn"]["majority"] == both["knn"]["majority"]
 
 
 def test_classification_script_prints_json_for_each_mode(tmp_path):
@@ -487,6 +539,13 @@ def test_sgd_probe_order_follows_the_seed(monkeypatch):
         ("lbfgs_linear_clf.py", "cifar10", ["--lr", "0.5"], "--lr set the SGD solver"),
         ("lbfgs_linear_clf.py", "cifar10", ["--solver", "sgd", "--max-iter", "5"], "--max-iter"),
         ("lbfgs_linear_clf.py", "spirograph", ["--knn"], "no classes to vote for"),
+        ("lbfgs_linear_clf.py", "spirograph", ["--knn-only"], "drop --knn-only"),
+        (
+            "lbfgs_linear_clf.py",
+            "imagenet",
+            ["--random-init", "--knn-only", "--num-passes", "2"],
+            "centre crops",
+        ),
         ("lbfgs_linear_clf.py", "cifar10", ["--knn-k", "5"], "add --knn"),
         ("lbfgs_linear_clf.py", "cifar10", ["--knn-only", "--reg-weight", "auto"], "--reg-weight"),
         ("lbfgs_linear_clf.py", "cifar10", ["--knn-only", "--nuisance"], "measures"),

@@ -101,11 +101,29 @@ def test_k_equal_to_the_training_set():
 
 
 def test_one_class_only():
+    """Every labelled image of class 2 of 4: both votes must say 2, not fall back to class 0,
+    whose score (like classes 1 and 3's) is zero."""
     train_x, _, test_x, _ = random_features()
-    zeros = torch.zeros(train_x.shape[0], dtype=torch.long)
-    encoded = Encoded(train_x, zeros, test_x, torch.zeros(test_x.shape[0], dtype=torch.long))
-    scores = knn_scores(encoded, 1)
+    twos = torch.full((train_x.shape[0],), 2)
+    encoded = Encoded(train_x, twos, test_x, torch.full((test_x.shape[0],), 2))
+    scores = knn_scores(encoded, 4)
     assert scores["weighted"]["accuracy"] == scores["majority"]["accuracy"] == 100.0
+    assert brute_force(train_x, twos, test_x, 4, 10) == [2] * test_x.shape[0]
+
+
+def test_similarities_are_taken_a_block_of_test_rows_at_a_time(monkeypatch):
+    """The memory bound: no similarity matrix of more than ``chunk`` test rows is ever made,
+    for a test set many blocks long, and both votes share one pass over the blocks."""
+    train_x, train_y, test_x, test_y = random_features(n_train=300, n_test=1000)
+    shapes, topk = [], torch.Tensor.topk
+
+    def spy(self, *args, **kwargs):
+        shapes.append(tuple(self.shape))
+        return topk(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "topk", spy)
+    knn_scores(Encoded(train_x, train_y, test_x, test_y), 4, chunk=64)
+    assert shapes == [(64, 300)] * 15 + [(40, 300)]
 
 
 def test_the_weighted_vote_survives_a_tiny_temperature():
