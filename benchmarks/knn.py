@@ -4,11 +4,13 @@ L-BFGS fit of `evaluation.probe` to its tolerance), and the peak memory each add
 
     python3 -m benchmarks.knn          # 10,000 training × 10,000 test rows, ResNet-18 at 0.25
     python3 -m benchmarks.knn --train 2000 --test 500 --no-memory
+    python3 -m benchmarks.knn --load-from checkpoint/cifar10-simclr-seed0.pth   # real features
 
 Both monitors start by encoding the labelled sets. That is timed once, on random images through
 a randomly initialised encoder of --arch and --width (the cost of a forward pass does not depend
 on the pixels), and added to each. The features are the encoder's outputs, labelled by a noisy
-linear rule of them, so that the probe has a problem of realistic difficulty to solve.
+linear rule of them; ``--load-from`` takes a trained checkpoint's own encoding of its labelled
+sets instead, whose probe is the one training fits.
 
 Peak memory is measured in a fresh process per computation, on Gaussian features of the same
 shape: the kNN in blocks of `evaluation.knn.CHUNK` test rows, the kNN in one block of every test
@@ -22,15 +24,18 @@ import argparse
 import json
 import multiprocessing
 import time
+from pathlib import Path
 
 import torch
 
 from benchmarks.loss_memory import peak_added_mib
-from evaluation.encoding import ENCODE_BATCH_SIZE, Encoded, encode
+from datasets.sources import load_dataset
+from evaluation.encoding import ENCODE_BATCH_SIZE, Encoded, encode, encode_sets, probe_views
 from evaluation.knn import CHUNK, knn_scores
 from evaluation.probe import DEFAULT_REG_WEIGHT, fit_and_score
 from models import ARCHITECTURES, ResNetEncoder
-from utils.cli import int_at_least, resolve_device, run_cli, width_multiplier
+from models.pretrained import load_encoder
+from utils.cli import UsageError, int_at_least, resolve_device, run_cli, width_multiplier
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -40,6 +45,14 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", type=int_at_least(2), default=10, help="classes (10)")
     p.add_argument("--arch", choices=sorted(ARCHITECTURES), default="resnet18", help="(resnet18)")
     p.add_argument("--width", type=width_multiplier, default=0.25, help="channel multiplier (0.25)")
+    p.add_argument(
+        "--load-from",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="time on a training checkpoint's encoding of its labelled sets, as training's "
+        "monitors make it, instead of random images (--train, --test, --arch, --width unused)",
+    )
     p.add_argument(
         "--memory",
         action=argparse.BooleanOptionalAction,
@@ -115,18 +128,43 @@ def timed(device: torch.device, work):
     return time.perf_counter() - start, result
 
 
+def checkpoint_encoding(
+    args: argparse.Namespace, device: torch.device
+) -> tuple[float, Encoded, argparse.Namespace]:
+    """The seconds taken to encode ``--load-from``'s labelled sets on the monitors' views
+    (`evaluation.probe.training_scores`'), the encoding, and ``args`` with its sizes."""
+    encoder, run, _ = load_encoder(args.load_from, device)
+    data = load_dataset(run["dataset"], proportion=run.get("proportion", 1.0), seed=args.seed)
+    if data.info.task != "classification" or not data.info.full_batch_probe:
+        raise UsageError(f"{args.load_from}: a kNN needs an in-memory classification dataset")
+    generator = torch.Generator(device).manual_seed(args.seed)
+    views = data.info.views(run.get("colour_strength", 0.5), blur=False, generator=generator)
+    plain, passes = probe_views(data.info.rendered, num_passes=None, untransformed=False)
+    encode_s, encoded = timed(device, lambda: encode_sets(
+        encoder, data, views, untransformed=plain, num_passes=passes,
+        batch_size=ENCODE_BATCH_SIZE, num_workers=0, device=device,
+    ))  # fmt: skip
+    sizes = dict(train=len(data.probe_train), test=len(data.probe_test),
+                 classes=data.info.num_outputs, arch=run["arch"], width=run["width"])  # fmt: skip
+    return encode_s, encoded, argparse.Namespace(**{**vars(args), **sizes})
+
+
 def main(args: argparse.Namespace) -> dict:
     device = resolve_device(args.device)
     threads = torch.get_num_threads()
     print(f"device {device}, {threads} threads, torch {torch.__version__}")
-    gen = torch.Generator().manual_seed(args.seed)
-    images = torch.rand(args.train + args.test, 3, 32, 32, generator=gen)
-    torch.manual_seed(args.seed)
-    encoder = ResNetEncoder(args.arch, "cifar", args.width).to(device)
-    batches = images.split(ENCODE_BATCH_SIZE)
-    encode(encoder, batches[:1], lambda x: x, device)  # warm-up: one-off costs of a first call
-    encode_s, features = timed(device, lambda: encode(encoder, batches, lambda x: x, device))
-    encoded = split(features, labelled(features, args.classes, args.seed), args.train)
+    if args.load_from is not None:
+        encode_s, encoded, args = checkpoint_encoding(args, device)
+    else:
+        gen = torch.Generator().manual_seed(args.seed)
+        images = torch.rand(args.train + args.test, 3, 32, 32, generator=gen)
+        torch.manual_seed(args.seed)
+        encoder = ResNetEncoder(args.arch, "cifar", args.width).to(device)
+        batches = images.split(ENCODE_BATCH_SIZE)
+        encode(encoder, batches[:1], lambda x: x, device)  # warm-up: a first call's one-off costs
+        encode_s, features = timed(device, lambda: encode(encoder, batches, lambda x: x, device))
+        encoded = split(features, labelled(features, args.classes, args.seed), args.train)
+    features = encoded.train_x
     knn_scores(split(features[:64], encoded.train_y[:64], 32), args.classes)  # warm-up
     knn_s, knn = timed(device, lambda: knn_scores(encoded, args.classes))
     probe_s, fit = timed(device, lambda: probe(encoded, args.classes))

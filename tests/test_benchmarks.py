@@ -152,6 +152,30 @@ def test_knn_benchmark_times_both_monitors_on_one_encoding():
     assert summary["knn_over_probe_fit"] == pytest.approx(knn_s / fit)
 
 
+def test_knn_benchmark_on_a_checkpoint_scores_what_the_evaluation_scores(tmp_path, monkeypatch):
+    """--load-from times training's monitors on the checkpoint's own encoding: the kNN numbers
+    are those `lbfgs_linear_clf.py --knn` gives."""
+    from test_evaluation import write_checkpoint
+    from tiny_data import write_cifar_pickles, write_paths
+
+    import lbfgs_linear_clf
+    from benchmarks import knn
+
+    monkeypatch.chdir(tmp_path)
+    write_paths(tmp_path, cifar10=write_cifar_pickles(tmp_path / "data", per_class=2))
+    checkpoint = write_checkpoint(tmp_path / "c.pth", "cifar10", 1.0, width=0.0625)
+    args = ["--load-from", str(checkpoint), "--no-memory"]
+    summary = knn.main(knn.get_args_parser().parse_args(args))
+    assert (summary["n_train"], summary["n_test"], summary["dim"]) == (50, 10, 32)
+    evaluated = lbfgs_linear_clf.main(lbfgs_linear_clf.get_args_parser().parse_args(
+        ["--load-from", str(checkpoint), "--device", "cpu", "--num-workers", "0", "--knn"]
+    ))  # fmt: skip
+    assert summary["probe"]["accuracy"] == evaluated["accuracy"]
+    assert summary["knn_accuracy"] == {
+        k: evaluated["knn"][k]["accuracy"] for k in summary["knn_accuracy"]
+    }
+
+
 def test_the_peak_memory_helper_sees_an_allocation_it_is_given():
     """The kNN and loss benchmarks' memory figures come from `peak_added_mib`: 64 MiB written
     and freed inside it must count, however briefly they were resident."""
