@@ -61,6 +61,7 @@ from utils.distributed import (
     launched_shard,
     mean_over_processes,
     process_group_backend,
+    stopped_with_a_failed_process,
 )
 from utils.lars import LARS, param_groups_excluding_bn_bias
 from utils.lock import run_lock
@@ -87,6 +88,9 @@ TEST_FREQ = 10  # --test-freq's default where the dataset has a full-batch probe
 STEP_VALUES = {"contrastive_loss": "c-loss", "penalty": "penalty", "loss": "loss",
                "clamp_fraction": None, "spread": None}  # fmt: skip
 ADVICE = "lower --base-lr or --lambda-gp"  # for a run whose loss or weights stop being finite
+MEMORY_ADVICE = ("lower --batch-size or split it over more processes under torchrun (a GPU: also "
+                 "--amp); the penalty needs up to 1.7 times SimCLR's memory per image")  # fmt: skip
+MONITOR_ADVICE = "raise --test-freq and --knn-freq, or set them to 0, and resume"
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -360,26 +364,10 @@ def check_args(args: argparse.Namespace, shard: Shard, resumed: bool) -> None:
     check_monitors(info, args.test_freq, args.knn_freq)
 
 
-def preview(
-    args: argparse.Namespace, data: DatasetBundle, device: torch.device, folder: Path, lead: bool
-) -> Path:
-    """`--preview N`: the first N images of epoch 1's order beside their views, as one process."""
-    path = folder / f"{args.filename}.preview.png"
-    if not lead:
-        return path
-    from augmentation.preview import write_preview  # matplotlib: needed for this picture only
-
-    generator = torch.Generator(device).manual_seed(args.seed)
-    views = data.info.views(args.colour_strength, args.blur, generator=generator)
-    first = pretrain_batches(data, args.batch_size, seed=args.seed, epoch=0,
-                             num_workers=args.num_workers)  # fmt: skip
-    return write_preview(path, views, first, args.preview, device)
-
-
 def main(args: argparse.Namespace) -> Path:
     shard = launched_shard()
     try:
-        with contextlib.ExitStack() as held:
+        with contextlib.ExitStack() as held, stopped_with_a_failed_process():
             return train(args, shard, held)
     finally:
         close_distributed()
@@ -410,8 +398,17 @@ def train(args: argparse.Namespace, shard: Shard, held: contextlib.ExitStack) ->
             f"--batch-size {args.batch_size} exceeds the {len(data.pretrain)} training images; "
             "lower it or raise --proportion"
         )
-    if args.preview:
-        return preview(args, data, device, checkpoint_dir, lead)
+    if args.preview:  # the first N images of epoch 1's order beside their views, as one process
+        path = checkpoint_dir / f"{args.filename}.preview.png"
+        if lead:
+            from augmentation.preview import write_preview  # matplotlib: for this picture only
+
+            seeded = torch.Generator(device).manual_seed(args.seed)
+            views = info.views(args.colour_strength, args.blur, generator=seeded)
+            first = pretrain_batches(data, args.batch_size, seed=args.seed, epoch=0,
+                                     num_workers=args.num_workers)  # fmt: skip
+            write_preview(path, views, first, args.preview, device)
+        return path
     latest = checkpoint_dir / f"{args.filename}.pth"
     if latest.exists() and resumed is None and not args.overwrite:
         raise UsageError(
@@ -457,11 +454,13 @@ def train(args: argparse.Namespace, shard: Shard, held: contextlib.ExitStack) ->
         for epoch in range(position.epoch, end_epoch):
             row: dict[str, Any] = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
             at = position if epoch == position.epoch else Position(epoch)
+            share = f"{args.batch_size // shard.world} images per process on {device}"
             try:
-                row |= train_one_epoch(
-                    nets, views, optimizer, data, args, at, device,
-                    scaler=scaler, run=run, latest=latest, stop=stop, shard=shard,
-                )  # fmt: skip
+                with run.stopped_on_out_of_memory(f"the training step ({share})", MEMORY_ADVICE):
+                    row |= train_one_epoch(
+                        nets, views, optimizer, data, args, at, device,
+                        scaler=scaler, run=run, latest=latest, stop=stop, shard=shard,
+                    )  # fmt: skip
             except NonFiniteLoss as error:
                 raise error.explained(steps, run.last_good, ADVICE) from None
             except CollapsedSpread as error:
@@ -470,11 +469,12 @@ def train(args: argparse.Namespace, shard: Shard, held: contextlib.ExitStack) ->
                 raise stop_exit(stop.signal, latest, Path(__file__).name, say) from None
             if scheduler is not None:
                 scheduler.step()
-            row |= training_scores(
-                encoder, data, epoch, test_freq=args.test_freq, knn_freq=args.knn_freq,
-                seed=args.seed, colour_strength=args.colour_strength,
-                num_workers=args.num_workers, device=device,
-            )  # fmt: skip
+            with run.stopped_on_out_of_memory(f"the probe or kNN on {device}", MONITOR_ADVICE):
+                row |= training_scores(
+                    encoder, data, epoch, test_freq=args.test_freq, knn_freq=args.knn_freq,
+                    seed=args.seed, colour_strength=args.colour_strength,
+                    num_workers=args.num_workers, device=device,
+                )  # fmt: skip
             row = shared_write(functools.partial(log.add, row), device)  # one failure stops all
             say(format_epoch(row, args.num_epochs), flush=True)
             if epoch % args.save_freq == args.save_freq - 1:

@@ -42,6 +42,7 @@ from utils.cli import (
     int_at_least,
     run_cli,
 )
+from utils.memory import out_of_memory
 from utils.rng import epoch_generator
 
 # The paper's ImageNet linear protocol (`--solver sgd`): 90 epochs from a rate of 0.1.
@@ -186,14 +187,16 @@ def main(args: argparse.Namespace) -> dict:
         fit, result, weight = evaluation.probe(encoded)
     elif solver == "sgd":
         weight = args.reg_weight
-        fit = fit_sgd(encoder, views, data, args, device, evaluation.seed)
-        if encoded is None:
-            test_x = representations(
-                encoder, data.probe_test, views, untransformed=True, num_passes=1,
-                batch_size=args.batch_size, num_workers=args.num_workers, device=device,
-            )  # fmt: skip
-        else:
-            test_x = encoded.test_x  # centre crops, as the SGD protocol scores
+        where = f"the SGD probe (batches of {args.batch_size} images on {device})"
+        with out_of_memory(where, "lower --batch-size"):
+            fit = fit_sgd(encoder, views, data, args, device, evaluation.seed)
+            if encoded is None:
+                test_x = representations(
+                    encoder, data.probe_test, views, untransformed=True, num_passes=1,
+                    batch_size=args.batch_size, num_workers=args.num_workers, device=device,
+                )  # fmt: skip
+            else:
+                test_x = encoded.test_x  # centre crops, as the SGD protocol scores
         test_y = torch.as_tensor(data.probe_test.targets).to(device)
         result = evaluate_linear(fit, test_x, test_y, "classification")
     if fit is not None:

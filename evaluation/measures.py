@@ -5,8 +5,9 @@ its `SEED_OFFSETS` entry, and reuses the probe's encoding where it can."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -22,6 +23,7 @@ from evaluation.probe import MAX_ITERATIONS, LinearFit, fit_and_score, headline_
 from evaluation.shift import DEFAULT_STRENGTHS, SPIROGRAPH_SHIFTS, shift_scores, shifted_bounds
 from evaluation.variance import AUTHORS_BATCH, authors_variance, conditional_variance
 from utils.cli import UsageError
+from utils.memory import out_of_memory
 
 # Each measure's seed is the evaluation's plus its offset: adding a measure moves no other's draws.
 SEED_OFFSETS = {"variance": 2, "authors": 3, "shift": 4, "curve": 5, "nuisance": 6}
@@ -88,60 +90,64 @@ def run_measures(
     def offset(name: str) -> int:
         return seed + SEED_OFFSETS[name]
 
-    def timed(name: str, start: float) -> None:
+    @contextlib.contextmanager
+    def measuring(name: str, size: str, flags: str) -> Iterator[None]:
+        """Time measure ``name``; an allocation that fails in it is one line naming ``size``
+        (what sets its memory) and the ``flags`` that lower it."""
+        start = time.perf_counter()
+        with out_of_memory(f"the measure {name} ({size} on {device})", f"lower {flags}"):
+            yield
         seconds[name] = round(time.perf_counter() - start, 2)
 
+    batches = f"batches of {args.batch_size} images"
     if args.conditional_variance:
-        start = time.perf_counter()
-        fields["conditional_variance"] = {
-            **conditional_variance(
-                encoder, lambda: subset.batches(**common),
-                lambda: make_views(offset("variance")), args.conditional_variance,
-                seed=seed, device=device,
-            ),
-            "draws": args.conditional_variance, "images": len(subset),
-        }  # fmt: skip
-        timed("conditional_variance", start)
+        with measuring("conditional_variance", f"{len(subset)} images, {batches}",
+                       "--invariance-images or --batch-size"):  # fmt: skip
+            fields["conditional_variance"] = {
+                **conditional_variance(
+                    encoder, lambda: subset.batches(**common),
+                    lambda: make_views(offset("variance")), args.conditional_variance,
+                    seed=seed, device=device,
+                ),
+                "draws": args.conditional_variance, "images": len(subset),
+            }  # fmt: skip
     if args.authors_variance:
-        start = time.perf_counter()
-        fields["authors_variance"] = {
-            **authors_variance(
-                encoder, subset.batches(AUTHORS_BATCH, args.num_workers),
-                make_views(offset("authors")), seed=seed, device=device,
-            ),
-            "images": len(subset),
-        }  # fmt: skip
-        timed("authors_variance", start)
+        with measuring("authors_variance", f"{len(subset)} images, batches of {AUTHORS_BATCH}",
+                       "--invariance-images"):  # fmt: skip
+            fields["authors_variance"] = {
+                **authors_variance(
+                    encoder, subset.batches(AUTHORS_BATCH, args.num_workers),
+                    make_views(offset("authors")), seed=seed, device=device,
+                ),
+                "images": len(subset),
+            }  # fmt: skip
     for flag in shift_flags(info):
         if getattr(args, flag):
-            start = time.perf_counter()
-            fields[flag] = shift_scores(
-                encoder, lambda: data.probe_test.batches(**common),
-                (encoded.test_x, encoded.test_y), fit, dataset=info.name,
-                kind=flag.removeprefix("shift_"), amounts=getattr(args, flag),
-                plain_probe=plain, seed=offset("shift"), device=device,
-            )  # fmt: skip
-            timed(flag, start)
+            with measuring(flag, f"the test set in {batches}", "--batch-size"):
+                fields[flag] = shift_scores(
+                    encoder, lambda: data.probe_test.batches(**common),
+                    (encoded.test_x, encoded.test_y), fit, dataset=info.name,
+                    kind=flag.removeprefix("shift_"), amounts=getattr(args, flag),
+                    plain_probe=plain, seed=offset("shift"), device=device,
+                )  # fmt: skip
     if args.averaging_curve:
-        start = time.perf_counter()
-        fields["averaging_curve"] = averaging_curve(
-            encoder, data, make_views(offset("curve")), args, reg_weight,
-            seed=seed, max_iter=max_iter, device=device,
-        )  # fmt: skip
-        timed("averaging_curve", start)
+        with measuring("averaging_curve", f"{max(args.averaging_curve)} passes, {batches}",
+                       "--curve-subset, --curve-full-passes or --batch-size"):  # fmt: skip
+            fields["averaging_curve"] = averaging_curve(
+                encoder, data, make_views(offset("curve")), args, reg_weight,
+                seed=seed, max_iter=max_iter, device=device,
+            )  # fmt: skip
     if args.nuisance:
-        start = time.perf_counter()
-        views = make_views(offset("nuisance"))
-        train = encode_with_nuisance(encoder, data.probe_train.batches(**common), views, device)
-        test = encode_with_nuisance(encoder, data.probe_test.batches(**common), views, device)
-        fields["nuisance"] = nuisance_prediction(train, test, nuisance_names(views))
-        timed("nuisance", start)
+        with measuring("nuisance", f"both labelled sets in {batches}", "--batch-size"):
+            views = make_views(offset("nuisance"))
+            train = encode_with_nuisance(encoder, data.probe_train.batches(**common), views, device)
+            test = encode_with_nuisance(encoder, data.probe_test.batches(**common), views, device)
+            fields["nuisance"] = nuisance_prediction(train, test, nuisance_names(views))
     if args.label_fractions:
-        start = time.perf_counter()
-        fields["label_fractions"] = label_fractions(
-            encoded, info, args.label_fractions, reg_weight, seed=seed, max_iter=max_iter
-        )
-        timed("label_fractions", start)
+        with measuring("label_fractions", "the probe's encoding", "--proportion"):
+            fields["label_fractions"] = label_fractions(
+                encoded, info, args.label_fractions, reg_weight, seed=seed, max_iter=max_iter
+            )
     if seconds:
         fields["measure_seconds"] = seconds
     return fields

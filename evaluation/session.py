@@ -16,7 +16,7 @@ from augmentation.views import NaturalViews, SpirographViews
 from datasets.imagenet import ImageFolderCrops
 from datasets.sources import DATASETS, DatasetBundle, load_dataset
 from evaluation.encoding import Encoded, encode_sets, probe_views
-from evaluation.knn import knn_scores
+from evaluation.knn import CHUNK, knn_scores
 from evaluation.measures import (
     check_label_fractions,
     resolve_measure_args,
@@ -27,6 +27,7 @@ from evaluation.probe import MAX_ITERATIONS, LinearFit, fit_and_score
 from models.pretrained import load_encoder
 from utils.checkpoint import WriteError, resolve_checkpoint, write_text
 from utils.cli import UsageError, resolve_device
+from utils.memory import out_of_memory
 
 
 class Evaluation:
@@ -118,28 +119,36 @@ class Evaluation:
             # ImageNet's labelled set gives the SGD probe random crops; an encoding of it, as
             # of its test set, is of centre crops.
             data = dataclasses.replace(data, probe_train=data.probe_train.centred())
-        return encode_sets(
-            self.encoder, data, views, untransformed=self.plain, num_passes=self.passes,
-            batch_size=args.batch_size, num_workers=args.num_workers, device=self.device,
-            verbose=True,
-        )  # fmt: skip
+        where = f"the encoding (batches of {args.batch_size} images on {self.device})"
+        with out_of_memory(where, "lower --batch-size"):
+            return encode_sets(
+                self.encoder, data, views, untransformed=self.plain, num_passes=self.passes,
+                batch_size=args.batch_size, num_workers=args.num_workers, device=self.device,
+                verbose=True,
+            )  # fmt: skip
 
     def probe(self, encoded: Encoded) -> tuple[LinearFit, dict[str, Any], float]:
         """Spec section 7's probe fitted on ``encoded``: the fit, its test result and the
         regularisation weight used."""
-        return fit_and_score(
-            encoded, self.info.task, self.info.num_outputs, reg_weight=self.args.reg_weight,
-            seed=self.seed, max_iter=self.max_iter, verbose=True,
-        )  # fmt: skip
+        n, d = encoded.train_x.shape
+        where = f"the probe's fit ({n} × {d} features in float64 on {self.device})"
+        with out_of_memory(where, "lower --proportion (the labelled images fitted on)"):
+            return fit_and_score(
+                encoded, self.info.task, self.info.num_outputs, reg_weight=self.args.reg_weight,
+                seed=self.seed, max_iter=self.max_iter, verbose=True,
+            )  # fmt: skip
 
     def knn(self, encoded: Encoded) -> dict[str, Any]:
         """`knn_scores` on ``encoded`` at the flags' settings, with the views it voted on."""
         args = self.args
         given = dict(weighted_k=args.knn_k, temperature=args.knn_temperature,
                      majority_k=args.knn_majority_k)  # fmt: skip
-        scores = knn_scores(
-            encoded, self.info.num_outputs, **{k: v for k, v in given.items() if v is not None}
-        )
+        n = encoded.train_x.shape[0]
+        where = f"the kNN ({CHUNK} test rows × {n} training rows at a time on {self.device})"
+        with out_of_memory(where, "lower --proportion (the labelled images voted with)"):
+            scores = knn_scores(
+                encoded, self.info.num_outputs, **{k: v for k, v in given.items() if v is not None}
+            )
         for name, entry in scores.items():
             lowered = entry.get("k_lowered_from")
             note = f" (k {lowered} lowered to the {entry['k']} labelled images)" if lowered else ""

@@ -230,6 +230,32 @@ def test_knn_votes_on_the_gpu_as_on_the_cpu():
         assert torch.equal(on_gpu.cpu(), on_cpu)
 
 
+def test_a_batch_that_does_not_fit_on_the_gpu_is_one_line():
+    """torch.OutOfMemoryError inside the step becomes utils.memory's one line, naming the step,
+    the batch per process and the device; no checkpoint is written. Width 2 with the penalty at
+    batch 4096 needs some 250 GB, beyond any single GPU."""
+    from utils.memory import OutOfMemory
+
+    with tempfile.TemporaryDirectory() as folder:
+        flags = ["--dataset", "spirograph", "--arch", "resnet18", "--width", "2",
+                 "--proportion", "0.05", "--batch-size", "4096", "--num-epochs", "1",
+                 "--test-freq", "0", "--num-workers", "0", "--device", "cuda",
+                 "--lambda-gp", "0.01", "--checkpoint-dir", folder]  # fmt: skip
+        try:
+            train.main(train.get_args_parser().parse_args(flags))
+        except OutOfMemory as error:
+            message = str(error)
+        else:
+            raise AssertionError("a 4096-image batch at width 2 fitted on this GPU")
+        finally:
+            torch.cuda.empty_cache()
+        assert message.startswith(
+            "out of memory in the training step (4096 images per process on cuda"
+        ), message
+        assert "it tried to allocate" in message and "lower --batch-size" in message
+        assert not list(Path(folder).glob("*.pth"))
+
+
 if __name__ == "__main__":
     # Without pytest: run every test here, one line each, and exit non-zero if one failed.
     import sys

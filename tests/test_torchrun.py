@@ -254,3 +254,48 @@ def test_batch_that_does_not_split_is_one_line(tmp_path):
         "invariance_by_gradient.py: error: --batch-size 7 is the global batch and does not split "
         "evenly among 2 processes; make it a multiple of 2"
     ]
+
+
+# The training script with rank 1's second step out of memory (the test's fault).
+OOM_ON_RANK_1 = """
+import os, sys
+sys.path.insert(0, {repo!r})
+import invariance_by_gradient as train
+from utils.cli import run_cli
+original, calls = train.training_step, []
+def failing(*args, **kwargs):
+    calls.append(1)
+    if os.environ["RANK"] == "1" and len(calls) == 2:
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate "
+                           "1073741824 bytes")
+    return original(*args, **kwargs)
+train.training_step = failing
+run_cli(train.main, train.get_args_parser())
+"""
+
+
+@pytest.mark.slow
+def test_a_rank_out_of_memory_stops_every_process_in_one_line_each(tmp_path):
+    """Rank 1 runs out of memory in its second step while rank 0 waits in that step's
+    collective: rank 1 says why, rank 0 that it lost rank 1, and neither shows a traceback
+    (before: rank 0's gloo RuntimeError "Connection closed by peer", 40 lines)."""
+    script = tmp_path / "invariance_by_gradient_oom.py"
+    script.write_text(OOM_ON_RANK_1.format(repo=str(REPO)))
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+         "--master_port", str(free_port()), str(script), "--dataset", "spirograph", "--arch",
+         "resnet18", "--width", "0.125", "--proportion", "0.0006", "--batch-size", "8",
+         "--num-epochs", "1", "--test-freq", "0", "--device", "cpu", "--lambda-gp", "0.1"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    ours = [line for line in done.stderr.splitlines() if f"{script.name}: error" in line]
+    assert sorted(ours) == [
+        f"{script.name}: error on rank 1: out of memory in the training step (4 images per "
+        "process on cpu); it tried to allocate 1.0 GiB: lower --batch-size or split it over more "
+        "processes under torchrun (a GPU: also --amp); the penalty needs up to 1.7 times SimCLR's "
+        "memory per image; no checkpoint of this run was written yet",
+        f"{script.name}: error: stopped: another process of the run failed, and this one lost "
+        "its connection to it (its own line says why); nothing was saved from the step under way",
+    ], done.stderr[-3000:]
+    assert "[rank0]: Traceback" not in done.stderr and "[rank1]: Traceback" not in done.stderr

@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from utils.memory import OutOfMemory, is_out_of_memory
+
 
 class InputError(Exception):
     """Bad input the user can fix (a flag, a dataset folder, a checkpoint), one subclass per
@@ -229,11 +231,12 @@ def run_cli(main: Callable[[argparse.Namespace], Any], parser: argparse.Argument
     debug = vars(args).pop("debug")
     try:
         main(args)
-    except (InputError, TrainingError, torch.OutOfMemoryError) as error:
-        if debug:
+    except Exception as error:
+        known = isinstance(error, InputError | TrainingError | OutOfMemory)
+        if debug or not (known or is_out_of_memory(error)):
             raise
         message = error_line(error)
-        if isinstance(error, torch.OutOfMemoryError):
+        if not known:  # an allocation outside the steps that name themselves
             message = f"out of memory ({message[:160]}); lower --batch-size"
         # Under torchrun every process meets the same bad input: rank 0 says it once. Other
         # failures may be one machine's own (a missing folder on one node), so each says its own.
@@ -242,7 +245,7 @@ def run_cli(main: Callable[[argparse.Namespace], Any], parser: argparse.Argument
             print(f"{parser.prog}: error: {message}", file=sys.stderr)
         elif not isinstance(error, UsageError):
             print(f"{parser.prog}: error on rank {rank}: {message}", file=sys.stderr)
-        sys.exit(1 if isinstance(error, TrainingError | torch.OutOfMemoryError) else 2)
+        sys.exit(1 if isinstance(error, TrainingError) else 2)
     except KeyboardInterrupt:
         if debug:
             raise

@@ -5,9 +5,10 @@ run's numbers do not depend on the process count W and a checkpoint resumes on a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -17,6 +18,8 @@ from torch import Tensor
 from torch.distributed.constants import default_pg_nccl_timeout, default_pg_timeout
 from torch.distributed.nn.functional import all_reduce as _autograd_all_reduce
 from torch.distributed.rendezvous import rendezvous
+
+from utils.cli import TrainingError
 
 T = TypeVar("T", Tensor, tuple[Tensor, ...])
 
@@ -180,3 +183,24 @@ def any_process(flag: bool, device: torch.device) -> bool:
     t = torch.tensor(int(flag), device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t)
+
+
+# What gloo and NCCL say when a process of the group is gone (it failed, or torchrun stopped it).
+_PEER_GONE = ("Connection closed by peer", "Connection reset by peer", "Broken pipe")
+
+
+@contextlib.contextmanager
+def stopped_with_a_failed_process() -> Iterator[None]:
+    """Under torchrun, a collective that fails because another process of the run is gone (its
+    own error, say out of memory, is its own line) stops this one in one line as well, instead
+    of a traceback about a closed connection."""
+    try:
+        yield
+    except RuntimeError as error:
+        gone = isinstance(error, dist.DistError) or any(s in str(error) for s in _PEER_GONE)
+        if not (is_distributed() and gone):
+            raise
+        raise TrainingError(
+            "stopped: another process of the run failed, and this one lost its connection to it "
+            "(its own line says why); nothing was saved from the step under way"
+        ) from None

@@ -28,6 +28,7 @@ from utils.checkpoint import (
 )
 from utils.cli import TrainingError
 from utils.distributed import any_process, average_gradients
+from utils.memory import OutOfMemory, is_out_of_memory, memory_error
 from utils.rng import capture_rng, restore_rng
 
 try:
@@ -172,6 +173,23 @@ class RunState:
                 else "no checkpoint of this run was written yet: make room and run it again"
             )
             raise WriteError(f"{error}; {kept}", error.path) from None
+
+    @contextlib.contextmanager
+    def stopped_on_out_of_memory(self, where: str, advice: str) -> Iterator[None]:
+        """A failed allocation inside (`utils.memory`) stops the run in one line: ``where``,
+        ``advice``, and the checkpoint it can continue from. Nothing of the failed step is
+        saved: the last checkpoint stays as it was written."""
+        try:
+            yield
+        except Exception as error:
+            if isinstance(error, OutOfMemory) or not is_out_of_memory(error):
+                raise
+            kept = (
+                f"the last good checkpoint, {self.last_good}, is intact"
+                if self.last_good is not None
+                else "no checkpoint of this run was written yet"
+            )
+            raise memory_error(error, where, f"{advice}; {kept}") from None
 
     def save(self, path: Path, at: Position) -> None:
         """Write the run at position ``at`` to ``path``, unless a weight is not finite."""
