@@ -397,9 +397,9 @@ def test_classification_script_matches_the_in_training_probe(tmp_path, monkeypat
     assert pixels.train_x.shape == (50, 3 * 32 * 32) and summaries[2]["raw_pixels"]
 
 
-def test_imagenet_knn_votes_with_centre_crops_beside_the_sgd_probe(tmp_path, monkeypatch):
-    """ImageNet's labelled set gives the SGD probe random crops; the kNN's encoding of it, as of
-    the test set, is of centre crops, and --knn-only runs no SGD at all."""
+def imagenet_crops_seen(tmp_path, monkeypatch) -> list[tuple[bool, int]]:
+    """A tiny ImageNet (2 classes, 2 images each per split) and a checkpoint ``i.pth`` in
+    ``tmp_path``; the list fills with (random, epoch) for every crop the data makes."""
     from datasets.imagenet import ImageFolderCrops
 
     monkeypatch.chdir(tmp_path)
@@ -410,10 +410,17 @@ def test_imagenet_knn_votes_with_centre_crops_beside_the_sgd_probe(tmp_path, mon
     original = ImageFolderCrops.__getitem__
 
     def record(self, index):
-        seen.append(self.random)
+        seen.append((self.random, self.epoch))
         return original(self, index)
 
     monkeypatch.setattr(ImageFolderCrops, "__getitem__", record)
+    return seen
+
+
+def test_imagenet_knn_votes_with_centre_crops_beside_the_sgd_probe(tmp_path, monkeypatch):
+    """ImageNet's labelled set gives the SGD probe random crops; the kNN's encoding of it, as of
+    the test set, is of centre crops, and --knn-only runs no SGD at all."""
+    seen = imagenet_crops_seen(tmp_path, monkeypatch)
     parser = lbfgs_linear_clf.get_args_parser()
     common = ["--load-from", "i.pth", "--random-init", "--device", "cpu", "--num-workers", "0"]
     both = lbfgs_linear_clf.main(
@@ -421,11 +428,11 @@ def test_imagenet_knn_votes_with_centre_crops_beside_the_sgd_probe(tmp_path, mon
     )
     # 4 training and 4 test centre crops for the kNN (the test ones scored by SGD too), then
     # one epoch of 4 random crops for SGD.
-    assert seen == [False] * 8 + [True] * 4
+    assert [random for random, _ in seen] == [False] * 8 + [True] * 4
     assert both["solver"] == "sgd" and both["knn"]["views"] == "plain"
     seen.clear()
     alone = lbfgs_linear_clf.main(parser.parse_args([*common, "--knn-only"]))
-    assert seen == [False] * 8 and "solver" not in alone
+    assert [random for random, _ in seen] == [False] * 8 and "solver" not in alone
     assert alone["knn"]["majority"] == both["knn"]["majority"]
 
 
@@ -468,20 +475,7 @@ def test_classification_script_prints_json_for_each_mode(tmp_path):
 def test_sgd_probe_crops_afresh_each_epoch(tmp_path, monkeypatch):
     """ImageNet's protocol: SGD on a new random crop of every image in every epoch (crops are
     seeded by epoch)."""
-    from datasets.imagenet import ImageFolderCrops
-
-    monkeypatch.chdir(tmp_path)
-    root = write_image_folder(tmp_path / "inet", {"train": 2, "val": 2}, classes=2, size=[(40, 30)])
-    write_paths(tmp_path, imagenet=root)
-    write_checkpoint(tmp_path / "checkpoint" / "i.pth", "imagenet", 1.0)
-    seen = []
-    original = ImageFolderCrops.__getitem__
-
-    def record(self, index):
-        seen.append((self.random, self.epoch))
-        return original(self, index)
-
-    monkeypatch.setattr(ImageFolderCrops, "__getitem__", record)
+    seen = imagenet_crops_seen(tmp_path, monkeypatch)
     args = lbfgs_linear_clf.get_args_parser().parse_args(
         ["--load-from", "i.pth", "--random-init", "--device", "cpu", "--num-workers", "0"]
         + ["--epochs", "2", "--batch-size", "2"]
