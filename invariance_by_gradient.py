@@ -90,7 +90,7 @@ STEP_VALUES = {"contrastive_loss": "c-loss", "penalty": "penalty", "loss": "loss
 ADVICE = "lower --base-lr or --lambda-gp"  # for a run whose loss or weights stop being finite
 MEMORY_ADVICE = ("lower --batch-size or split it over more processes under torchrun (a GPU: also "
                  "--amp); the penalty needs up to 1.7 times SimCLR's memory per image")  # fmt: skip
-MONITOR_ADVICE = "raise --test-freq and --knn-freq, or set them to 0, and resume"
+MONITOR_ADVICE = "resume with --test-freq 0 --knn-freq 0 and evaluate the checkpoints afterwards"
 
 
 def get_args_parser() -> argparse.ArgumentParser:

@@ -232,12 +232,12 @@ def test_knn_votes_on_the_gpu_as_on_the_cpu():
 
 def test_a_batch_that_does_not_fit_on_the_gpu_is_one_line():
     """torch.OutOfMemoryError inside the step becomes utils.memory's one line, naming the step,
-    the batch per process and the device; no checkpoint is written. Width 2 with the penalty at
-    batch 4096 needs some 250 GB, beyond any single GPU."""
+    the batch per process and the device. Width 4 with the penalty at batch 4096 needs more
+    than 200 GB by the CPU's figures (docs/checkpoints.md), beyond an H200's 139 GiB."""
     from utils.memory import OutOfMemory
 
     with tempfile.TemporaryDirectory() as folder:
-        flags = ["--dataset", "spirograph", "--arch", "resnet18", "--width", "2",
+        flags = ["--dataset", "spirograph", "--arch", "resnet18", "--width", "4",
                  "--proportion", "0.05", "--batch-size", "4096", "--num-epochs", "1",
                  "--test-freq", "0", "--num-workers", "0", "--device", "cuda",
                  "--lambda-gp", "0.01", "--checkpoint-dir", folder]  # fmt: skip
@@ -246,14 +246,13 @@ def test_a_batch_that_does_not_fit_on_the_gpu_is_one_line():
         except OutOfMemory as error:
             message = str(error)
         else:
-            raise AssertionError("a 4096-image batch at width 2 fitted on this GPU")
+            raise AssertionError("a 4096-image batch at width 4 fitted on this GPU")
         finally:
             torch.cuda.empty_cache()
         assert message.startswith(
             "out of memory in the training step (4096 images per process on cuda"
         ), message
         assert "it tried to allocate" in message and "lower --batch-size" in message
-        assert not list(Path(folder).glob("*.pth"))
 
 
 if __name__ == "__main__":

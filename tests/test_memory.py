@@ -87,8 +87,12 @@ def test_a_failed_allocation_in_the_training_step_stops_the_run_in_one_line(
         "invariance_by_gradient.py: error: out of memory in the training step (4 images per "
         "process on cpu)"
     )
-    assert SAID[kind] in line and "lower --batch-size" in line and "1.7 times" in line
-    assert "the last good checkpoint, checkpoint/output.pth, is intact" in line
+    assert SAID[kind] in line if SAID[kind] else "tried to allocate" not in line
+    assert "lower --batch-size" in line and "1.7 times" in line
+    assert (
+        "the last good checkpoint, checkpoint/output.pth, is intact (--resume keeps its "
+        "--batch-size; more processes or a smaller batch under torchrun continue it)"
+    ) in line
     assert (digest(checkpoint), digest(metrics)) == before
 
 
@@ -96,7 +100,9 @@ def test_a_failed_allocation_in_the_in_training_probe_names_its_flags(tmp_path, 
     failing_at(monkeypatch, train, "training_scores", FAILURES["system"])
     done = run(tmp_path, "invariance_by_gradient.py", *SMALL, "--test-freq", "1")
     line = one_line(done)
-    assert "out of memory in the probe or kNN on cpu: raise --test-freq and --knn-freq" in line
+    assert (
+        "out of memory in the probe or kNN on cpu: resume with --test-freq 0 --knn-freq 0" in line
+    )
     assert "no checkpoint of this run was written yet" in line
     assert not (tmp_path / "checkpoint" / "output.pth").exists()
 

@@ -67,6 +67,8 @@ def why_not_written(error: BaseException, folder: Path) -> str:
             if limit is not None
             else "larger than the file system allows for one file"
         )
+    if code == errno.ENOMEM:
+        return "out of memory while writing it: free memory on this machine"
     if cause is not None:
         return cause.strerror or str(cause)
     return f"torch could not write it: {str(error).strip().splitlines()[0][:200]}"

@@ -217,7 +217,8 @@ def error_line(error: BaseException) -> str:
 
 def run_cli(main: Callable[[argparse.Namespace], Any], parser: argparse.ArgumentParser) -> None:
     """Parse, run, and report known failures as one line on stderr (``--debug``: the traceback):
-    exit status 2 for bad input, 1 for a run that cannot go on, 130 for a second Ctrl-C."""
+    exit status 2 for bad input and a missing resource (disk, memory), 1 for a run that cannot
+    go on, 130 for a second Ctrl-C."""
     parser.add_argument(
         "--debug", action="store_true", help="show the traceback of an error instead of one line"
     )
@@ -237,7 +238,7 @@ def run_cli(main: Callable[[argparse.Namespace], Any], parser: argparse.Argument
             raise
         message = error_line(error)
         if not known:  # an allocation outside the steps that name themselves
-            message = f"out of memory ({message[:160]}); lower --batch-size"
+            message = f"out of memory outside a named step ({message[:160]}); lower --batch-size"
         # Under torchrun every process meets the same bad input: rank 0 says it once. Other
         # failures may be one machine's own (a missing folder on one node), so each says its own.
         rank = int(os.environ.get("RANK", 0))

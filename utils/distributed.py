@@ -185,8 +185,10 @@ def any_process(flag: bool, device: torch.device) -> bool:
     return bool(t)
 
 
-# What gloo and NCCL say when a process of the group is gone (it failed, or torchrun stopped it).
-_PEER_GONE = ("Connection closed by peer", "Connection reset by peer", "Broken pipe")
+# What gloo and NCCL say when a process of the group is gone (it failed, or torchrun stopped it);
+# other distributed errors (a timeout with every process alive, a bug) keep their traceback.
+_PEER_GONE = ("Connection closed by peer", "Connection reset by peer", "remote process exited",
+              "communicator was aborted")  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -197,10 +199,9 @@ def stopped_with_a_failed_process() -> Iterator[None]:
     try:
         yield
     except RuntimeError as error:
-        gone = isinstance(error, dist.DistError) or any(s in str(error) for s in _PEER_GONE)
-        if not (is_distributed() and gone):
+        if not (is_distributed() and any(s in str(error) for s in _PEER_GONE)):
             raise
         raise TrainingError(
             "stopped: another process of the run failed, and this one lost its connection to it "
             "(its own line says why); nothing was saved from the step under way"
-        ) from None
+        ) from error

@@ -71,4 +71,4 @@ def out_of_memory(where: str, advice: str) -> Iterator[None]:
     except Exception as error:
         if isinstance(error, OutOfMemory) or not is_out_of_memory(error):
             raise
-        raise memory_error(error, where, advice) from None
+        raise memory_error(error, where, advice) from error

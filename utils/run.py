@@ -28,7 +28,7 @@ from utils.checkpoint import (
 )
 from utils.cli import TrainingError
 from utils.distributed import any_process, average_gradients
-from utils.memory import OutOfMemory, is_out_of_memory, memory_error
+from utils.memory import OutOfMemory, is_out_of_memory, memory_error, out_of_memory
 from utils.rng import capture_rng, restore_rng
 
 try:
@@ -185,11 +185,12 @@ class RunState:
             if isinstance(error, OutOfMemory) or not is_out_of_memory(error):
                 raise
             kept = (
-                f"the last good checkpoint, {self.last_good}, is intact"
+                f"the last good checkpoint, {self.last_good}, is intact (--resume keeps its "
+                "--batch-size; more processes or a smaller batch under torchrun continue it)"
                 if self.last_good is not None
                 else "no checkpoint of this run was written yet"
             )
-            raise memory_error(error, where, f"{advice}; {kept}") from None
+            raise memory_error(error, where, f"{advice}; {kept}") from error
 
     def save(self, path: Path, at: Position) -> None:
         """Write the run at position ``at`` to ``path``, unless a weight is not finite."""
@@ -209,18 +210,22 @@ class RunState:
             if not self.lead:
                 return
             states = {k: m.state_dict() if m is not None else None for k, m in self.modules.items()}
-            save_checkpoint(
-                {
-                    **states,
-                    "epoch": at.epoch - 1,  # the last complete epoch
-                    "next": asdict(at),
-                    "args": vars(self.args),
-                    "results": self.results,
-                    "rng": capture_rng(self.generator),
-                    "git": self.git,
-                },
-                path,
+            kept = (
+                f"the last good checkpoint, {self.last_good}, is intact" if self.last_good else ""
             )
+            with out_of_memory(f"saving {path}", f"free memory and resume; {kept or 'none yet'}"):
+                save_checkpoint(
+                    {
+                        **states,
+                        "epoch": at.epoch - 1,  # the last complete epoch
+                        "next": asdict(at),
+                        "args": vars(self.args),
+                        "results": self.results,
+                        "rng": capture_rng(self.generator),
+                        "git": self.git,
+                    },
+                    path,
+                )
 
         shared_write(write, self.device)
         self.last_good = path
