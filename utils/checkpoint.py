@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import math
 import os
 import pickle
 import shutil
@@ -23,6 +22,7 @@ from typing import Any, BinaryIO
 import torch
 
 from utils.cli import InputError
+from utils.memory import in_words
 
 FORMAT = "invclr-checkpoint"
 VERSION = 2  # of the layout; `load_checkpoint` refuses a newer one
@@ -79,10 +79,7 @@ def _free(folder: Path) -> str:
         free = shutil.disk_usage(folder).free
     except OSError:
         return "an unknown amount"
-    if free < 1024:
-        return f"{free} bytes"
-    power = min(int(math.log(free, 1024)), 3)
-    return f"{free / 1024**power:.1f} {('KiB', 'MiB', 'GiB')[power - 1]}"
+    return in_words(free)
 
 
 def _file_size_limit() -> int | None:

@@ -32,8 +32,8 @@ def is_out_of_memory(error: BaseException) -> bool:
     """Whether ``error`` is a failed allocation (CUDA, torch's CPU allocator, or the system's)."""
     if isinstance(error, torch.OutOfMemoryError | MemoryError):
         return True
-    if isinstance(error, OSError):
-        return error.errno == errno.ENOMEM
+    if isinstance(error, OSError):  # re-raised from a DataLoader worker, it keeps only its text
+        return error.errno == errno.ENOMEM or f"[Errno {errno.ENOMEM}]" in str(error)
     return isinstance(error, RuntimeError) and "can't allocate memory" in str(error)
 
 
@@ -48,6 +48,7 @@ def attempted_bytes(error: BaseException) -> int | None:
 
 
 def in_words(size: int) -> str:
+    """``size`` bytes for people: 4.6 MiB."""
     for unit in ("TiB", "GiB", "MiB", "KiB"):
         if size >= _UNITS[unit]:
             return f"{size / _UNITS[unit]:.1f} {unit}"
