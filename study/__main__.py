@@ -23,12 +23,12 @@ import argparse
 from pathlib import Path
 
 from study.half import read_halves
-from study.plan import Job, plan
+from study.plan import Job, confirmatory_plan, plan, study_plan
 from study.protocol import PROTOCOLS, RELATIVE_SWEEP, SEEDS
 from study.records import REPO, shown
 from study.report import write_report
 from study.runner import run_jobs
-from study.sweep import run_sweep, sweep_jobs, write_sweep
+from study.sweep import chosen, run_sweep, sweep_jobs, write_sweep
 from utils.checkpoint import ensure_writable
 from utils.cli import UsageError, run_cli, seed_value
 
@@ -42,8 +42,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="what to do")  # fmt: skip
     p.add_argument("--datasets", nargs="+", choices=list(PROTOCOLS), default=list(PROTOCOLS),
                    help="plan, run: the halves (default: both, Spirograph first)")  # fmt: skip
-    p.add_argument("--seeds", nargs="+", type=seed_value, default=list(SEEDS),
-                   help="plan, run: the seeds (default: 0 1 2 3 4)")  # fmt: skip
+    p.add_argument("--seeds", nargs="+", type=seed_value, default=None,
+                   help="plan, run: only these seeds (default: the first study's 0-4, then "
+                   "study/confirmatory.toml's)")  # fmt: skip
     p.add_argument("--out", type=Path, default=REPO / "results",
                    help="checkpoints and logs (default: results/)")  # fmt: skip
     p.add_argument("--record", type=Path, default=REPO / "docs" / "results",
@@ -73,12 +74,15 @@ def checked(args: argparse.Namespace) -> list[Job]:
             f"--out {args.out} is outside the repository, where --record is; give a folder "
             "inside it (or --record elsewhere too)"
         )
-    seeds = sorted(set(SEEDS) | set(args.seeds))
-    for job in plan(list(PROTOCOLS), seeds, args.out, args.record) + sweep_jobs(
-        RELATIVE_SWEEP, args.out, args.record
+    seeds = sorted(set(SEEDS) | set(args.seeds or ()))
+    for job in sweep_jobs(RELATIVE_SWEEP, args.out, args.record):
+        job.read()
+    relative = chosen(RELATIVE_SWEEP, args.out, args.record)
+    for job in plan(list(PROTOCOLS), seeds, args.out, args.record) + confirmatory_plan(
+        list(PROTOCOLS), args.out, args.record, relative
     ):
         job.read()
-    return plan(args.datasets, args.seeds, args.out, args.record)
+    return study_plan(args.datasets, args.out, args.record, relative, args.seeds)
 
 
 def main(args: argparse.Namespace) -> list[Job] | str | list[Path]:

@@ -3,12 +3,13 @@ the command the plan gives its job, so that a table never mixes protocols."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from study.plan import Job, plan
-from study.protocol import PROTOCOLS, SEEDS, Protocol
+from study.plan import Job, study_plan
+from study.protocol import PROTOCOLS, RELATIVE_SWEEP, Protocol
+from study.sweep import chosen
 
 Result = dict[str, Any]
 
@@ -22,6 +23,9 @@ class Half:
     evaluations: dict[tuple[str, int, int], Result]
     trainings: dict[tuple[str, int], Result]
     missing: int
+    # The evaluations beside the study's own, by (variant, method, seed): "averaged", "curve".
+    beside: dict[tuple[str, str, int], Result] = field(default_factory=dict)
+    commits: dict[str, str] = field(default_factory=dict)  # job name -> its record's commit
 
     @property
     def protocol(self) -> Protocol:
@@ -51,10 +55,14 @@ class Half:
         epoch = 0 if method == "random" else (epoch or self.final)
         return {s: r for (m, s, e), r in self.evaluations.items() if (m, e) == (method, epoch)}
 
+    def beside_results(self, variant: str, method: str) -> dict[int, Result]:
+        """Seed -> the ``variant`` evaluation of ``method``'s final checkpoint."""
+        return {s: r for (v, m, s), r in self.beside.items() if (v, m) == (variant, method)}
+
 
 def read_half(dataset: str, jobs: list[Job]) -> Half:
     """The records of ``jobs`` (the plan) for ``dataset`` that hold their job's command."""
-    evaluations, trainings, missing = {}, {}, 0
+    evaluations, trainings, beside, commits, missing = {}, {}, {}, {}, 0
     for job in jobs:
         if job.dataset != dataset:
             continue
@@ -62,16 +70,19 @@ def read_half(dataset: str, jobs: list[Job]) -> Half:
             missing += 1
             continue
         content = job.read()
+        commits[job.name] = content.get("commit") or ""
         if job.kind == "train":
             trainings[(job.method, job.seed)] = content
+        elif job.variant:
+            beside[(job.variant, job.method, job.seed)] = content["result"]
         else:
             evaluations[(job.method, job.seed, job.epoch)] = content["result"]
-    return Half(dataset, evaluations, trainings, missing)
+    return Half(dataset, evaluations, trainings, missing, beside, commits)
 
 
 def read_halves(record: Path, out: Path) -> tuple[list[Half], int]:
     """Every dataset's half that has evaluations, and how many of the study's jobs have no
     record yet."""
-    jobs = plan(list(PROTOCOLS), list(SEEDS), out, record)
+    jobs = study_plan(list(PROTOCOLS), out, record, chosen(RELATIVE_SWEEP, out, record))
     every = [read_half(dataset, jobs) for dataset in PROTOCOLS]
     return [h for h in every if h.evaluations], sum(h.missing for h in every)

@@ -19,9 +19,11 @@ from typing import Any
 from augmentation.spirograph import DATA_PARAMS
 from datasets.sources import DATASETS
 from evaluation.measures import shift_flags
+from study.design import load
 from study.protocol import (
     PROBE,
     PROTOCOLS,
+    SEEDS,
     SUITE_METHODS,
     SUITE_SEEDS,
     SWEEP_SEED,
@@ -51,6 +53,7 @@ class Job:
     epoch: int = 0  # an evaluation's checkpoint (0: the random-initialisation encoder)
     checkpoint: Path | None = None
     training: Job | None = None
+    variant: str = ""  # an evaluation beside the study's own: "averaged" or "curve"
 
     @property
     def kind(self) -> str:
@@ -154,3 +157,81 @@ def plan(datasets: list[str], seeds: list[int], out: Path, record: Path) -> list
             for seed in seeds:
                 trained(method, seed)
     return jobs
+
+
+def beside_job(training: Job, variant: str, passes: int, seed: int, out: Path) -> Job:
+    """An evaluation of ``training``'s final checkpoint beside the study's own: the probe on
+    the mean of ``passes`` draws of every image ("averaged"), or the feature-averaging curve
+    ("curve": M = 1, 5, 10 on every image, 30 and 100 on the seeded subset)."""
+    protocol = PROTOCOLS[training.dataset]
+    final = protocol.checkpoints[-1]
+    study = evaluate_job(training, final, seed, out)
+    command = study.command[: study.command.index(VARIANCE[0])]  # the probe's flags alone
+    if variant == "averaged":
+        name, fields = f"{study.name}-m{passes}", ("result.num_passes:num",)
+        command += ["--num-passes", str(passes)]
+    else:
+        name, fields = f"{study.name}-curve", ("result.averaging_curve.points.[].passes:num",)
+        command += ["--averaging-curve"]
+    base = evaluation_fields(protocol, command)
+    return Job(name, study.dataset, study.method, seed, study.record.with_name(f"{name}.json"),
+               command, (*base, *fields), final, study.checkpoint, training, variant)  # fmt: skip
+
+
+def confirmatory_plan(
+    datasets: list[str],
+    out: Path,
+    record: Path,
+    relative: Method | None = None,
+    seeds: list[int] | None = None,
+) -> list[Job]:
+    """The jobs study/confirmatory.toml adds to the study's (which `plan` lists), in the order
+    they run, seed by seed: on its new seeds the methods its lines compare, trained and
+    evaluated as the study's are, and the random encoder; the relative penalty (``relative``,
+    the sweep's choice; None: not run) with its final checkpoint evaluated; and the averaged
+    probe or curve of each final checkpoint its lines read (on the suite's seeds the suite's
+    record holds the curve). ``seeds``: only these."""
+    designs = load({*(m.name for p in PROTOCOLS.values() for m in p.methods), "relative"})
+    jobs = []
+    for dataset in datasets:
+        design, protocol = designs.get(dataset), PROTOCOLS[dataset]
+        if design is None:
+            continue
+        for seed in [s for s in design.seeds if seeds is None or s in seeds]:
+            lines = [line for line in design.lines() if seed in line.seeds]
+            compared = {m for line in lines for m in (line.a, line.b)}
+            methods = {m.name: m for m in protocol.methods} | {"relative": relative}
+            for name in ("simclr", "invclr", "relative"):
+                method = methods.get(name)
+                if name not in compared or method is None:
+                    continue
+                training = train_job(dataset, method, seed, out, record)
+                new = seed in design.new_seeds
+                if new or name == "relative":
+                    jobs.append(training)
+                    kept = protocol.checkpoints[-1:] if name == "relative" else protocol.checkpoints
+                    jobs += [evaluate_job(training, epoch, seed, out) for epoch in kept]
+                if new and name == "simclr":
+                    jobs.append(evaluate_job(training, None, seed, out))
+                reads = {line.record for line in lines if name in (line.a, line.b)}
+                if "averaged" in reads:
+                    jobs.append(beside_job(training, "averaged", design.averaged_passes, seed, out))
+                if "curve" in reads and seed not in SUITE_SEEDS:
+                    jobs.append(beside_job(training, "curve", 0, seed, out))
+    return jobs
+
+
+def study_plan(
+    datasets: list[str],
+    out: Path,
+    record: Path,
+    relative: Method | None = None,
+    seeds: list[int] | None = None,
+) -> list[Job]:
+    """The first study's jobs on its seeds and then the confirmatory protocol's, each job once;
+    ``seeds``: only these."""
+    first = plan(datasets, [s for s in SEEDS if seeds is None or s in seeds], out, record)
+    names = {job.name for job in first}
+    later = [j for j in confirmatory_plan(datasets, out, record, relative, seeds)
+             if j.name not in names]  # fmt: skip
+    return first + later

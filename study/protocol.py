@@ -123,7 +123,8 @@ def described(name: str) -> Method:
     """The method called ``name`` in either half (for its label and colour), the
     random-initialisation encoder included."""
     methods = {m.name: m for p in PROTOCOLS.values() for m in p.methods}
-    return {**methods, "random": RANDOM}[name]
+    chosen = Method(RELATIVE_SWEEP.name, RELATIVE_SWEEP.label, RELATIVE_SWEEP.colour, "", role="")
+    return {**methods, "random": RANDOM, chosen.name: chosen}[name]
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,8 @@ class Sweep:
     seed: int
     methods: tuple[Method, ...]
     rule: str
+    label: str = ""  # the chosen setting's, in the study's tables and figures
+    colour: str = ""
 
 
 def relative_method(lambda_gp: str, limit: str) -> Method:
@@ -164,4 +167,6 @@ RELATIVE_SWEEP = Sweep(
         "within/across ratio are recorded but read by no part of the rule: they are what the "
         "study tests. No eligible setting: the study runs without the relative penalty."
     ),
+    label="relative penalty (P / s)",
+    colour="tab:purple",
 )  # fmt: skip

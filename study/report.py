@@ -135,11 +135,12 @@ def readme_section(halves: list[Half], missing: int) -> str:
             "per epoch: [docs/results.md](docs/results.md#the-cheap-penalty).",
             "",
         ]
-    if missing:
-        lines.append(
-            f"*{missing} of the study's jobs have no record yet: the numbers above are "
-            "those of the seeds done (`python3 -m study plan`).*"
-        )
+    if missing:  # in the paragraph above, if any: the README keeps its 300 lines
+        note = (f"*{missing} of the study's jobs have no record yet: the numbers above are "
+                "those of the seeds done (`python3 -m study plan`).*")  # fmt: skip
+        if lines[-1] == "":
+            lines.pop()
+        lines[-1] = f"{lines[-1]} {note}" if lines[-1] else note
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from study.plan import Job, evaluate_job, train_job
-from study.protocol import PROTOCOLS, Sweep
+from study.protocol import PROTOCOLS, Method, Sweep
 from study.records import RecordError, command_line, holds, machine, now, shown, write_record
 from study.runner import execute
 from utils.checkpoint import ensure_writable, write_text
@@ -121,6 +121,17 @@ def choose(rows: list[dict[str, Any]], lower_is_better: bool) -> dict[str, Any] 
     eligible = [row for row in rows if row.get("eligible")]
     sign = 1 if lower_is_better else -1
     return min(eligible, key=lambda row: sign * row["validation"], default=None)
+
+
+def chosen(sweep: Sweep, out: Path, record: Path) -> Method | None:
+    """The setting the rule chose, as the study's method ``sweep.name`` (role ``sweep.name``);
+    None while the sweep is not finished or where no setting is eligible."""
+    jobs = sweep_jobs(sweep, out, record)
+    row = choose(summary(sweep, jobs), PROTOCOLS[sweep.dataset].lower_is_better)
+    if row is None:
+        return None
+    return dataclasses.replace(row["method"], name=sweep.name, label=sweep.label,
+                               colour=sweep.colour, role=sweep.name)  # fmt: skip
 
 
 def write_sweep(sweep: Sweep, jobs: list[Job], path: Path) -> str:

@@ -1,0 +1,198 @@
+"""The confirmatory verdicts: each family of study/confirmatory.toml on the records, its lines
+tested as the protocol says (paired t, Holm over the family, the sign-flip p and the detectable
+difference beside), the relative family's reading from the protocol's decision table, and
+whether every record of a run the protocol adds was made after the protocol's commit."""
+
+from __future__ import annotations
+
+import math
+import re
+import subprocess
+from dataclasses import dataclass
+
+from study.claims import Measure, authors, averaging_gain, fewest_labels, nuisance, shift_drop
+from study.claims import variance as variance_of
+from study.design import PROTOCOL_FILE, Design, Family, Line
+from study.half import Half, Result
+from study.records import REPO
+from study.stats import (
+    Paired,
+    detectable,
+    fmt,
+    holm_steps,
+    paired,
+    paired_differences,
+    sign_flip_p,
+)
+
+
+def pick(result: Result, path: str) -> float:
+    """The number at ``path`` in ``result``: dotted keys; ``key[k=v,...]`` is the row of the
+    list at ``key`` whose fields k equal v (compared as text)."""
+    value = result
+    for part in re.findall(r"[^.\[]+(?:\[[^\]]*\])?", path):
+        key, _, selector = part.partition("[")
+        value = value[key]
+        if selector:
+            wanted = dict(pair.split("=") for pair in selector.rstrip("]").split(","))
+            value = next(
+                row for row in value if all(str(row.get(k)) == v for k, v in wanted.items())
+            )
+    return float(value)
+
+
+def measure(line: Line, half: Half) -> Measure:
+    if line.measure == "field":
+        return lambda r: pick(r, line.field)
+    if line.measure == "log":
+        return lambda r: math.log(pick(r, line.field))
+    if line.measure == "authors_over_definition":
+        return lambda r: math.log(authors(r) / variance_of("theta", "trace")(r))
+    return {
+        "averaging_gain": lambda: averaging_gain(half),
+        "shift_drop": lambda: shift_drop(half, line.variant),
+        "nuisance": lambda: nuisance,
+        "fewest_labels": lambda: fewest_labels(half),
+    }[line.measure]()
+
+
+def records(half: Half, line: Line, method: str) -> dict[int, Result]:
+    """Seed -> the record ``line`` reads of ``method``, over the line's seeds."""
+    if line.record == "averaged":
+        found = half.beside_results("averaged", method)
+    elif line.record == "curve":  # the suite's records hold the curve; others have their own
+        found = {s: r for s, r in half.results(method).items() if "averaging_curve" in r}
+        found |= half.beside_results("curve", method)
+    else:
+        found = half.results(method)
+    return {s: found[s] for s in line.seeds if s in found}
+
+
+@dataclass
+class Outcome:
+    """One line on the records: the difference, the null it is tested against (0, or the log
+    of a check's margin), its p (Holm-adjusted in a Holm family), the level of its interval, the
+    sign-flip p, the difference detectable with the protocol's power, and its word."""
+
+    line: Line
+    difference: Paired
+    null: float
+    p: float
+    level: float
+    sign_flip: float
+    detectable: float
+    word: str = ""
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        return self.difference.interval(self.level)
+
+
+def word(line: Line, low: float, high: float, null: float) -> str:
+    if math.isnan(low):
+        return "unsettled" if line.better == "above" else "cannot tell"
+    if line.better == "above":
+        return "holds" if low > null else "fails" if high < null else "unsettled"
+    if low <= 0 <= high:
+        return "cannot tell"
+    if line.better == "either":
+        return "differs"
+    if line.better == "zero":
+        return "contradicts"
+    return "supports" if (high < 0) == (line.better == "lower") else "contradicts"
+
+
+def judge(half: Half, design: Design, family: Family) -> list[Outcome]:
+    """Every line of ``family``: the t test decides, Holm over the family where it says so (a
+    line without data counts, its p as 1: the family keeps the size the protocol gave it)."""
+    found = []
+    for line in family.lines:
+        null = math.log(line.margin) if line.better == "above" else 0.0
+        d = paired(records(half, line, line.a), records(half, line, line.b), measure(line, half))
+        d = paired_differences(list(d.differences), null)
+        found.append(
+            Outcome(
+                line, d, null, d.p, 1 - design.alpha, sign_flip_p(d.differences, null), math.nan
+            )
+        )
+    if family.correction == "holm":
+        adjusted, levels = holm_steps([o.p for o in found], design.alpha)
+        for o, p, level in zip(found, adjusted, levels, strict=True):
+            o.p, o.level = p, level
+    for o in found:
+        o.detectable = detectable(o.difference.se, o.difference.n, o.level, design.power)
+        o.word = word(o.line, *o.interval, o.null)
+    return found
+
+
+def reading(design: Design, outcomes: list[Outcome]) -> str | None:
+    """What the relative family's words mean, by the protocol's decision table."""
+    words = {o.line.id: o.word for o in outcomes}
+    return next((d.means for d in design.decisions if d.matches(words)), None)
+
+
+def git(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True)
+
+
+def protocol_commit() -> str | None:
+    """The commit that last changed the protocol, None where its file has changes not
+    committed (or git cannot say)."""
+    path = str(PROTOCOL_FILE.relative_to(REPO))
+    if git("diff", "--quiet", "HEAD", "--", path).returncode != 0:
+        return None
+    commit = git("log", "-1", "--format=%H", "--", path).stdout.strip()
+    return commit or None
+
+
+def made_after(protocol: str, commit: str) -> bool:
+    """Whether ``commit`` (a record's; "+changes" marks a working tree that differed from it)
+    is ``protocol`` or descends from it, its tree unchanged."""
+    if not commit or commit.endswith("+changes"):
+        return False
+    return git("merge-base", "--is-ancestor", protocol, commit).returncode == 0
+
+
+def before_protocol(half: Half, added: list[str], protocol: str | None) -> list[str]:
+    """The records of the runs the protocol adds (``added``: their jobs' names) that were not
+    made after its commit; every one of them where the protocol is not committed."""
+    done = [name for name in added if name in half.commits]
+    if protocol is None:
+        return done
+    return [name for name in done if not made_after(protocol, half.commits[name])]
+
+
+HEAD = [
+    "| line | a − b | difference [interval] | level | seeds | sign-flip p | detectable (80%) | "
+    "verdict |",
+    "|---|---|---|---|---|---|---|---|",
+]
+
+
+def row(o: Outcome) -> str:
+    low, high = o.interval
+    d = ".3g"
+    margin = f" (margin log {o.line.margin:g} = {o.null:.3g})" if o.line.margin else ""
+    said = o.word if o.word != "cannot tell" else f"cannot tell (detectable ±{o.detectable:.3g})"
+    return (
+        f"| {o.line.id}: {o.line.text} | {o.line.a} − {o.line.b}{margin} | "
+        f"{fmt(o.difference.mean, d)} [{fmt(low, d)}, {fmt(high, d)}] | "
+        f"{100 * o.level:.3g}% | {o.difference.n} | {o.sign_flip:.3g} | "
+        f"{o.detectable:.3g} | {said} |"
+    )
+
+
+def per_seed(half: Half, o: Outcome) -> list[str]:
+    """One primary line seed by seed: a, b and their difference."""
+    line, get = o.line, measure(o.line, half)
+    a, b = records(half, line, line.a), records(half, line, line.b)
+    cells = []
+    for seed in line.seeds:
+        try:
+            values = (get(a[seed]), get(b[seed]))
+        except (KeyError, IndexError, TypeError, StopIteration):
+            cells.append(f"| {seed} | – | – | – |")
+            continue
+        cells.append(f"| {seed} | {values[0]:.4g} | {values[1]:.4g} | "
+                     f"{fmt(values[0] - values[1], '.3g')} |")  # fmt: skip
+    return [f"| seed | {line.a} | {line.b} | difference |", "|---|---|---|---|", *cells]

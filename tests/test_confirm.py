@@ -1,0 +1,204 @@
+"""The confirmatory protocol (study/confirmatory.toml, design.py, confirm.py): the statistics
+each line reports (sign-flip p, detectable difference, Holm with the family's size kept), the
+words, the protocol's own checks, its jobs, and each family on records made up so that the
+right answer is known."""
+
+import math
+import subprocess
+from pathlib import Path
+
+import pytest
+from scipy import stats as scipy_stats
+
+from study import confirm, stats
+from study.design import PROTOCOL_FILE, Line, load
+from study.half import Half
+from study.plan import confirmatory_plan, study_plan
+from study.protocol import PROTOCOLS, RELATIVE_SWEEP, relative_method
+from study.records import REPO
+from utils.cli import InputError
+
+METHODS = {"simclr", "invclr", "gp4", "nolimit", "random", "relative"}
+
+
+def test_the_sign_flip_p_counts_every_pattern_of_signs():
+    # [1, 2, 3]: the 8 sums are ±6, ±4, ±2, 0, 0; two reach |6|.
+    assert stats.sign_flip_p((1.0, 2.0, 3.0)) == 2 / 8
+    # |sum| ≥ 2 for all but the two patterns that sum to 0.
+    assert stats.sign_flip_p((1.0, 2.0, -3.0)) == 1.0
+    assert stats.sign_flip_p((0.1, 0.2, 0.3, 0.4, 0.5)) == 0.0625  # the floor at 5 seeds
+    assert stats.sign_flip_p(tuple(range(1, 11))) == 2 / 1024
+    # Against a null: the differences from it are what the signs flip.
+    assert stats.sign_flip_p((2.0, 3.0, 4.0), null=1.0) == stats.sign_flip_p((1.0, 2.0, 3.0))
+
+
+@pytest.mark.parametrize("n", [3, 5, 10])
+@pytest.mark.parametrize("level", [0.95, 1 - 0.05 / 3])
+def test_the_detectable_difference_is_found_with_the_power_asked_for(n, level):
+    se = 0.01
+    found = stats.detectable(se, n, level, 0.80)
+    critical = scipy_stats.t.ppf(0.5 + level / 2, n - 1)
+    # The exact power of the two-sided t test there, from scipy's noncentral t directly.
+    shift = found / se
+    power = scipy_stats.nct.sf(critical, n - 1, shift) + scipy_stats.nct.cdf(
+        -critical, n - 1, shift
+    )
+    assert power == pytest.approx(0.80, abs=1e-6)
+    # The usual approximation (t(1 − α/2) + t(0.80)) · SE is a little short of it.
+    usual = (critical + scipy_stats.t.ppf(0.80, n - 1)) * se
+    assert usual < found < 1.15 * usual
+    assert stats.detectable(se, n, level, 0.5) < found
+
+
+def test_the_seeds_needed_are_the_fewest_that_detect_the_difference():
+    n = stats.seeds_needed(sd=1.0, difference=0.5, level=0.95, power=0.80)
+    assert stats.detectable(1.0 / math.sqrt(n), n, 0.95, 0.80) <= 0.5
+    assert stats.detectable(1.0 / math.sqrt(n - 1), n - 1, 0.95, 0.80) > 0.5
+    assert 30 < n < 40  # about (1.96 + 0.84)² / 0.25 = 31, a few more for the t
+    assert stats.seeds_needed(sd=1.0, difference=0.0, level=0.95, power=0.80) is None
+
+
+def test_holm_keeps_the_family_size_where_a_line_has_no_data():
+    adjusted, levels = stats.holm_steps([0.01, math.nan, 0.02])
+    assert adjusted == pytest.approx([0.03, 1.0, 0.04])
+    assert levels == pytest.approx([1 - 0.05 / 3, 1 - 0.05, 1 - 0.05 / 2])
+    # The first failed step sets the level of every line after it.
+    adjusted, levels = stats.holm_steps([0.001, 0.04, 0.03])
+    assert adjusted == pytest.approx([0.003, 0.06, 0.06])
+    assert levels == pytest.approx([1 - 0.05 / 3, 1 - 0.05 / 2, 1 - 0.05 / 2])
+
+
+def line(better: str, margin: float | None = None) -> Line:
+    return Line("x", "1", "a line", "invclr", "simclr", "final", "field", better, (0, 1),
+                "mse", margin=margin)  # fmt: skip
+
+
+def test_each_word_follows_the_interval_and_the_side_the_line_gives():
+    assert confirm.word(line("lower"), -2, -1, 0) == "supports"
+    assert confirm.word(line("lower"), 1, 2, 0) == "contradicts"
+    assert confirm.word(line("higher"), 1, 2, 0) == "supports"
+    assert confirm.word(line("higher"), -1, 2, 0) == "cannot tell"
+    assert confirm.word(line("either"), -3, -1, 0) == "differs"
+    assert confirm.word(line("zero"), 0.1, 1, 0) == "contradicts"
+    assert confirm.word(line("zero"), -0.1, 1, 0) == "cannot tell"
+    null = math.log(0.5)
+    assert confirm.word(line("above", 0.5), null + 0.1, 1, null) == "holds"
+    assert confirm.word(line("above", 0.5), -3, null - 0.1, null) == "fails"
+    assert confirm.word(line("above", 0.5), null - 0.1, 1, null) == "unsettled"
+    assert confirm.word(line("lower"), math.nan, math.nan, 0) == "cannot tell"
+
+
+def test_a_field_path_picks_the_row_of_a_list_by_its_fields():
+    result = {"averaging_curve": {"points": [
+        {"passes": 10, "images": "subset", "accuracy": 1.0},
+        {"passes": 10, "images": "all", "accuracy": 2.0},
+    ]}, "conditional_variance": {"theta": {"ratio": 0.5}}}  # fmt: skip
+    assert confirm.pick(result, "averaging_curve.points[passes=10,images=all].accuracy") == 2.0
+    assert confirm.pick(result, "conditional_variance.theta.ratio") == 0.5
+    with pytest.raises(StopIteration):
+        confirm.pick(result, "averaging_curve.points[passes=30,images=all].accuracy")
+
+
+def test_the_committed_protocol_reads_and_a_broken_one_is_refused_named(tmp_path):
+    designs = load(METHODS)
+    spirograph, cifar10 = designs["spirograph"], designs["cifar10"]
+    assert spirograph.seeds == tuple(range(10)) and spirograph.new_seeds == (5, 6, 7, 8, 9)
+    assert [f.name for f in spirograph.families][:2] == ["primary", "relative"]
+    assert [line.id for line in spirograph.family("primary").lines] == ["1-theta", "2a", "2b"]
+    assert spirograph.relative == RELATIVE_SWEEP.name and spirograph.averaged_passes == 30
+    assert [line.id for line in cifar10.family("primary").lines][-1] == "2b"
+    text = PROTOCOL_FILE.read_text()
+    for broken, said in (
+        (text.replace('measure = "nuisance"', 'measure = "nuisanse"', 1), "line 5 has measure"),
+        (text.replace('b = "invclr"', 'b = "invclr2"', 1), "which the study lacks"),
+        (text.replace('decides = "paired t"', 'decides = "wilcoxon"'), "other than the paired t"),
+        (text.replace(", margin = 0.5", ""), "a margin goes with"),
+        (text + "\n[[oops", "cannot be read"),
+    ):
+        path = tmp_path / "confirmatory.toml"
+        path.write_text(broken)
+        with pytest.raises(InputError, match=said):
+            load(METHODS, path)
+
+
+def made_up_half(dataset: str = "spirograph") -> Half:
+    """InvCLR's conditional variance below SimCLR's on every seed; the probe noise of both
+    signs; the relative penalty's spread at SimCLR's and its ratio below it; averaged probes
+    for seeds 0-6 only."""
+    evaluations, beside = {}, {}
+    for seed in range(10):
+        noise = [0.3, -0.4, 0.2, -0.1, 0.05, -0.2, 0.1, 0.4, -0.3, 0.0][seed] * 1e-3
+        for method, cv, across, mse in (
+            ("simclr", 0.004, 0.5, 0.02), ("invclr", 0.001, 0.04, 0.02 + noise),
+            ("relative", 0.002, 0.5 * (1 + noise), 0.02 - noise),
+        ):  # fmt: skip
+            cv *= 1 + 0.02 * seed
+            theta = {
+                "conditional_variance": cv,
+                "trace": cv,
+                "across": across,
+                "ratio": cv / across,
+            }
+            evaluations[(method, seed, 20)] = {"mse": mse, "conditional_variance": {"theta": theta},
+                                               "authors_variance": {"trace": across}}  # fmt: skip
+            if seed < 7:
+                beside[("averaged", method, seed)] = {"mse": mse / 3 - (method == "invclr") * 1e-3}
+    return Half(dataset, evaluations, {}, 0, beside, {})
+
+
+def test_each_family_is_tested_as_the_protocol_says():
+    design, half = load(METHODS)["spirograph"], made_up_half()
+    primary = {o.line.id: o for o in confirm.judge(half, design, design.family("primary"))}
+    assert primary["1-theta"].word == "supports" and primary["1-theta"].difference.n == 10
+    assert primary["2a"].word == "cannot tell" and primary["2a"].detectable > 0
+    assert primary["2b"].difference.n == 7 and primary["2b"].word == "supports"
+    # Holm over three lines: the smallest p tested at α / 3.
+    assert max(o.level for o in primary.values()) == pytest.approx(1 - 0.05 / 3)
+    assert primary["1-theta"].sign_flip == 2 / 1024
+    relative = confirm.judge(half, design, design.family("relative"))
+    words = {o.line.id: o.word for o in relative}
+    assert words["R0"] == "holds" and words["R1"] == "supports" and words["R2"] == "supports"
+    assert confirm.reading(design, relative).startswith("Supports the explanation")
+    # Without the relative penalty's records its lines have no data: the check cannot settle.
+    empty = Half("spirograph", {k: v for k, v in half.evaluations.items() if k[0] != "relative"},
+                 {}, 0, {}, {})  # fmt: skip
+    alone = confirm.judge(empty, design, design.family("relative"))
+    assert confirm.reading(design, alone).startswith("The manipulation check does not settle")
+    new = confirm.judge(half, design, design.family("new seeds alone"))
+    assert [o.difference.n for o in new] == [5, 5, 2]  # seeds 5-9; averaged on 5 and 6 only
+    assert all(o.level == 0.95 for o in new)  # uncorrected
+
+
+def test_the_protocol_adds_its_jobs_and_leaves_the_first_study_s_alone():
+    out, record = Path("results"), Path("docs/results")
+    chosen = relative_method("1e-2", "1e9")
+    chosen = chosen.__class__(**{**chosen.__dict__, "name": "relative", "role": "relative"})
+    jobs = {j.name: j for j in confirmatory_plan(list(PROTOCOLS), out, record, chosen)}
+    assert "spirograph-invclr-seed5" in jobs and "spirograph-random-seed5" in jobs
+    assert not any("gp4" in n or "nolimit" in n for n in jobs)
+    assert "spirograph-invclr-seed0" not in jobs  # the first study's run, not added again
+    averaged = jobs["spirograph-invclr-seed0-epoch020-m30"]
+    assert averaged.command[-2:] == ["--num-passes", "30"]
+    assert "--conditional-variance" not in averaged.command and averaged.variant == "averaged"
+    assert averaged.checkpoint.name == "spirograph-invclr-seed0_epoch020.pth"
+    relative = jobs["spirograph-relative-seed9"]
+    assert relative.command[relative.command.index("--gp-scale") + 1] == "spread"
+    assert "spirograph-relative-seed9-epoch005" not in jobs  # its final checkpoint only
+    curves = sorted(n for n in jobs if n.endswith("-curve"))
+    assert curves == sorted(f"cifar10-{m}-seed{s}-epoch010-curve" for s in (3, 4)
+                            for m in ("invclr", "simclr"))  # fmt: skip
+    # Without a chosen setting no relative job; the seeds a user names, only those.
+    assert not any("relative" in j.name for j in confirmatory_plan(["spirograph"], out, record))
+    some = study_plan(["spirograph"], out, record, None, [7])
+    assert {j.seed for j in some} == {7} and not any("gp4" in j.name for j in some)
+
+
+def test_a_record_counts_as_made_after_the_protocol_only_from_its_commit_or_later():
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
+                          text=True).stdout.strip()  # fmt: skip
+    assert confirm.made_after(head, head)
+    assert not confirm.made_after(head, f"{head}+changes")
+    assert not confirm.made_after(head, "")
+    half = Half("spirograph", {}, {}, 0, {}, {"a": head, "b": f"{head}+changes"})
+    assert confirm.before_protocol(half, ["a", "b", "c"], head) == ["b"]
+    assert confirm.before_protocol(half, ["a", "b", "c"], None) == ["a", "b"]
