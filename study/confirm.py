@@ -26,6 +26,10 @@ from study.stats import (
 )
 
 
+def three(value: float) -> str:
+    return "–" if math.isnan(value) else f"{value:.3g}"
+
+
 def pick(result: Result, path: str) -> float:
     """The number at ``path`` in ``result``: dotted keys; ``key[k=v,...]`` is the row of the
     list at ``key`` whose fields k equal v (compared as text)."""
@@ -173,12 +177,14 @@ def row(o: Outcome) -> str:
     low, high = o.interval
     d = ".3g"
     margin = f" (margin log {o.line.margin:g} = {o.null:.3g})" if o.line.margin else ""
-    said = o.word if o.word != "cannot tell" else f"cannot tell (detectable ±{o.detectable:.3g})"
+    said = o.word
+    if o.word == "cannot tell" and not math.isnan(o.detectable):
+        said += f" (detectable ±{o.detectable:.3g})"
     return (
         f"| {o.line.id}: {o.line.text} | {o.line.a} − {o.line.b}{margin} | "
         f"{fmt(o.difference.mean, d)} [{fmt(low, d)}, {fmt(high, d)}] | "
-        f"{100 * o.level:.3g}% | {o.difference.n} | {o.sign_flip:.3g} | "
-        f"{o.detectable:.3g} | {said} |"
+        f"{100 * o.level:.3g}% | {o.difference.n} | {three(o.sign_flip)} | "
+        f"{three(o.detectable)} | {said} |"
     )
 
 
