@@ -1,9 +1,11 @@
 """The study's figures (docs/figures/), drawn from its records by `python3 -m study figures`.
 
-Seed 0's training curves; then, with seeds as points and their mean as a line: the conditional
-variance against epochs for each λ (the paper's figure, by its definition and by the authors'
-computation), the probe against the number of averaged copies M, the robustness curves,
-Spirograph's per-target MSE, and InvCLR − SimCLR against training length.
+Every seed as points and the mean over seeds as a line, each method in its one colour
+(`study.protocol`) in every figure, axes labelled with their units: the training curves; the
+conditional variance against epochs for each λ (the paper's figure, by its definition and by the
+authors' computation; the sweep's one seed, drawn as such); the probe against the number of
+averaged copies M; the robustness curves; Spirograph's per-target MSE (categories as points, the
+mean as a bar, nothing joined); and InvCLR − SimCLR against training length.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from typing import Any
 
 from matplotlib.figure import Figure  # not pyplot: no global figure state, no display needed
 
-from evaluation.curves import plot_runs
 from study.claims import authors, score, variance
 from study.half import Half
 from study.protocol import SEEDS, SWEEP_SEED, described
@@ -29,15 +30,34 @@ def metric_label(half: Half) -> str:
     return "test MSE (lower is better)" if half.lower_is_better else "test accuracy (%)"
 
 
+# The λ sweep's weights other than SimCLR's and InvCLR's: colours no method has.
+SWEEP_COLOURS = ("tab:brown", "tab:pink", "tab:olive", "tab:cyan")
+SHIFT_AXES = {  # what each shift's amount is, in its units
+    "shift": "colour-jitter strength s (brightness, contrast, saturation 0.8 s; hue 0.2 s)",
+    "shift_background_mean": "background colour moved by (RGB intensity, 0-1 scale)",
+    "shift_background_range": "background colour range widened each side by (RGB intensity, 0-1)",
+    "shift_h_mean": "h moved by (h's units; training range 0.5-2.5)",
+    "shift_h_range": "h's range widened each side by (h's units; training range 0.5-2.5)",
+}
+
+
 def seeds_and_mean(
-    ax, xs: list[float], per_seed: list[list[float]], colour: str, label: str
+    ax,
+    xs: list[float],
+    per_seed: list[list[float]],
+    colour: str,
+    label: str,
+    joined: bool = True,
 ) -> None:
-    """Each seed's values as points at ``xs``, their mean as a line."""
+    """Each seed's values as points at ``xs``, their mean as a line (``joined``) or, on a
+    categorical axis, as a bar at each x."""
     for values in per_seed:
         ax.plot(xs[: len(values)], values, "o", color=colour, alpha=0.35, markersize=3)
     columns = [[v[i] for v in per_seed if len(v) > i] for i in range(len(xs))]
     means = [statistics.fmean(c) for c in columns if c]
-    ax.plot(xs[: len(means)], means, "-", color=colour, label=label)
+    style = {"linestyle": "-"} if joined else {"linestyle": "none", "marker": "_", "markersize": 14}
+    ax.plot(xs[: len(means)], means, color=colour, label=f"{label} ({len(per_seed)} seeds)",
+            **style)  # fmt: skip
 
 
 def save(fig: Figure, path: Path) -> Path:
@@ -60,21 +80,22 @@ def lambda_sweep(half: Half, folder: Path) -> Path | None:
         (("the paper's definition", variance("theta")), ("the authors' computation", authors)),
         strict=True,
     ):
-        for index, (label, method) in enumerate(
-            sorted(runs.items(), key=lambda kv: _weight(kv[0]))
-        ):
+        others = iter(SWEEP_COLOURS)
+        for label, method in sorted(runs.items(), key=lambda kv: _weight(kv[0])):
             points = [(e, half.evaluations.get((method, SWEEP_SEED, e))) for e in epochs]
             points = [(e, measure(r)) for e, r in points if r is not None]
             if points:
                 drawn = True
-                ax.plot(*zip(*points, strict=True), "o-", label=label, color=f"C{index}")
+                colour = described(method).colour or next(others)
+                ax.plot(*zip(*points, strict=True), "o-", label=label, color=colour)
         ax.set(
             title=f"conditional variance (θ), {title}",
             xlabel="training epochs",
-            ylabel="variance of the representation",
+            ylabel="variance of ĥ under θ (trace, unit rows)",
             yscale="log",
         )
         ax.legend(fontsize=7)
+    fig.suptitle(f"{NAMES[half.dataset]}: the λ sweep, seed {SWEEP_SEED} alone (one run per λ)")
     return save(fig, folder / f"lambda-sweep-{half.dataset}.png") if drawn else None
 
 
@@ -83,10 +104,16 @@ def _weight(label: str) -> float:
 
 
 def by_method(
-    half: Half, values: Callable[[dict[str, Any]], list[float]], xs: list[float], ax
+    half: Half,
+    values: Callable[[dict[str, Any]], list[float]],
+    xs: list[float],
+    ax,
+    joined: bool = True,
 ) -> bool:
+    """Each method's seeds and mean; on a categorical axis (not ``joined``) each method a
+    little to the side of the others, so that no two hide each other."""
     drawn = False
-    for method in METHODS:
+    for index, method in enumerate(METHODS):
         per_seed = []
         for result in half.results(method).values():
             try:
@@ -95,7 +122,9 @@ def by_method(
                 continue  # not in this seed's record (the suite's measures: seeds 0-2)
         if per_seed:
             drawn = True
-            seeds_and_mean(ax, xs, per_seed, described(method).colour, described(method).label)
+            at = xs if joined else [x + 0.2 * (index - 1) for x in xs]
+            seeds_and_mean(ax, at, per_seed, described(method).colour, described(method).label,
+                           joined)  # fmt: skip
     return drawn
 
 
@@ -133,11 +162,8 @@ def robustness(half: Half, folder: Path) -> Path | None:
     for ax, kind in zip(fig.subplots(1, len(kinds), squeeze=False)[0], kinds, strict=True):
         amounts = [p["amount"] for p in suite[kind]]
         by_method(half, lambda r, k=kind: [score(half)(p) for p in r[k]], amounts, ax)
-        ax.set(
-            xlabel=f"{kind.removeprefix('shift').replace('_', ' ').strip() or 'colour jitter'}"
-            " (shift amount)",
-            ylabel=metric_label(half),
-        )
+        ax.set(xlabel=SHIFT_AXES.get(kind, kind), ylabel=metric_label(half))
+        ax.xaxis.label.set_fontsize(7)
         ax.legend(fontsize=7)
     fig.suptitle(f"{NAMES[half.dataset]}: the probe on shifted test images")
     return save(fig, folder / f"robustness-{half.dataset}.png")
@@ -151,13 +177,14 @@ def per_target(half: Half, folder: Path) -> Path | None:
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
     targets = list(range(len(DATA_PARAMS)))
-    drawn = by_method(half, lambda r: [r[f"mse_{name}"] for name in DATA_PARAMS], targets, ax)
+    drawn = by_method(half, lambda r: [r[f"mse_{name}"] for name in DATA_PARAMS], targets, ax,
+                      joined=False)  # fmt: skip
     ax.set(
         xticks=targets,
         xticklabels=DATA_PARAMS,
         yscale="log",
-        xlabel="regression target",
-        ylabel="test MSE",
+        xlabel="regression target (a data parameter of the drawing)",
+        ylabel="test MSE (lower is better)",
         title="Spirograph: the probe's MSE on each target (final checkpoints)",
     )
     ax.legend(fontsize=7)
@@ -196,15 +223,27 @@ def length(half: Half, folder: Path) -> Path | None:
 
 
 def curves(half: Half, folder: Path) -> Path | None:
-    """The training curves of seed 0 of each method, from the training records' epochs."""
-    runs = {described(m).label: t["epochs"] for (m, seed), t in sorted(half.trainings.items())
-            if seed == 0 and m in half.main_methods}  # fmt: skip
-    if not runs:
+    """The training curves of every seed of each main method, from the training records'
+    epochs: the NT-Xent loss and the penalty (SimCLR has none)."""
+    methods = [m for m in half.main_methods if any(k[0] == m for k in half.trainings)]
+    if not methods:
         return None
-    path = folder / f"curves-{half.dataset}.png"
-    folder.mkdir(parents=True, exist_ok=True)
-    plot_runs(runs, path)
-    return path
+    fig = Figure(figsize=(10, 4))
+    panels = (("contrastive_loss", "NT-Xent loss (mean over the epoch)", "linear"),
+              ("penalty", "gradient penalty (mean over penalised steps)", "log"))  # fmt: skip
+    for ax, (key, label, scale) in zip(fig.subplots(1, 2), panels, strict=True):
+        for method in methods:
+            runs = [t["epochs"] for (m, _), t in sorted(half.trainings.items()) if m == method]
+            per_seed = [[row[key] for row in rows] for rows in runs]
+            if key == "penalty" and not any(v for values in per_seed for v in values):
+                continue  # SimCLR records its penalty as 0
+            epochs = list(range(1, max(len(v) for v in per_seed) + 1))
+            seeds_and_mean(ax, epochs, per_seed, described(method).colour,
+                           described(method).label)  # fmt: skip
+        ax.set(xlabel="training epoch", ylabel=label, yscale=scale)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{NAMES[half.dataset]}: training, every seed")
+    return save(fig, folder / f"curves-{half.dataset}.png")
 
 
 def draw(halves: list[Half], folder: Path) -> list[Path]:
