@@ -125,7 +125,14 @@ def judge(half: Half, design: Design, family: Family) -> list[Outcome]:
             o.p, o.level = p, level
     for o in found:
         o.detectable = detectable(o.difference.se, o.difference.n, o.level, design.power)
-        o.word = word(o.line, *o.interval, o.null)
+        # No t statistic (one seed, or no spread over seeds): the line cannot pass Holm, so its
+        # interval, of width 0 where the differences agree, must not give it a word either.
+        nothing = math.isnan(o.difference.p)
+        o.word = (
+            word(o.line, math.nan, math.nan, o.null)
+            if nothing
+            else word(o.line, *o.interval, o.null)
+        )
     return found
 
 

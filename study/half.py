@@ -3,12 +3,13 @@ the command the plan gives its job, so that a table never mixes protocols."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from study.plan import Job, confirmatory_plan, study_plan
-from study.protocol import PROTOCOLS, RELATIVE_SWEEP, Protocol
+from study.protocol import PROTOCOLS, RELATIVE_SWEEP, SEEDS, Protocol
 from study.sweep import chosen
 
 Result = dict[str, Any]
@@ -56,6 +57,15 @@ class Half:
         """Seed -> result of ``method``'s checkpoint after ``epoch`` epochs (default: the last)."""
         epoch = 0 if method == "random" else (epoch or self.final)
         return {s: r for (m, s, e), r in self.evaluations.items() if (m, e) == (method, epoch)}
+
+    def first_study(self) -> Half:
+        """This half on the first study's seeds alone: its exploratory tables stay its own as
+        the confirmatory protocol's seeds arrive."""
+        return dataclasses.replace(
+            self,
+            evaluations={k: v for k, v in self.evaluations.items() if k[1] in SEEDS},
+            trainings={k: v for k, v in self.trainings.items() if k[1] in SEEDS},
+        )
 
     def beside_results(self, variant: str, method: str) -> dict[int, Result]:
         """Seed -> the ``variant`` evaluation of ``method``'s final checkpoint."""

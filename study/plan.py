@@ -87,9 +87,13 @@ def train_fields(method: Method) -> tuple[str, ...]:
 
 def evaluation_fields(protocol: Protocol, command: list[str]) -> tuple[str, ...]:
     fields = ["command:str", "trained:str", "machine:dict", "date:str", "result.converged"]
-    fields += [f"result.{protocol.metric}:num", "result.authors_variance.trace:num"]
-    fields += [f"result.conditional_variance.{kind}.{field}:num"
-               for kind in protocol.variances for field in VARIANCE_FIELDS]  # fmt: skip
+    fields += [f"result.{protocol.metric}:num"]
+    # The probe beside the study's evaluation (averaged features, the curve) measures no variance.
+    if "--suite" in command or "--authors-variance" in command:
+        fields += ["result.authors_variance.trace:num"]
+    if "--suite" in command or "--conditional-variance" in command:
+        fields += [f"result.conditional_variance.{kind}.{field}:num"
+                   for kind in protocol.variances for field in VARIANCE_FIELDS]  # fmt: skip
     if "--componentwise" in command:  # each regression target's MSE
         fields += [f"result.mse_{name}:num" for name in DATA_PARAMS]
     if "--suite" in command:

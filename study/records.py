@@ -136,10 +136,14 @@ def machine() -> dict[str, Any]:
 
 
 def git_commit() -> str | None:
-    """The commit that ran, marked "+changes" when the working tree differs from it."""
+    """The commit that ran, marked "+changes" when the working tree's code differs from it.
+    The study's own outputs do not count: a record the runner rewrote, or a report not yet
+    committed, changes no code that runs."""
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True)
-    changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                             capture_output=True, text=True)  # fmt: skip
+    outputs = [f":!{path}" for path in ("docs/results", "docs/results.md", "docs/figures",
+                                         "docs/relative-sweep.md", "README.md")]  # fmt: skip
+    changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                              *outputs], cwd=REPO, capture_output=True, text=True)  # fmt: skip
     commit = head.stdout.strip()
     return f"{commit}+changes" if commit and changed.stdout.strip() else commit or None
 

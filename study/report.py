@@ -136,13 +136,15 @@ def protocol_status(halves: list[Half], commit: str | None) -> str:
     added = sum(len(h.added) for h in halves)
     to_go = sum(h.added_missing for h in halves)
     if commit is None:
-        return (f"*{PROTOCOL_FILE.name} has changes not committed: its verdicts are not "
-                "confirmatory until it is committed before the runs it decides.*")  # fmt: skip
+        return (f"*git cannot name the commit of {PROTOCOL_FILE.name} (changes not committed, "
+                "or a copy without the history): its verdicts are not shown as confirmatory "
+                "until it is committed before the runs it decides.*")  # fmt: skip
     early = [name for h in halves for name in before_protocol(h, h.added, commit)]
     made = (
         "every record of a run it adds was made from that commit or a later one"
         if not early
-        else f"{len(early)} records of runs it adds predate it: " + ", ".join(early)
+        else f"{len(early)} records of runs it adds were not made from it or a later commit "
+        "with a clean tree: " + ", ".join(early)
     )
     return (
         f"Protocol: `study/{PROTOCOL_FILE.name}` at commit {commit[:10]}; {added - to_go} of the "
@@ -211,7 +213,8 @@ def seeds_for_the_paper(half: Half, outcomes: list) -> list[str]:
     half_power = seeds_needed(sd, gain, 1 - ALPHA, 0.5)
     return [
         f"Seeds needed for line {line} to detect the paper's gain of {gain} ({what}) with 80% "
-        f"power in a 95% t test, at the spread observed (sd {sd:.3g} over {n} seeds): "
+        f"power in a 95% t test (more at its Holm level), at the spread observed"
+        f" (sd {sd:.3g} over {n} seeds): "
         f"{needed[0]} (with 50% power: {half_power}); over that spread's own 95% interval "
         f"[{low:.3g}, {high:.3g}], a factor of {high / low:.2g}: {needed[1]} to {needed[2]}.",
         "",
@@ -263,6 +266,8 @@ def readme_section(halves: list[Half], missing: int) -> str:
 
 
 def results_md(halves: list[Half]) -> str:
+    confirmatory = confirmatory_results(halves)
+    halves = [h.first_study() for h in halves]  # the rest is the first study's, on its seeds
     lines = [
         "# The small-compute study: records, tables and verdicts",
         "",
@@ -271,11 +276,11 @@ def results_md(halves: list[Half]) -> str:
         "",
         f"Machines: {machines(halves)}.",
         "",
-        *confirmatory_results(halves),
+        *confirmatory,
         "## The first study: how its verdicts were made",
         "",
-        "*Exploratory*: its secondary lines are uncorrected and the reading of its verdicts was "
-        "chosen after its data; the confirmatory study above decides.",
+        "*Exploratory*: its seeds 0-4 alone; its secondary lines are uncorrected and the reading "
+        "of its verdicts was chosen after its data; the confirmatory study above decides.",
         "",
         *HOW,
         "",

@@ -3,6 +3,7 @@ each line reports (sign-flip p, detectable difference, Holm with the family's si
 words, the protocol's own checks, its jobs, and each family on records made up so that the
 right answer is known."""
 
+import json
 import math
 import subprocess
 from pathlib import Path
@@ -10,12 +11,13 @@ from pathlib import Path
 import pytest
 from scipy import stats as scipy_stats
 
+from augmentation.spirograph import DATA_PARAMS
 from study import confirm, stats
 from study.design import PROTOCOL_FILE, Line, load
 from study.half import Half
 from study.plan import confirmatory_plan, study_plan
 from study.protocol import PROTOCOLS, RELATIVE_SWEEP, relative_method
-from study.records import REPO
+from study.records import REPO, command_line
 from utils.cli import InputError
 
 METHODS = {"simclr", "invclr", "gp4", "nolimit", "random", "relative"}
@@ -202,3 +204,48 @@ def test_a_record_counts_as_made_after_the_protocol_only_from_its_commit_or_late
     half = Half("spirograph", {}, {}, 0, {}, {"a": head, "b": f"{head}+changes"})
     assert confirm.before_protocol(half, ["a", "b", "c"], head) == ["b"]
     assert confirm.before_protocol(half, ["a", "b", "c"], None) == ["a", "b"]
+
+
+def test_a_record_of_an_averaged_probe_or_a_curve_counts_without_the_variances(tmp_path):
+    """The evaluations beside the study's run no conditional variance: their records are read
+    without it (a record that lacked it was taken for a damaged one)."""
+    chosen = relative_method("1e-2", "1e9")
+    chosen = chosen.__class__(**{**chosen.__dict__, "name": "relative", "role": "relative"})
+    jobs = confirmatory_plan(list(PROTOCOLS), tmp_path / "out", tmp_path, chosen)
+    beside = [j for j in jobs if j.variant]
+    assert {j.variant for j in beside} == {"averaged", "curve"}
+    for job in beside[:1] + [j for j in beside if j.variant == "curve"][:1]:
+        training = job.training
+        training.record.parent.mkdir(parents=True, exist_ok=True)
+        epoch = {k: 1.0 for k in ("epoch", "lr", "contrastive_loss", "penalty", "loss", "time_s")}
+        epoch |= {"gp_upper_limit": 1e9, "clamp_fraction": 0.0}
+        training.record.write_text(json.dumps({
+            "command": command_line(training.command), "date": "2026-12-07 20:00:00",
+            "train_time_s": 1.0, "machine": {"cpu": "test"}, "epochs": [epoch],
+        }))  # fmt: skip
+        result = {"converged": True, "mse": 0.01, "accuracy": 40.0, "num_passes": 30,
+                  **{f"mse_{n}": 0.01 for n in DATA_PARAMS},
+                  "averaging_curve": {"points": [{"passes": 10, "images": "all"}]}}  # fmt: skip
+        job.record.write_text(json.dumps({
+            "command": command_line(job.command), "trained": "2026-12-07 20:00:00",
+            "machine": {"cpu": "test"}, "date": "2026-12-07 20:30:00", "result": result,
+        }))  # fmt: skip
+        assert job.read()["result"]["mse"] == 0.01 and job.done
+
+
+def test_a_line_without_spread_over_seeds_gets_no_word_as_it_cannot_pass_holm():
+    design, half = load(METHODS)["spirograph"], made_up_half()
+    for (method, seed, epoch), result in half.evaluations.items():
+        if method == "invclr":  # exactly 0.25 below SimCLR on every seed
+            result["mse"] = half.evaluations[("simclr", seed, epoch)]["mse"] - 0.25
+    line = next(
+        o for o in confirm.judge(half, design, design.family("primary")) if o.line.id == "2a"
+    )
+    assert line.difference.mean == pytest.approx(-0.25) and math.isnan(line.difference.p)
+    assert line.p == 1.0 and line.word == "cannot tell"
+
+
+def test_the_first_study_s_tables_keep_its_own_seeds():
+    half = made_up_half()
+    assert {s for (_, s, _) in half.first_study().evaluations} == {0, 1, 2, 3, 4}
+    assert {s for (_, s, _) in half.evaluations} == set(range(10))
