@@ -5,6 +5,7 @@ whether every record of a run the protocol adds was made after the protocol's co
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 import subprocess
@@ -146,14 +147,22 @@ def git(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True)
 
 
+PIN = PROTOCOL_FILE.with_suffix(".commit")  # the commit that fixed the protocol, and its hash
+
+
+def protocol_hash() -> str:
+    return hashlib.sha256(PROTOCOL_FILE.read_bytes()).hexdigest()
+
+
 def protocol_commit() -> str | None:
-    """The commit that last changed the protocol, None where its file has changes not
-    committed (or git cannot say)."""
-    path = str(PROTOCOL_FILE.relative_to(REPO))
-    if git("diff", "--quiet", "HEAD", "--", path).returncode != 0:
+    """The commit that fixed the protocol, as study/confirmatory.commit names it (a clone
+    without the history, or a copy of the files, reads the same), None where the protocol's
+    file is not the one that commit fixed (its SHA-256 differs from the pinned one)."""
+    try:
+        commit, digest = PIN.read_text().split()[:2]
+    except (OSError, ValueError):
         return None
-    commit = git("log", "-1", "--format=%H", "--", path).stdout.strip()
-    return commit or None
+    return commit if digest == protocol_hash() else None
 
 
 def made_after(protocol: str, commit: str) -> bool:

@@ -136,9 +136,9 @@ def protocol_status(halves: list[Half], commit: str | None) -> str:
     added = sum(len(h.added) for h in halves)
     to_go = sum(h.added_missing for h in halves)
     if commit is None:
-        return (f"*git cannot name the commit of {PROTOCOL_FILE.name} (changes not committed, "
-                "or a copy without the history): its verdicts are not shown as confirmatory "
-                "until it is committed before the runs it decides.*")  # fmt: skip
+        return (f"*{PROTOCOL_FILE.name} is not the file study/confirmatory.commit pins (its "
+                "SHA-256 differs): a changed protocol is a new study, pinned again before the "
+                "runs it decides.*")  # fmt: skip
     early = [name for h in halves for name in before_protocol(h, h.added, commit)]
     made = (
         "every record of a run it adds was made from that commit or a later one"

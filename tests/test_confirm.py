@@ -249,3 +249,15 @@ def test_the_first_study_s_tables_keep_its_own_seeds():
     half = made_up_half()
     assert {s for (_, s, _) in half.first_study().evaluations} == {0, 1, 2, 3, 4}
     assert {s for (_, s, _) in half.evaluations} == set(range(10))
+
+
+def test_the_pin_names_the_commit_that_fixed_this_very_protocol():
+    """study/confirmatory.commit: the protocol's SHA-256 is the pinned one (an edit of the
+    protocol without a new pin fails here), and where git has the history, the pinned commit
+    holds this file byte for byte."""
+    commit = confirm.protocol_commit()
+    assert commit is not None, "the protocol changed since its pin: pin the commit that fixes it"
+    shown = subprocess.run(["git", "show", f"{commit}:study/confirmatory.toml"], cwd=REPO,
+                           capture_output=True)  # fmt: skip
+    if shown.returncode == 0:  # a copy without the history cannot check this part
+        assert shown.stdout == PROTOCOL_FILE.read_bytes()
