@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from study.design import load
 from study.half import read_halves
 from study.plan import Job, confirmatory_plan, plan, study_plan
 from study.protocol import PROTOCOLS, RELATIVE_SWEEP, SEEDS
@@ -73,6 +74,14 @@ def checked(args: argparse.Namespace) -> list[Job]:
         raise UsageError(
             f"--out {args.out} is outside the repository, where --record is; give a folder "
             "inside it (or --record elsewhere too)"
+        )
+    known = set(SEEDS).union(*(d.seeds for d in load().values()))
+    unknown = sorted(set(args.seeds or ()) - known)
+    if unknown:  # no job of either study has them: the plan would be empty, not wrong
+        raise UsageError(
+            f"--seeds {' '.join(map(str, unknown))}: no job of the study has "
+            f"{'that seed' if len(unknown) == 1 else 'those seeds'}; give seeds among "
+            f"{', '.join(map(str, sorted(known)))}"
         )
     seeds = sorted(set(SEEDS) | set(args.seeds or ()))
     for job in sweep_jobs(RELATIVE_SWEEP, args.out, args.record):

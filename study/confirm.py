@@ -17,18 +17,15 @@ from study.design import PROTOCOL_FILE, Design, Family, Line
 from study.half import Half, Result
 from study.records import REPO
 from study.stats import (
+    UNMEASURED,
     Paired,
     detectable,
     fmt,
     holm_steps,
     paired,
-    paired_differences,
+    plain,
     sign_flip_p,
 )
-
-
-def three(value: float) -> str:
-    return "–" if math.isnan(value) else f"{value:.3g}"
 
 
 def pick(result: Result, path: str) -> float:
@@ -113,8 +110,8 @@ def judge(half: Half, design: Design, family: Family) -> list[Outcome]:
     found = []
     for line in family.lines:
         null = math.log(line.margin) if line.better == "above" else 0.0
-        d = paired(records(half, line, line.a), records(half, line, line.b), measure(line, half))
-        d = paired_differences(list(d.differences), null)
+        d = paired(records(half, line, line.a), records(half, line, line.b), measure(line, half),
+                   null)  # fmt: skip
         found.append(
             Outcome(
                 line, d, null, d.p, 1 - design.alpha, sign_flip_p(d.differences, null), math.nan
@@ -128,12 +125,8 @@ def judge(half: Half, design: Design, family: Family) -> list[Outcome]:
         o.detectable = detectable(o.difference.se, o.difference.n, o.level, design.power)
         # No t statistic (one seed, or no spread over seeds): the line cannot pass Holm, so its
         # interval, of width 0 where the differences agree, must not give it a word either.
-        nothing = math.isnan(o.difference.p)
-        o.word = (
-            word(o.line, math.nan, math.nan, o.null)
-            if nothing
-            else word(o.line, *o.interval, o.null)
-        )
+        low, high = (math.nan, math.nan) if math.isnan(o.difference.p) else o.interval
+        o.word = word(o.line, low, high, o.null)
     return found
 
 
@@ -199,8 +192,8 @@ def row(o: Outcome) -> str:
     return (
         f"| {o.line.id}: {o.line.text} | {o.line.a} − {o.line.b}{margin} | "
         f"{fmt(o.difference.mean, d)} [{fmt(low, d)}, {fmt(high, d)}] | "
-        f"{100 * o.level:.3g}% | {o.difference.n} | {three(o.sign_flip)} | "
-        f"{three(o.detectable)} | {said} |"
+        f"{100 * o.level:.3g}% | {o.difference.n} | {plain(o.sign_flip, '.3g')} | "
+        f"{plain(o.detectable, '.3g')} | {said} |"
     )
 
 
@@ -212,7 +205,7 @@ def per_seed(half: Half, o: Outcome) -> list[str]:
     for seed in line.seeds:
         try:
             values = (get(a[seed]), get(b[seed]))
-        except (KeyError, IndexError, TypeError, StopIteration):
+        except UNMEASURED:
             cells.append(f"| {seed} | – | – | – |")
             continue
         cells.append(f"| {seed} | {values[0]:.4g} | {values[1]:.4g} | "

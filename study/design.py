@@ -9,6 +9,7 @@ from pathlib import Path
 
 import tomllib
 
+from study.protocol import method_names
 from utils.cli import InputError
 
 PROTOCOL_FILE = Path(__file__).with_name("confirmatory.toml")
@@ -94,6 +95,8 @@ def read_line(path: Path, spec: dict, seeds: list[int], methods: set[str]) -> Li
         raise refuse(path, f"{where} reads a field and names none")
     if (spec["better"] == "above") != ("margin" in spec):
         raise refuse(path, f"{where}: a margin goes with better = 'above', and only there")
+    if "margin" in spec and not (isinstance(spec["margin"], (int, float)) and spec["margin"] > 0):
+        raise refuse(path, f"{where} has margin {spec['margin']!r}: a ratio above 0")
     try:
         return Line(
             spec["id"], str(spec["claim"]), spec["text"], spec["a"], spec["b"], spec["record"],
@@ -104,12 +107,26 @@ def read_line(path: Path, spec: dict, seeds: list[int], methods: set[str]) -> Li
         raise refuse(path, f"{where} lacks {missing}") from None
 
 
-def load(methods: set[str], path: Path = PROTOCOL_FILE) -> dict[str, Design]:
-    """Every dataset's design; ``methods``: the names lines may compare."""
+def load(methods: set[str] | None = None, path: Path = PROTOCOL_FILE) -> dict[str, Design]:
+    """Every dataset's design; ``methods``: the names lines may compare (default: the
+    study's)."""
     try:
         data = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as error:
         raise refuse(path, f"cannot be read ({error})") from None
+    try:
+        return read_designs(path, data, method_names() if methods is None else methods)
+    except KeyError as missing:
+        raise refuse(path, f"lacks {missing}") from None
+    except (TypeError, AttributeError) as error:
+        raise refuse(path, f"has a value of the wrong kind ({error})") from None
+
+
+def read_designs(path: Path, data: dict, methods: set[str]) -> dict[str, Design]:
+    for key, high in (("alpha", 0.5), ("power", 0.95)):  # power: where `detectable` can solve it
+        value = data[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < high:
+            raise refuse(path, f"has {key} = {value!r}; give a number between 0 and {high}")
     if data.get("test", {}).get("decides") != "paired t":
         raise refuse(path, "names a test other than the paired t, the only one the study has")
     designs = {}
@@ -127,9 +144,13 @@ def load(methods: set[str], path: Path = PROTOCOL_FILE) -> dict[str, Design]:
             families.append(Family(spec["name"], spec["correction"], lines))
             relative = spec.get("method", relative)
         decisions = tuple(Decision(d["when"], d["means"]) for d in part.get("decision", ()))
+        ids = {line.id for f in families for line in f.lines}
         for d in decisions:
             if any(w != "*" and w not in WORDS for w in d.when.values()):
                 raise refuse(path, f"a decision row names a word that is none of {WORDS}")
+            if set(d.when) - ids:  # a row naming no line would never match
+                raise refuse(path, f"a decision row names no line of {dataset}: "
+                             f"{', '.join(sorted(set(d.when) - ids))}")  # fmt: skip
         designs[dataset] = Design(
             dataset, tuple(part["seeds"]), tuple(part.get("new_seeds", ())), tuple(families),
             decisions, part.get("averaged_passes", 0), relative, data["alpha"], data["power"],

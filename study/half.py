@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from study.plan import Job, confirmatory_plan, study_plan
+from study.plan import Job, study_plan
 from study.protocol import PROTOCOLS, RELATIVE_SWEEP, SEEDS, Protocol
 from study.sweep import chosen
 
@@ -28,7 +28,11 @@ class Half:
     beside: dict[tuple[str, str, int], Result] = field(default_factory=dict)
     commits: dict[str, str] = field(default_factory=dict)  # job name -> its record's commit
     added: list[str] = field(default_factory=list)  # the confirmatory protocol's jobs
-    added_missing: int = 0  # how many of them have no record yet
+
+    @property
+    def added_missing(self) -> int:
+        """How many of the confirmatory protocol's jobs have no record yet."""
+        return sum(name not in self.commits for name in self.added)
 
     @property
     def protocol(self) -> Protocol:
@@ -95,11 +99,8 @@ def read_half(dataset: str, jobs: list[Job]) -> Half:
 def read_halves(record: Path, out: Path) -> tuple[list[Half], int]:
     """Every dataset's half that has evaluations, and how many of the study's jobs have no
     record yet."""
-    relative = chosen(RELATIVE_SWEEP, out, record)
-    jobs = study_plan(list(PROTOCOLS), out, record, relative)
-    added = {j.name for j in confirmatory_plan(list(PROTOCOLS), out, record, relative)}
+    jobs = study_plan(list(PROTOCOLS), out, record, chosen(RELATIVE_SWEEP, out, record))
     every = [read_half(dataset, jobs) for dataset in PROTOCOLS]
     for half in every:
-        half.added = [j.name for j in jobs if j.dataset == half.dataset and j.name in added]
-        half.added_missing = sum(name not in half.commits for name in half.added)
+        half.added = [j.name for j in jobs if j.dataset == half.dataset and j.confirmatory]
     return [h for h in every if h.evaluations], sum(h.missing for h in every)

@@ -54,6 +54,7 @@ class Job:
     checkpoint: Path | None = None
     training: Job | None = None
     variant: str = ""  # an evaluation beside the study's own: "averaged" or "curve"
+    confirmatory: bool = False  # a job study/confirmatory.toml adds
 
     @property
     def kind(self) -> str:
@@ -195,7 +196,7 @@ def confirmatory_plan(
     the sweep's choice; None: not run) with its final checkpoint evaluated; and the averaged
     probe or curve of each final checkpoint its lines read (on the suite's seeds the suite's
     record holds the curve). ``seeds``: only these."""
-    designs = load({*(m.name for p in PROTOCOLS.values() for m in p.methods), "relative"})
+    designs = load()
     jobs = []
     for dataset in datasets:
         design, protocol = designs.get(dataset), PROTOCOLS[dataset]
@@ -222,6 +223,8 @@ def confirmatory_plan(
                     jobs.append(beside_job(training, "averaged", design.averaged_passes, seed, out))
                 if "curve" in reads and seed not in SUITE_SEEDS:
                     jobs.append(beside_job(training, "curve", 0, seed, out))
+    for job in jobs:
+        job.confirmatory = True
     return jobs
 
 

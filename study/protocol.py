@@ -170,3 +170,10 @@ RELATIVE_SWEEP = Sweep(
     label="relative penalty (P / s)",
     colour="tab:purple",
 )  # fmt: skip
+
+
+def method_names() -> set[str]:
+    """Every method a line of the confirmatory protocol may compare: both halves', the random
+    encoder and the relative sweep's choice."""
+    return {*(m.name for p in PROTOCOLS.values() for m in p.methods), RANDOM.name,
+            RELATIVE_SWEEP.name}  # fmt: skip

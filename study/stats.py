@@ -33,15 +33,22 @@ class Paired:
         return (self.mean - half_width, self.mean + half_width)
 
 
-def paired(a: dict[int, Any], b: dict[int, Any], measure: Callable[[Any], float]) -> Paired:
-    """``measure`` of ``a`` minus that of ``b``, over the seeds both have that can be measured."""
+# What reading a measure from a result that lacks it raises (the suite's measures: seeds 0-2).
+UNMEASURED = (KeyError, IndexError, TypeError, StopIteration)
+
+
+def paired(
+    a: dict[int, Any], b: dict[int, Any], measure: Callable[[Any], float], null: float = 0.0
+) -> Paired:
+    """``measure`` of ``a`` minus that of ``b``, over the seeds both have that can be measured;
+    its p tests mean = ``null``."""
     differences = []
     for seed in sorted(set(a) & set(b)):
         try:
             differences.append(measure(a[seed]) - measure(b[seed]))
-        except (KeyError, IndexError, TypeError, StopIteration):
-            continue  # a result without this measure (the suite's measures: seeds 0-2 only)
-    return paired_differences(differences)
+        except UNMEASURED:
+            continue
+    return paired_differences(differences, null)
 
 
 def paired_differences(differences: list[float], null: float = 0.0) -> Paired:
@@ -154,8 +161,8 @@ def fmt(value: float, digits: str = ".3g") -> str:
     return "–" if value is None or math.isnan(value) else f"{value:+{digits}}"
 
 
-def plain(value: float) -> str:
-    return "–" if math.isnan(value) else f"{value:.2g}"
+def plain(value: float, digits: str = ".2g") -> str:
+    return "–" if math.isnan(value) else f"{value:{digits}}"
 
 
 def seeds(n: int) -> str:

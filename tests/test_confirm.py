@@ -116,6 +116,11 @@ def test_the_committed_protocol_reads_and_a_broken_one_is_refused_named(tmp_path
         (text.replace('decides = "paired t"', 'decides = "wilcoxon"'), "other than the paired t"),
         (text.replace(", margin = 0.5", ""), "a margin goes with"),
         (text + "\n[[oops", "cannot be read"),
+        (text.replace("seeds = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]\n", "", 1), "lacks 'seeds'"),
+        (
+            text.replace("[words]", "[words]\nx = 1", 1).replace("alpha = 0.05", 'alpha = "a"'),
+            "lacks|wrong kind|alpha",
+        ),
     ):
         path = tmp_path / "confirmatory.toml"
         path.write_text(broken)
@@ -261,3 +266,10 @@ def test_the_pin_names_the_commit_that_fixed_this_very_protocol():
                            capture_output=True)  # fmt: skip
     if shown.returncode == 0:  # a copy without the history cannot check this part
         assert shown.stdout == PROTOCOL_FILE.read_bytes()
+
+
+def test_seeds_no_job_of_the_study_has_are_refused_in_one_line(capsys):
+    from study.__main__ import get_args_parser, main
+
+    with pytest.raises(InputError, match="--seeds 10: no job of the study has that seed"):
+        main(get_args_parser().parse_args(["plan", "--seeds", "10"]))

@@ -91,7 +91,7 @@ def write_records(record, out, seeds=(0, 1, 2, 3, 4)):
 def tables(tmp_path, monkeypatch):
     """The first study's records, made up; the confirmatory protocol's jobs left out of the
     plan (tests/test_confirm.py tests them)."""
-    monkeypatch.setattr(study.plan, "load", lambda methods: {})
+    monkeypatch.setattr(study.plan, "load", lambda *args: {})
     record, out, docs = tmp_path / "rec", tmp_path / "out", tmp_path / "docs"
     docs.mkdir()
     write_records(record, out)

@@ -98,7 +98,7 @@ def built(tmp_path_factory):
         patch.setattr(study.plan, "PROBE", ("--reg-weight", "1e-3"))
         patch.setattr(study.plan, "VARIANCE", ("--conditional-variance", "2", "--authors-variance"))
         patch.setattr(study.plan, "SUITE_SEEDS", ())
-        patch.setattr(study.plan, "load", lambda methods: {})  # the first study's jobs alone
+        patch.setattr(study.plan, "load", lambda *args: {})  # the first study's jobs alone
         root = tmp_path_factory.mktemp("tiny")
         argv = ["--datasets", "spirograph", "--seeds", "1", "--out", str(root / "out")]
         argv += ["--record", str(root / "rec")]
