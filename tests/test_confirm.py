@@ -166,6 +166,17 @@ def test_each_family_is_tested_as_the_protocol_says():
     words = {o.line.id: o.word for o in relative}
     assert words["R0"] == "holds" and words["R1"] == "supports" and words["R2"] == "supports"
     assert confirm.reading(design, relative).startswith("Supports the explanation")
+    # A penalty that does not lower the conditional variance tests nothing.
+    weak = made_up_half()
+    for (method, seed, epoch), result in weak.evaluations.items():
+        if method == "relative":
+            theta = result["conditional_variance"]["theta"]
+            theta["conditional_variance"] = half.evaluations[("simclr", seed, epoch)][
+                "conditional_variance"
+            ]["theta"]["conditional_variance"] * (1.01 if seed % 2 else 0.99)
+    weakly = confirm.judge(weak, design, design.family("relative"))
+    assert {o.line.id: o.word for o in weakly}["R3"] == "cannot tell"
+    assert confirm.reading(design, weakly).startswith("The relative penalty does not detectably")
     # Without the relative penalty's records its lines have no data: the check cannot settle.
     empty = Half("spirograph", {k: v for k, v in half.evaluations.items() if k[0] != "relative"},
                  {}, 0, {}, {})  # fmt: skip
