@@ -89,6 +89,11 @@ class Outcome:
     def interval(self) -> tuple[float, float]:
         return self.difference.interval(self.level)
 
+    @property
+    def complete(self) -> bool:
+        """Whether every seed the line names is in: a word on fewer seeds is provisional."""
+        return self.difference.n == len(self.line.seeds)
+
 
 def word(line: Line, low: float, high: float, null: float) -> str:
     if math.isnan(low):
@@ -182,18 +187,28 @@ HEAD = [
 ]
 
 
+def said(o: Outcome, detectable: bool = True) -> str:
+    """The line's word as the report prints it: on fewer seeds than the line names, marked
+    provisional (the protocol decides on all of them)."""
+    if o.difference.n == 0:
+        return "no seed yet"
+    text = o.word
+    if detectable and o.word == "cannot tell" and not math.isnan(o.detectable):
+        text += f" (detectable ±{o.detectable:.3g})"
+    if not o.complete:
+        text = f"*provisional, {o.difference.n} of {len(o.line.seeds)} seeds*: {text}"
+    return text
+
+
 def row(o: Outcome) -> str:
     low, high = o.interval
     d = ".3g"
     margin = f" (margin log {o.line.margin:g} = {o.null:.3g})" if o.line.margin else ""
-    said = o.word
-    if o.word == "cannot tell" and not math.isnan(o.detectable):
-        said += f" (detectable ±{o.detectable:.3g})"
     return (
         f"| {o.line.id}: {o.line.text} | {o.line.a} − {o.line.b}{margin} | "
         f"{fmt(o.difference.mean, d)} [{fmt(low, d)}, {fmt(high, d)}] | "
         f"{100 * o.level:.3g}% | {o.difference.n} | {plain(o.sign_flip, '.3g')} | "
-        f"{plain(o.detectable, '.3g')} | {said} |"
+        f"{plain(o.detectable, '.3g')} | {said(o)} |"
     )
 
 

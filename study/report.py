@@ -19,6 +19,7 @@ from study.confirm import (
     protocol_commit,
     reading,
     row,
+    said,
 )
 from study.design import PROTOCOL_FILE, Design, load
 from study.half import Half
@@ -44,7 +45,7 @@ def verdict_row(half: Half, v: Verdict) -> str:
     low, high = v.difference.interval(v.level)
     d = v.claim.digits
     detail = f"{fmt(v.difference.mean, d)} [{fmt(low, d)}, {fmt(high, d)}]"
-    said = (
+    text = (
         v.word
         if v.word != "cannot tell"
         else (
@@ -56,7 +57,7 @@ def verdict_row(half: Half, v: Verdict) -> str:
     kind = "primary" if v.claim.primary else "secondary"
     return (
         f"| {v.claim.number}. {v.claim.text} | {half.dataset} | {detail} | "
-        f"{100 * v.level:.3g}% | {v.difference.n} | {kind} | {said} |"
+        f"{100 * v.level:.3g}% | {v.difference.n} | {kind} | {text} |"
     )
 
 
@@ -154,8 +155,14 @@ def relative_reading(half: Half, design: Design) -> str:
     if not half.results("relative"):
         return (f"*The relative penalty ({half.dataset}): no record yet (its setting is the "
                 "relative sweep's choice, docs/relative-sweep.md).*")  # fmt: skip
-    said = reading(design, judge(half, design, family))
-    return f"**The relative penalty ({half.dataset})**: {said}"
+    outcomes = judge(half, design, family)
+    means = reading(design, outcomes)
+    short = [o for o in outcomes if not o.complete]
+    if short:  # the decision table reads the protocol's seeds, all of them
+        have = min(o.difference.n for o in short)
+        means = (f"*provisional ({have} of {len(short[0].line.seeds)} seeds on its shortest "
+                 f"line)*: {means}")  # fmt: skip
+    return f"**The relative penalty ({half.dataset})**: {means}"
 
 
 def confirmatory_readme(halves: list[Half]) -> list[str]:
@@ -175,7 +182,8 @@ def confirmatory_readme(halves: list[Half]) -> list[str]:
             lines.append(
                 f"| {o.line.claim}. {o.line.text} | {half.dataset} | {fmt(o.difference.mean)} "
                 f"[{fmt(low)}, {fmt(high)}] | {100 * o.level:.3g}% | {o.difference.n} | "
-                f"{plain(o.sign_flip, '.3g')} | {plain(o.detectable, '.3g')} | {o.word} |"
+                f"{plain(o.sign_flip, '.3g')} | {plain(o.detectable, '.3g')} | "
+                f"{said(o, detectable=False)} |"
             )
         words = [o.word for o in judge(half, design, design.family("secondary"))]
         counts = ", ".join(f"{w} ×{words.count(w)}" for w in dict.fromkeys(words))
