@@ -24,6 +24,7 @@ from study.confirm import (
 from study.design import PROTOCOL_FILE, Design, load
 from study.half import Half
 from study.protocol import described
+from study.quoted import hours_per_seed, quoted
 from study.stats import ALPHA, fmt, plain, seeds_needed
 from study.tables import (
     against_random,
@@ -223,12 +224,18 @@ def seeds_for_the_paper(half: Half, outcomes: list) -> list[str]:
     low, high = (sd * math.sqrt((n - 1) / chi2.ppf(q, n - 1)) for q in (0.975, 0.025))
     needed = [seeds_needed(x, gain, 1 - ALPHA, 0.80) for x in (sd, low, high)]
     half_power = seeds_needed(sd, gain, 1 - ALPHA, 0.5)
+    hours = hours_per_seed(half)
+    cost = ""
+    if hours:
+        cost = (f" At {hours:.2f} h of training a seed (study/quoted.py): "
+                f"{needed[0] * hours:.0f} h ({needed[1] * hours:.0f} to "
+                f"{needed[2] * hours:.0f} h).")  # fmt: skip
     return [
         f"Seeds needed for line {line} to detect the paper's gain of {gain} ({what}) with 80% "
         f"power in a 95% t test (more at its Holm level), at the spread observed"
         f" (sd {sd:.3g} over {n} seeds): "
         f"{needed[0]} (with 50% power: {half_power}); over that spread's own 95% interval "
-        f"[{low:.3g}, {high:.3g}], a factor of {high / low:.2g}: {needed[1]} to {needed[2]}.",
+        f"[{low:.3g}, {high:.3g}], a factor of {high / low:.2g}: {needed[1]} to {needed[2]}.{cost}",
         "",
     ]
 
@@ -303,6 +310,7 @@ def results_md(halves: list[Half]) -> str:
     for half in [h for h in halves if h.pairs]:
         lines += [verdict_row(half, v) for v in verdicts(half)] + [authors_line(half)]
     lines += ["", *not_judged(halves)] if not_judged(halves) else []
+    lines += ["", *quoted(halves)]
     for half in halves:
         walls = sum(t["train_time_s"] for t in half.trainings.values())  # resumes included
         lines += [

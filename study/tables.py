@@ -195,8 +195,8 @@ def upper_limit(half: Half) -> list[str]:
     limited = [t for (m, _), t in sorted(half.trainings.items()) if m == "invclr"]
     lines = [
         "| seed | epoch 1 at the limit (InvCLR) | penalty, last epoch: limit / none | "
-        "cond. var. θ: limit / none | probe: limit / none |",
-        "|---|---|---|---|---|",
+        "cond. var. θ: limit / none | within/across θ: limit / none | probe: limit / none |",
+        "|---|---|---|---|---|---|",
     ]
     for seed in sorted(set(free) & set(clamped)):
         runs = [half.trainings.get((m, seed)) for m in ("invclr", "nolimit")]
@@ -206,6 +206,8 @@ def upper_limit(half: Half) -> list[str]:
             f"| {seed} | {runs[0]['epochs'][0].get('clamp_fraction', math.nan):.0%} | "
             + " / ".join(f"{t['epochs'][-1]['penalty']:.3g}" for t in runs)
             + f" | {variance('theta')(clamped[seed]):.3g} / {variance('theta')(free[seed]):.3g}"
+            + " | "
+            + " / ".join(f"{variance('theta', 'ratio')(r[seed]):.3g}" for r in (clamped, free))
             + f" | {score(half)(clamped[seed]):.4g} / {score(half)(free[seed]):.4g} |"
         )
     if limited:

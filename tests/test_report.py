@@ -136,7 +136,7 @@ def test_the_verdicts_are_the_paired_differences_with_holm_on_the_primary_claims
     )
     assert readme_text.startswith("intro\n") and readme_text.endswith(f"{report.END}\nrest\n")
     # Without the upper limit: 0.008 × (1 + 0.01 seed) against InvCLR's 0.01 × (1 + 0.01 seed).
-    assert "| 3 | 25% | 10 / 3 | 0.0103 / 0.00824 | 0.0299 / 0.03 |" in table
+    assert "| 3 | 25% | 10 / 3 | 0.0103 / 0.00824 | 0.0343 / 0.0275 | 0.0299 / 0.03 |" in table
     assert "limit (1000); later epochs of any seed that reached it: 1." in table
     assert "(θ only): no limit − limit -0.00204 [" in table
     assert "lower with no limit; it keeps 120% of InvCLR − SimCLR (p = " in table
@@ -328,3 +328,21 @@ def test_a_truncated_record_stops_the_report_and_the_figures_before_they_write(t
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
     assert "cifar10-invclr-seed3-epoch010.json is not JSON" in done.stderr
     assert (readme.read_bytes(), (docs / "results.md").read_bytes()) == written
+
+
+def test_the_numbers_the_notes_quote_are_printed_from_the_records(tables):
+    """InvCLR's conditional variance is half SimCLR's on every seed with the same spread across
+    images, so the whole fall is in the within/across ratio; the authors' computation is the
+    spread plus the conditional variance, so it is within cv / across of the spread."""
+    readme, docs, argv = tables
+    main(get_args_parser().parse_args(argv))
+    text = (docs / "results.md").read_text()
+    section = text[text.index("## Numbers docs/invariance.md quotes") :]
+    section = section[: section.index("### cifar10")]
+    assert "- InvCLR / SimCLR, conditional variance θ: ×0.5 [0.5, 0.5], lower on 5 and" in section
+    assert "- InvCLR / SimCLR, across images θ: ×1 [1, 1]" in section
+    assert "across images accounts for 0% and the within/across ratio for 100%" in section
+    worst = {"trained": 0.02 * 1.04 / 0.3, "random": 0.004 * 1.04 / 0.01}  # SimCLR seed 4
+    assert f"the authors' computation within {worst['trained']:.1%} of the spread" in section
+    assert f"the authors' computation within {worst['random']:.1%} of the spread" in section
+    assert "estimate 1.00–1.00 of its trace" in section

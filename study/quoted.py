@@ -1,0 +1,155 @@
+"""The numbers docs/invariance.md quotes beyond the tables and the protocol's lines, each printed
+by `python3 -m study report` into docs/results.md so that no sentence rests on a number worked
+out by hand: ratios of InvCLR to SimCLR with their intervals, how the fall of the conditional
+variance splits between bunching and the rest, how closely the authors' computation follows the
+spread across images, the estimator against its trace, the nuisance readout per parameter, which
+seed carries a line's spread, the sweep's epochs at the limit and the hours a seed costs.
+
+All of it is exploratory: 95% intervals, uncorrected, on whatever seeds have both records."""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+from study.claims import authors, score, variance
+from study.half import Half
+from study.protocol import SWEEP_SEED, described
+from study.stats import ALPHA, Paired, fmt, paired, seeds
+
+TRAINED = ("simclr", "invclr", "gp4", "nolimit", "relative")
+
+
+def log_ratio(half: Half, a: str, b: str, field: str) -> tuple[Paired, str]:
+    """``a``'s ``field`` over ``b``'s as a geometric-mean ratio with its 95% interval, and how
+    many seeds have it lower."""
+    d = paired(half.results(a), half.results(b), lambda r: math.log(variance("theta", field)(r)))
+    low, high = d.interval(1 - ALPHA)
+    lower, higher = sum(x < 0 for x in d.differences), sum(x > 0 for x in d.differences)
+    text = (f"×{math.exp(d.mean):.3g} [{math.exp(low):.3g}, {math.exp(high):.3g}], lower on "
+            f"{lower} and higher on {higher} of {seeds(d.n)}")  # fmt: skip
+    return d, text
+
+
+def ratios(half: Half, a: str, b: str, split: bool = True) -> list[str]:
+    """``a`` against ``b`` on the conditional variance, the spread across images and their ratio
+    (geometric-mean ratios, and the plain difference of the ratio), and the share of the log of
+    the first that the spread accounts for (the two logs add up to it)."""
+    if not set(half.results(a)) & set(half.results(b)):
+        return []
+    la, lb = described(a).label, described(b).label
+    found = {f: log_ratio(half, a, b, f) for f in ("conditional_variance", "across", "ratio")}
+    words = {"conditional_variance": "conditional variance θ", "across": "across images θ",
+             "ratio": "within/across ratio θ"}  # fmt: skip
+    lines = [f"- {la} / {lb}, {words[f]}: {text}" for f, (_, text) in found.items()]
+    d = found["ratio"][0]
+    lines[-1] += (
+        f" (a ratio of variances; its square root, in displacement: ×{math.exp(d.mean / 2):.3g})"
+    )
+    plain_d = paired(half.results(a), half.results(b), variance("theta", "ratio"))
+    low, high = plain_d.interval(1 - ALPHA)
+    lines.append(f"- {la} − {lb}, within/across ratio θ: {fmt(plain_d.mean)} "
+                 f"[{fmt(low)}, {fmt(high)}]")  # fmt: skip
+    total = found["conditional_variance"][0].mean
+    if split and total:
+        share = found["across"][0].mean / total + 0.0  # + 0.0: no "-0%"
+        lines.append(f"- {la} / {lb}: of the log of the conditional variance's ratio, the spread "
+                     f"across images accounts for {share:.0%} and the within/across ratio for "
+                     f"{1 - share:.0%}")  # fmt: skip
+    return lines
+
+
+def agreement(half: Half) -> list[str]:
+    """How far the authors' computation is from the spread across images, and the paper's
+    estimator from its trace, over every final checkpoint (the largest relative gap)."""
+    groups = {"trained encoders": TRAINED, "random initialisations": ("random",)}
+    lines = []
+    for name, methods in groups.items():
+        results = [r for m in methods for r in half.results(m).values()]
+        if not results:
+            continue
+        gap = max(abs(authors(r) / variance("theta", "across")(r) - 1) for r in results)
+        est = [variance("theta")(r) / variance("theta", "trace")(r) for r in results]
+        lines.append(f"- {name} ({len(results)} final checkpoints): the authors' computation "
+                     f"within {gap:.1%} of the spread across images; the conditional variance's "
+                     f"estimate {min(est):.2f}–{max(est):.2f} of its trace")  # fmt: skip
+    return lines
+
+
+def nuisance_ranges(half: Half) -> list[str]:
+    """The nuisance readout's MSE over its baseline, per parameter: each method's range over
+    the seeds that have it."""
+    lines = []
+    for method in (*half.main_methods[:2], "random"):
+        found = [r["nuisance"]["per_param"] for r in half.results(method).values()
+                 if "per_param" in r.get("nuisance", {})]  # fmt: skip
+        if not found:
+            continue
+        cells = []
+        for name in found[0]:
+            x = [p[name]["mse"] / p[name]["baseline_mse"] for p in found]
+            cells.append(f"{name} {min(x):.2f}–{max(x):.2f}")
+        lines.append(f"- nuisance MSE / baseline per parameter, {described(method).label} "
+                     f"({seeds(len(found))}): " + ", ".join(cells))  # fmt: skip
+    return lines
+
+
+def largest_share(half: Half) -> list[str]:
+    """Which seed carries most of the squared deviations of InvCLR − SimCLR, per measure."""
+    lines = []
+    for name, measure in (("conditional variance θ", variance("theta")), ("probe", score(half))):
+        a, b = half.results("invclr"), half.results("simclr")
+        common = sorted(set(a) & set(b))
+        d = {s: measure(a[s]) - measure(b[s]) for s in common}
+        if len(d) < 2:
+            continue
+        mean = statistics.fmean(d.values())
+        squares = {s: (x - mean) ** 2 for s, x in d.items()}
+        top = max(squares, key=squares.get)
+        lines.append(f"- InvCLR − SimCLR, {name}: seed {top} carries "
+                     f"{squares[top] / sum(squares.values()):.0%} of the squared deviations "
+                     f"over {seeds(len(d))}")  # fmt: skip
+    return lines
+
+
+def at_the_limit(half: Half) -> list[str]:
+    """Each λ of the sweep (seed 0) and InvCLR: the epochs whose penalty sat at the limit."""
+    lines = []
+    for method in [m.name for m in half.protocol.role("sweep")] + ["invclr"]:
+        t = half.trainings.get((method, SWEEP_SEED))
+        if t is None:
+            continue
+        held = [f"epoch {e['epoch']} {e['clamp_fraction']:.1%}" for e in t["epochs"]
+                if (e.get("clamp_fraction") or 0) > 0]  # fmt: skip
+        lines.append(f"- {described(method).label}, seed {SWEEP_SEED}, steps at the limit: "
+                     + (", ".join(held) or "none"))  # fmt: skip
+    return lines
+
+
+def hours_per_seed(half: Half) -> float | None:
+    """What one more seed of SimCLR and InvCLR costs here in hours: the sum of each method's
+    median training wall time over its records (None without both)."""
+    cost = 0.0
+    for method in ("simclr", "invclr"):
+        trains = [t["train_time_s"] for (m, _), t in half.trainings.items() if m == method]
+        if not trains:
+            return None
+        cost += statistics.median(trains)
+    return cost / 3600
+
+
+def quoted(halves: list[Half]) -> list[str]:
+    lines = ["## Numbers docs/invariance.md quotes", "",
+             "*Exploratory*: 95% intervals, uncorrected, over the seeds that have both "
+             "records (study/quoted.py).", ""]  # fmt: skip
+    for half in halves:
+        lines += [f"### {half.dataset}", ""]
+        lines += ratios(half, "invclr", "simclr") + ratios(half, "gp4", "invclr", split=False)
+        lines += ratios(half, "relative", "simclr") + agreement(half) + nuisance_ranges(half)
+        lines += largest_share(half) + at_the_limit(half)
+        hours = hours_per_seed(half)
+        if hours is not None:
+            lines.append(f"- one more seed of SimCLR and InvCLR, trained: {hours:.2f} h (each "
+                         "method's median training wall time over its records)")  # fmt: skip
+        lines.append("")
+    return lines
