@@ -28,7 +28,7 @@ from study.plan import Job, confirmatory_plan, plan, study_plan
 from study.protocol import PROTOCOLS, RELATIVE_SWEEP, SEEDS
 from study.records import REPO, shown
 from study.report import write_report
-from study.runner import run_jobs
+from study.runner import elsewhere, run_jobs
 from study.sweep import chosen, run_sweep, sweep_jobs, write_sweep
 from utils.checkpoint import ensure_writable
 from utils.cli import UsageError, run_cli, seed_value
@@ -46,6 +46,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", nargs="+", type=seed_value, default=None,
                    help="plan, run: only these seeds (default: the first study's 0-4, then "
                    "study/confirmatory.toml's)")  # fmt: skip
+    p.add_argument("--retrain-anywhere", action="store_true",
+                   help="run: retrain a run whose checkpoint is gone on this machine even where "
+                   "its record names another kind (CPU model, AVX-512): a new run, its "
+                   "evaluations redone (default: defer its jobs)")  # fmt: skip
     p.add_argument("--out", type=Path, default=REPO / "results",
                    help="checkpoints and logs (default: results/)")  # fmt: skip
     p.add_argument("--record", type=Path, default=REPO / "docs" / "results",
@@ -101,11 +105,13 @@ def main(args: argparse.Namespace) -> list[Job] | str | list[Path]:
         for job in jobs:
             done = job.done
             todo += [] if done else [job]
-            print(f"{'done' if done else 'todo'}  {job.name}  ({job.kind})")
+            kind = None if done else elsewhere(job)
+            wait = f"; retrain on {kind}, or --retrain-anywhere" if kind else ""
+            print(f"{'done' if done else 'todo'}  {job.name}  ({job.kind}{wait})")
         print(f"{len(jobs) - len(todo)} of {len(jobs)} jobs done")
         return todo
     if args.command == "run":
-        return run_jobs(jobs, args.out)
+        return run_jobs(jobs, args.out, args.retrain_anywhere)
     if args.command == "sweep":
         ensure_writable(args.docs, "--docs")
         sweep = sweep_jobs(RELATIVE_SWEEP, args.out, args.record)

@@ -33,6 +33,7 @@ from study.tables import (
     length_table,
     machines,
     per_seed_table,
+    sweep_final,
     sweep_table,
     upper_limit,
 )
@@ -285,7 +286,7 @@ def readme_section(halves: list[Half], missing: int) -> str:
 
 
 def results_md(halves: list[Half]) -> str:
-    confirmatory = confirmatory_results(halves)
+    confirmatory, numbers = confirmatory_results(halves), quoted(halves)  # every seed
     halves = [h.first_study() for h in halves]  # the rest is the first study's, on its seeds
     lines = [
         "# The small-compute study: records, tables and verdicts",
@@ -310,7 +311,7 @@ def results_md(halves: list[Half]) -> str:
     for half in [h for h in halves if h.pairs]:
         lines += [verdict_row(half, v) for v in verdicts(half)] + [authors_line(half)]
     lines += ["", *not_judged(halves)] if not_judged(halves) else []
-    lines += ["", *quoted(halves)]
+    lines += ["", *numbers]
     for half in halves:
         walls = sum(t["train_time_s"] for t in half.trainings.values())  # resumes included
         lines += [
@@ -345,6 +346,10 @@ def results_md(halves: list[Half]) -> str:
                 "definition / the authors' computation",
                 "",
                 *sweep_table(half),
+                "",
+                "Seed 0's final checkpoint at each λ:",
+                "",
+                *sweep_final(half),
             ]
         limit = upper_limit(half)
         if limit:

@@ -7,7 +7,9 @@ with its record's command, in a scratch folder so that no file of the run is tou
 retrained one is whole. Where every epoch's losses equal the record's bit for bit, the checkpoint
 is the recorded run's: the record and its evaluations' records stay. Where they do not (another
 CPU model sums floats in another order: the records name their machine), the retrained run is a
-new run, recorded as such, and its evaluations are redone.
+new run, recorded as such, and its evaluations are redone. So a retrain waits for the machine its
+record names (CPU model and AVX-512, `in_words`): on another one its jobs are deferred, named,
+and every other job runs; `--retrain-anywhere` retrains them here, as new runs.
 """
 
 from __future__ import annotations
@@ -140,12 +142,35 @@ def execute(job: Job, out: Path) -> dict[str, Any]:
     return record
 
 
-def run_jobs(jobs: list[Job], out: Path) -> list[Job]:
+def elsewhere(job: Job) -> str | None:
+    """The machine, in words, on which ``job``'s run must be retrained to stay the recorded run,
+    where its checkpoint is gone and this machine is not that kind; None otherwise."""
+    if job.checkpoint is None or job.checkpoint.is_file() or not job.training.done:
+        return None
+    recorded = job.training.read()["machine"]
+    return None if in_words(recorded) == in_words(machine()) else in_words(recorded)
+
+
+def run_jobs(jobs: list[Job], out: Path, retrain_anywhere: bool = False) -> list[Job]:
     """Run every job of ``jobs`` that is not done, in order; a retrained run that turns out a new
-    run makes its evaluations undone again, and they are run again in their turn."""
+    run makes its evaluations undone again, and they are run again in their turn. A job whose
+    run must be retrained on another kind of machine is deferred unless ``retrain_anywhere``."""
     ensure_writable(out, "--out")  # the logs and checkpoints: before hours of work, not after
     ran: list[Job] = []
-    while (job := next((j for j in jobs if not j.done), None)) is not None:
+    deferred: dict[str, list[str]] = {}  # training -> its deferred jobs
+    for job in [] if retrain_anywhere else [j for j in jobs if not j.done]:
+        kind = elsewhere(job)
+        if kind is not None:
+            deferred.setdefault(f"{job.training.name} (recorded on {kind})", []).append(job.name)
+    waiting = {name for names in deferred.values() for name in names}
+    for training, names in deferred.items():
+        print(f"deferred: {', '.join(names)}: its checkpoint is gone and {training} would be "
+              f"retrained on {in_words(machine())}, another order of float sums; run it on that "
+              "machine, or give --retrain-anywhere to make it a new run here",
+              flush=True)  # fmt: skip
+    while (
+        job := next((j for j in jobs if not j.done and j.name not in waiting), None)
+    ) is not None:
         if ran and job is ran[-1]:
             raise UsageError(
                 f"{job.name} ran but its record does not count; see {shown(job.record)}"
@@ -154,4 +179,6 @@ def run_jobs(jobs: list[Job], out: Path) -> list[Job]:
         record = execute(job, out)
         print(f"  wrote {shown(job.record)} in {record['wall_s'] / 60:.1f} min", flush=True)
         ran.append(job)
+    if waiting:
+        print(f"{len(waiting)} jobs deferred (above); every other job is done", flush=True)
     return ran

@@ -85,6 +85,35 @@ def sweep_table(half: Half) -> list[str]:
     return lines
 
 
+def sweep_final(half: Half) -> list[str]:
+    """Seed 0's final checkpoint at each λ: the probe, the measures of invariance, and what
+    training ended with (the penalty and NT-Xent of the last epoch, the first epoch's share of
+    steps at the limit)."""
+    runs = {"0": "simclr", **{m.lambda_gp: m.name for m in half.protocol.role("sweep")}}
+    runs[half.protocol.method("invclr").lambda_gp] = "invclr"
+    lines = [
+        f"| λ | {half.protocol.metric} | cond. var. θ | across images θ | cond. var. / across | "
+        "authors' trace | epoch 1 at the limit | penalty, last epoch | NT-Xent, last epoch |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for weight, method in sorted(runs.items(), key=lambda kv: float(kv[0])):
+        r = half.evaluations.get((method, SWEEP_SEED, half.final))
+        t = half.trainings.get((method, SWEEP_SEED))
+        if r is None or t is None:
+            continue
+        first, last = t["epochs"][0], t["epochs"][-1]
+        held = f"{first['clamp_fraction']:.0%}" if "clamp_fraction" in first else "–"
+        lines.append(
+            f"| {weight}{f' ({described(method).label})' if 'lambda' not in method else ''} | "
+            f"{score(half)(r):.4g} | "
+            + " | ".join(f"{variance('theta', f)(r):.3g}" for f in ("conditional_variance",
+                                                                     "across", "ratio"))
+            + f" | {authors(r):.3g} | {held} | {last['penalty']:.3g} | "
+            f"{last['contrastive_loss']:.4g} |"
+        )  # fmt: skip
+    return lines
+
+
 def length_table(half: Half) -> list[str]:
     """InvCLR − SimCLR at each checkpoint: the probe's score and the conditional variance."""
     lines = [
