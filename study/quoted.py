@@ -21,10 +21,10 @@ from study.stats import ALPHA, Paired, fmt, paired, seeds
 TRAINED = ("simclr", "invclr", "gp4", "nolimit", "relative")
 
 
-def log_ratio(half: Half, a: str, b: str, field: str) -> tuple[Paired, str]:
-    """``a``'s ``field`` over ``b``'s as a geometric-mean ratio with its 95% interval, and how
-    many seeds have it lower."""
-    d = paired(half.results(a), half.results(b), lambda r: math.log(variance("theta", field)(r)))
+def log_ratio(half: Half, a: str, b: str, field: str, kind: str = "theta") -> tuple[Paired, str]:
+    """``a``'s ``field`` (of the variance under ``kind``) over ``b``'s as a geometric-mean ratio
+    with its 95% interval, and on how many seeds it is lower and higher."""
+    d = paired(half.results(a), half.results(b), lambda r: math.log(variance(kind, field)(r)))
     low, high = d.interval(1 - ALPHA)
     lower, higher = sum(x < 0 for x in d.differences), sum(x > 0 for x in d.differences)
     text = (f"×{math.exp(d.mean):.3g} [{math.exp(low):.3g}, {math.exp(high):.3g}], lower on "
@@ -32,31 +32,37 @@ def log_ratio(half: Half, a: str, b: str, field: str) -> tuple[Paired, str]:
     return d, text
 
 
+WORDS = {"conditional_variance": "conditional variance", "across": "across images",
+         "ratio": "within/across ratio"}  # fmt: skip
+
+
 def ratios(half: Half, a: str, b: str, split: bool = True) -> list[str]:
     """``a`` against ``b`` on the conditional variance, the spread across images and their ratio
-    (geometric-mean ratios, and the plain difference of the ratio), and the share of the log of
-    the first that the spread accounts for (the two logs add up to it)."""
+    (geometric-mean ratios, and the plain difference of the ratio), under θ and, where the
+    dataset has it, the whole distortion; and the share of the log of the first that the spread
+    accounts for under θ (the two logs add up to it)."""
     if not set(half.results(a)) & set(half.results(b)):
         return []
     la, lb = described(a).label, described(b).label
-    found = {f: log_ratio(half, a, b, f) for f in ("conditional_variance", "across", "ratio")}
-    words = {"conditional_variance": "conditional variance θ", "across": "across images θ",
-             "ratio": "within/across ratio θ"}  # fmt: skip
-    lines = [f"- {la} / {lb}, {words[f]}: {text}" for f, (_, text) in found.items()]
-    d = found["ratio"][0]
-    lines[-1] += (
-        f" (a ratio of variances; its square root, in displacement: ×{math.exp(d.mean / 2):.3g})"
-    )
+    lines, found = [], {}
+    for kind in half.protocol.variances:
+        where = "θ" if kind == "theta" else "whole distortion"
+        for f, name in WORDS.items():
+            found[kind, f], text = log_ratio(half, a, b, f, kind)
+            lines.append(f"- {la} / {lb}, {name} {where}: {text}")
+        d = found[kind, "ratio"]
+        lines[-1] += (f" (a ratio of variances; its square root, in displacement: "
+                      f"×{math.exp(d.mean / 2):.3g})")  # fmt: skip
     plain_d = paired(half.results(a), half.results(b), variance("theta", "ratio"))
     low, high = plain_d.interval(1 - ALPHA)
     lines.append(f"- {la} − {lb}, within/across ratio θ: {fmt(plain_d.mean)} "
                  f"[{fmt(low)}, {fmt(high)}]")  # fmt: skip
-    total = found["conditional_variance"][0].mean
+    total = found["theta", "conditional_variance"].mean
     if split and total:
-        share = found["across"][0].mean / total + 0.0  # + 0.0: no "-0%"
-        lines.append(f"- {la} / {lb}: of the log of the conditional variance's ratio, the spread "
-                     f"across images accounts for {share:.0%} and the within/across ratio for "
-                     f"{1 - share:.0%}")  # fmt: skip
+        share = found["theta", "across"].mean / total + 0.0  # + 0.0: no "-0%"
+        lines.append(f"- {la} / {lb}: of the log of the conditional variance's ratio θ, the "
+                     f"spread across images accounts for {share:.0%} and the within/across "
+                     f"ratio for {1 - share:.0%}")  # fmt: skip
     return lines
 
 

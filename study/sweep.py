@@ -101,6 +101,7 @@ def summary(sweep: Sweep, jobs: list[Job]) -> list[dict[str, Any]]:
                 "eligible": complete and clamped <= 0.5 and result is not None,
             }
         if result is not None:
+            row["result"] = result  # for the table the rule does not read
             row["validation"] = result[f"validation_{protocol.metric}"]
             row["converged"] = result["converged"] and result["reg_search_converged"]
             row["eligible"] = row.get("eligible", False) and row["converged"]
@@ -176,6 +177,23 @@ def write_sweep(sweep: Sweep, jobs: list[Job], path: Path) -> str:
     else:
         flags = " ".join(chosen["method"].flags)
         lines.append(f"**Chosen**: {chosen['method'].label} (`{flags}`).")
+    measured = [row for row in rows if "result" in row and "conditional_variance" in row["result"]]
+    if measured:
+        lines += [
+            "",
+            "Recorded beside and read by no part of the rule (*exploratory*: the study tests "
+            "them on its own seeds), the final checkpoint:",
+            "",
+            f"| setting | test {metric} | cond. var. θ | across images θ | cond. var. / across |",
+            "|---|---|---|---|---|",
+        ]
+        for row in measured:
+            r, theta = row["result"], row["result"]["conditional_variance"]["theta"]
+            lines.append(
+                f"| {row['method'].label} | {r[protocol.metric]:.4g} | "
+                + " | ".join(f"{theta[k]:.3g}" for k in ("conditional_variance", "across", "ratio"))
+                + " |"
+            )
     text = "\n".join(lines).replace("\n\n\n", "\n\n") + "\n"
     write_text(path, text)
     return text

@@ -21,7 +21,8 @@ def per_seed_table(half: Half) -> list[str]:
         + " | authors' trace | across images θ | probe converged | training wall time (min) |"
     )
     lines = [head, "|---" * (head.count("|") - 1) + "|"]
-    for method in [*half.main_methods, "random"]:
+    ablations = [m.name for m in half.protocol.role("ablation")]
+    for method in [*half.main_methods, *ablations, "random"]:
         for seed, r in sorted(half.results(method).items()):
             train = half.trainings.get((method, seed))
             lines.append(
