@@ -5,7 +5,9 @@ Every seed as points and the mean over seeds as a line, each method in its one c
 conditional variance against epochs for each λ (the paper's figure, by its definition and by the
 authors' computation; the sweep's one seed, drawn as such); the probe against the number of
 averaged copies M; the robustness curves; Spirograph's per-target MSE (categories as points, the
-mean as a bar, nothing joined); and InvCLR − SimCLR against training length.
+mean as a bar, nothing joined); InvCLR − SimCLR against training length; and the conditional
+variance, the spread across images and their ratio per method (the bunching explanation's
+measures, the relative penalty's included).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from matplotlib.figure import Figure  # not pyplot: no global figure state, no d
 
 from study.claims import authors, score, variance
 from study.half import Half
-from study.protocol import SEEDS, SWEEP_SEED, described
+from study.protocol import SWEEP_SEED, described
 from utils.checkpoint import save_figure
 
 METHODS = ("simclr", "invclr", "random")  # the paper's comparison, against the random network
@@ -202,7 +204,7 @@ def length(half: Half, folder: Path) -> Path | None:
         strict=True,
     ):
         per_seed = []
-        for seed in SEEDS:
+        for seed in sorted({s for (m, s, _) in half.evaluations if m == "invclr"}):
             row = []
             for epoch in epochs:
                 a = half.evaluations.get(("invclr", seed, epoch))
@@ -220,6 +222,32 @@ def length(half: Half, folder: Path) -> Path | None:
         ax.legend(fontsize=7)
     fig.suptitle(f"{NAMES[half.dataset]}: the difference against training length (seeds as points)")
     return save(fig, folder / f"length-{half.dataset}.png") if drawn else None
+
+
+def bunching(half: Half, folder: Path) -> Path | None:
+    """The three measures the bunching explanation turns on, per method on a categorical axis:
+    the conditional variance under θ, the spread across images and their ratio (the relative
+    family's lines R0-R3 read these on the final checkpoints)."""
+    methods = [m for m in ("simclr", "invclr", "relative", "random") if half.results(m)]
+    if not {"simclr", "invclr"} <= set(methods):
+        return None
+    fig = Figure(figsize=(11, 4))
+    panels = (("conditional_variance", "conditional variance of ĥ under θ"),
+              ("across", "spread of ĥ across images (trace)"),
+              ("ratio", "the first over the second (within/across)"))  # fmt: skip
+    for ax, (field, label) in zip(fig.subplots(1, 3), panels, strict=True):
+        for x, method in enumerate(methods):
+            values = [[variance("theta", field)(r)] for r in half.results(method).values()]
+            seeds_and_mean(ax, [x], values, described(method).colour, described(method).label,
+                           joined=False)  # fmt: skip
+        ax.set(xticks=range(len(methods)), xticklabels=[described(m).label for m in methods],
+               yscale="log", ylabel=label)  # fmt: skip
+        ax.tick_params(axis="x", labelsize=7, labelrotation=15)
+    axes = fig.axes
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"{NAMES[half.dataset]}: the measures of invariance, final checkpoints "
+                 "(seeds as points, the mean as a bar)")  # fmt: skip
+    return save(fig, folder / f"bunching-{half.dataset}.png")
 
 
 def curves(half: Half, folder: Path) -> Path | None:
@@ -250,7 +278,7 @@ def draw(halves: list[Half], folder: Path) -> list[Path]:
     """Every figure the records have the numbers for; returns the files written."""
     written = []
     for half in halves:
-        for figure in (curves, lambda_sweep, averaging, robustness, per_target, length):
+        for figure in (curves, lambda_sweep, averaging, robustness, per_target, length, bunching):
             if (path := figure(half, folder)) is not None:
                 written.append(path)
     return written

@@ -240,7 +240,8 @@ def test_every_figure_is_drawn_from_the_records(tables, tmp_path):
     main(get_args_parser().parse_args(argv))
     drawn = sorted(p.name for p in (docs / "figures").glob("*.png"))
     assert drawn == [
-        "averaging-cifar10.png", "averaging-spirograph.png", "curves-cifar10.png",
+        "averaging-cifar10.png", "averaging-spirograph.png", "bunching-cifar10.png",
+        "bunching-spirograph.png", "curves-cifar10.png",
         "curves-spirograph.png", "lambda-sweep-cifar10.png",
         "lambda-sweep-spirograph.png", "length-cifar10.png", "length-spirograph.png",
         "per-target-spirograph.png", "robustness-cifar10.png", "robustness-spirograph.png",
