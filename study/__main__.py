@@ -108,7 +108,9 @@ def main(args: argparse.Namespace) -> list[Job] | str | list[Path]:
             kind = None if done else elsewhere(job)
             wait = f"; retrain on {kind}, or --retrain-anywhere" if kind else ""
             print(f"{'done' if done else 'todo'}  {job.name}  ({job.kind}{wait})")
-        print(f"{len(jobs) - len(todo)} of {len(jobs)} jobs done")
+        waiting = sum(elsewhere(job) is not None for job in todo)
+        later = f"; {waiting} of those to go wait for another machine" if waiting else ""
+        print(f"{len(jobs) - len(todo)} of {len(jobs)} jobs done{later}")
         return todo
     if args.command == "run":
         return run_jobs(jobs, args.out, args.retrain_anywhere)

@@ -84,6 +84,9 @@ class Outcome:
     sign_flip: float
     detectable: float
     word: str = ""
+    # In a Holm family a line's level, and so its word, depends on every other line's p: while
+    # any line of the family is short of its seeds, every line's word is provisional.
+    family_complete: bool = True
 
     @property
     def interval(self) -> tuple[float, float]:
@@ -93,6 +96,11 @@ class Outcome:
     def complete(self) -> bool:
         """Whether every seed the line names is in: a word on fewer seeds is provisional."""
         return self.difference.n == len(self.line.seeds)
+
+    @property
+    def final(self) -> bool:
+        """Whether the word is the protocol's: the line complete, and its Holm family too."""
+        return self.complete and self.family_complete
 
 
 def word(line: Line, low: float, high: float, null: float) -> str:
@@ -124,8 +132,9 @@ def judge(half: Half, design: Design, family: Family) -> list[Outcome]:
         )
     if family.correction == "holm":
         adjusted, levels = holm_steps([o.p for o in found], design.alpha)
+        whole = all(o.complete for o in found)
         for o, p, level in zip(found, adjusted, levels, strict=True):
-            o.p, o.level = p, level
+            o.p, o.level, o.family_complete = p, level, whole
     for o in found:
         o.detectable = detectable(o.difference.se, o.difference.n, o.level, design.power)
         # No t statistic (one seed, or no spread over seeds): the line cannot pass Holm, so its
@@ -187,16 +196,18 @@ HEAD = [
 ]
 
 
-def said(o: Outcome, detectable: bool = True) -> str:
-    """The line's word as the report prints it: on fewer seeds than the line names, marked
-    provisional (the protocol decides on all of them)."""
+def said(o: Outcome, with_detectable: bool = True) -> str:
+    """The line's word as the report prints it: on fewer seeds than the line names, or in a Holm
+    family with a line that has fewer, marked provisional (the protocol decides on all)."""
     if o.difference.n == 0:
         return "no seed yet"
     text = o.word
-    if detectable and o.word == "cannot tell" and not math.isnan(o.detectable):
+    if with_detectable and o.word == "cannot tell" and not math.isnan(o.detectable):
         text += f" (detectable ±{o.detectable:.3g})"
     if not o.complete:
         text = f"*provisional, {o.difference.n} of {len(o.line.seeds)} seeds*: {text}"
+    elif not o.family_complete:
+        text = f"*provisional, its family short of seeds*: {text}"
     return text
 
 

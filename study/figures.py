@@ -234,7 +234,7 @@ def bunching(half: Half, folder: Path) -> Path | None:
     fig = Figure(figsize=(11, 4))
     panels = (("conditional_variance", "conditional variance of ĥ under θ"),
               ("across", "spread of ĥ across images (trace)"),
-              ("ratio", "the first over the second (within/across)"))  # fmt: skip
+              ("ratio", "ratio: the trace under θ over the spread"))  # fmt: skip
     for ax, (field, label) in zip(fig.subplots(1, 3), panels, strict=True):
         for x, method in enumerate(methods):
             values = [[variance("theta", field)(r)] for r in half.results(method).values()]

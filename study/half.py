@@ -63,13 +63,16 @@ class Half:
         return {s: r for (m, s, e), r in self.evaluations.items() if (m, e) == (method, epoch)}
 
     def first_study(self) -> Half:
-        """This half on the first study's seeds alone: its exploratory tables stay its own as
-        the confirmatory protocol's seeds arrive."""
+        """This half on the first study's seeds and methods alone: its exploratory tables stay
+        its own as the confirmatory protocol's seeds and the relative penalty arrive."""
+        methods = {m.name for m in self.protocol.methods} | {"random"}
         return dataclasses.replace(
             self,
-            evaluations={k: v for k, v in self.evaluations.items() if k[1] in SEEDS},
-            trainings={k: v for k, v in self.trainings.items() if k[1] in SEEDS},
-        )
+            evaluations={k: v for k, v in self.evaluations.items()
+                         if k[1] in SEEDS and k[0] in methods},
+            trainings={k: v for k, v in self.trainings.items()
+                       if k[1] in SEEDS and k[0] in methods},
+        )  # fmt: skip
 
     def beside_results(self, variant: str, method: str) -> dict[int, Result]:
         """Seed -> the ``variant`` evaluation of ``method``'s final checkpoint."""

@@ -1,12 +1,17 @@
 """The numbers docs/invariance.md quotes beyond the tables and the protocol's lines, each printed
 by `python3 -m study report` into docs/results.md so that no sentence rests on a number worked
-out by hand: ratios of InvCLR to SimCLR with their intervals, how the fall of the conditional
-variance splits between bunching and the rest, how closely the authors' computation follows the
+out by hand: ratios of InvCLR to SimCLR with their intervals, how the fall of the trace of the
+covariance splits between bunching and the rest, how closely the authors' computation follows the
 spread across images, the estimator against its trace, the nuisance readout per parameter, which
 seed carries a line's spread, the sweep's epochs at the limit and the hours a seed costs.
 
-All of it is exploratory: 95% intervals, uncorrected, on every seed that has both records (the
-first study's and the confirmatory protocol's alike)."""
+All of it is exploratory: 95% intervals, uncorrected, over the first study's seeds (what the page
+reads now) and, where more seeds have records, over every seed beside them.
+
+The records' ``ratio`` is the trace of the covariance under θ over the spread across images (the
+conditional variance is a random-projection estimate of that trace), so it is printed as
+"trace / across" everywhere, and it is the trace's ratio, not the estimate's, that splits exactly
+into the spread's and the ratio's."""
 
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ from study.half import Half
 from study.protocol import SWEEP_SEED, described
 from study.stats import ALPHA, Paired, fmt, paired, seeds
 
-TRAINED = ("simclr", "invclr", "gp4", "nolimit", "relative")
+TRAINED = ("simclr", "invclr", "gp4", "nolimit", "relative")  # the study's methods, not the sweep
 
 
 def log_ratio(half: Half, a: str, b: str, field: str, kind: str = "theta") -> tuple[Paired, str]:
@@ -27,20 +32,21 @@ def log_ratio(half: Half, a: str, b: str, field: str, kind: str = "theta") -> tu
     d = paired(half.results(a), half.results(b), lambda r: math.log(variance(kind, field)(r)))
     low, high = d.interval(1 - ALPHA)
     lower, higher = sum(x < 0 for x in d.differences), sum(x > 0 for x in d.differences)
-    text = (f"×{math.exp(d.mean):.3g} [{math.exp(low):.3g}, {math.exp(high):.3g}], lower on "
-            f"{lower} and higher on {higher} of {seeds(d.n)}")  # fmt: skip
+    interval = "" if d.n < 2 else f" [{math.exp(low):.3g}, {math.exp(high):.3g}]"
+    text = (f"×{math.exp(d.mean):.3g}{interval}, lower on {lower} and higher on {higher} of "
+            f"{seeds(d.n)}")  # fmt: skip
     return d, text
 
 
-WORDS = {"conditional_variance": "conditional variance", "across": "across images",
-         "ratio": "within/across ratio"}  # fmt: skip
+WORDS = {"conditional_variance": "conditional variance", "trace": "trace",
+         "across": "across images", "ratio": "ratio (trace / across)"}  # fmt: skip
 
 
 def ratios(half: Half, a: str, b: str, split: bool = True) -> list[str]:
     """``a`` against ``b`` on the conditional variance, the spread across images and their ratio
     (geometric-mean ratios, and the plain difference of the ratio), under θ and, where the
-    dataset has it, the whole distortion; and the share of the log of the first that the spread
-    accounts for under θ (the two logs add up to it)."""
+    dataset has it, the whole distortion; and the share of the log of the trace's ratio under θ
+    that the spread accounts for (log trace = log across + log ratio, record by record)."""
     if not set(half.results(a)) & set(half.results(b)):
         return []
     la, lb = described(a).label, described(b).label
@@ -55,14 +61,14 @@ def ratios(half: Half, a: str, b: str, split: bool = True) -> list[str]:
                       f"×{math.exp(d.mean / 2):.3g})")  # fmt: skip
     plain_d = paired(half.results(a), half.results(b), variance("theta", "ratio"))
     low, high = plain_d.interval(1 - ALPHA)
-    lines.append(f"- {la} − {lb}, within/across ratio θ: {fmt(plain_d.mean)} "
+    lines.append(f"- {la} − {lb}, ratio (trace / across) θ: {fmt(plain_d.mean)} "
                  f"[{fmt(low)}, {fmt(high)}]")  # fmt: skip
-    total = found["theta", "conditional_variance"].mean
+    total = found["theta", "trace"].mean
     if split and total:
         share = found["theta", "across"].mean / total + 0.0  # + 0.0: no "-0%"
-        lines.append(f"- {la} / {lb}: of the log of the conditional variance's ratio θ, the "
-                     f"spread across images accounts for {share:.0%} and the within/across "
-                     f"ratio for {1 - share:.0%}")  # fmt: skip
+        lines.append(f"- {la} / {lb}: of the log of the trace's ratio θ, the spread across "
+                     f"images accounts for {share:.0%} and the ratio (trace / across) for "
+                     f"{1 - share:.0%}")  # fmt: skip
     return lines
 
 
@@ -77,7 +83,8 @@ def agreement(half: Half) -> list[str]:
             continue
         gap = max(abs(authors(r) / variance("theta", "across")(r) - 1) for r in results)
         est = [variance("theta")(r) / variance("theta", "trace")(r) for r in results]
-        lines.append(f"- {name} ({len(results)} final checkpoints): the authors' computation "
+        lines.append(f"- {name} ({seeds(len(results)).replace('seed', 'final checkpoint')}): "
+                     f"the authors' computation "
                      f"within {gap:.1%} of the spread across images; the conditional variance's "
                      f"estimate {min(est):.2f}–{max(est):.2f} of its trace")  # fmt: skip
     return lines
@@ -108,15 +115,20 @@ def largest_share(half: Half) -> list[str]:
         a, b = half.results("invclr"), half.results("simclr")
         common = sorted(set(a) & set(b))
         d = {s: measure(a[s]) - measure(b[s]) for s in common}
-        if len(d) < 2:
-            continue
-        mean = statistics.fmean(d.values())
+        mean = statistics.fmean(d.values()) if d else 0.0
         squares = {s: (x - mean) ** 2 for s, x in d.items()}
+        if len(d) < 3 or not sum(squares.values()):  # with two seeds each carries half
+            continue
         top = max(squares, key=squares.get)
         lines.append(f"- InvCLR − SimCLR, {name}: seed {top} carries "
                      f"{squares[top] / sum(squares.values()):.0%} of the squared deviations "
                      f"over {seeds(len(d))}")  # fmt: skip
     return lines
+
+
+def held(epoch: dict) -> float:
+    """The share of an epoch's penalised steps at the limit (0 where the record has none)."""
+    return epoch.get("clamp_fraction") or 0.0
 
 
 def at_the_limit(half: Half) -> list[str]:
@@ -127,20 +139,18 @@ def at_the_limit(half: Half) -> list[str]:
         t = half.trainings.get((method, SWEEP_SEED))
         if t is None:
             continue
-        held = [f"epoch {e['epoch']} {e['clamp_fraction']:.1%}" for e in t["epochs"]
-                if (e.get("clamp_fraction") or 0) > 0]  # fmt: skip
+        at = [f"epoch {e['epoch']} {held(e):.1%}" for e in t["epochs"] if held(e) > 0]
         lines.append(f"- {described(method).label}, seed {SWEEP_SEED}, steps at the limit: "
-                     + (", ".join(held) or "none"))  # fmt: skip
+                     + (", ".join(at) or "none"))  # fmt: skip
     for method in ("invclr", "gp4", "nolimit"):
         runs = sorted((s, t) for (m, s), t in half.trainings.items() if m == method)
         if not runs:
             continue
         first = ", ".join(
-            f"seed {s} {e['epochs'][0].get('clamp_fraction') or 0:.0%} "
-            f"(penalty {e['epochs'][0]['penalty']:.3g})"
-            for s, e in runs
+            f"seed {s} {held(t['epochs'][0]):.0%} (penalty {t['epochs'][0]['penalty']:.3g})"
+            for s, t in runs
         )
-        later = sum((e.get("clamp_fraction") or 0) > 0 for _, t in runs for e in t["epochs"][1:])
+        later = sum(held(e) > 0 for _, t in runs for e in t["epochs"][1:])
         lines.append(f"- {described(method).label}, first epoch at the limit (its mean penalty): "
                      f"{first}; later epochs at it: {later}")  # fmt: skip
     return lines
@@ -160,16 +170,26 @@ def hours_per_seed(half: Half) -> float | None:
 
 def quoted(halves: list[Half]) -> list[str]:
     lines = ["## Numbers docs/invariance.md quotes", "",
-             "*Exploratory*: 95% intervals, uncorrected, over every seed that has both "
-             "records, the confirmatory protocol's included (study/quoted.py).", ""]  # fmt: skip
-    for half in halves:
-        lines += [f"### {half.dataset}", ""]
-        lines += ratios(half, "invclr", "simclr") + ratios(half, "gp4", "invclr", split=False)
-        lines += ratios(half, "relative", "simclr") + agreement(half) + nuisance_ranges(half)
-        lines += largest_share(half) + at_the_limit(half)
-        hours = hours_per_seed(half)
-        if hours is not None:
-            lines.append(f"- one more seed of SimCLR and InvCLR, trained: {hours:.2f} h (each "
-                         "method's median training wall time over its records)")  # fmt: skip
-        lines.append("")
+             "*Exploratory*: 95% intervals, uncorrected (study/quoted.py); over the first "
+             "study's seeds, and over every seed with records where there are more.",
+             ""]  # fmt: skip
+    for every in halves:
+        first = every.first_study()
+        blocks = [(first, "the first study's seeds")]
+        if len(every.evaluations) > len(first.evaluations):
+            blocks.append((every, "every seed with records"))
+        for half, which in blocks:
+            lines += [f"### {half.dataset}, {which}", "", *numbers(half), ""]
+    return lines
+
+
+def numbers(half: Half) -> list[str]:
+    """One dataset's numbers, over the seeds and methods ``half`` holds."""
+    lines = ratios(half, "invclr", "simclr") + ratios(half, "gp4", "invclr", split=False)
+    lines += ratios(half, "relative", "simclr") + agreement(half) + nuisance_ranges(half)
+    lines += largest_share(half) + at_the_limit(half)
+    hours = hours_per_seed(half)
+    if hours is not None:
+        lines.append(f"- one more seed of SimCLR and InvCLR, trained: {hours:.2f} h (each "
+                     "method's median training wall time over its records)")  # fmt: skip
     return lines

@@ -161,9 +161,9 @@ def relative_reading(half: Half, design: Design) -> str:
     means = reading(design, outcomes)
     short = [o for o in outcomes if not o.complete]
     if short:  # the decision table reads the protocol's seeds, all of them
-        have = min(o.difference.n for o in short)
-        means = (f"*provisional ({have} of {len(short[0].line.seeds)} seeds on its shortest "
-                 f"line)*: {means}")  # fmt: skip
+        least = min(short, key=lambda o: o.difference.n)
+        means = (f"*provisional ({least.difference.n} of {len(least.line.seeds)} seeds on its "
+                 f"shortest line)*: {means}")  # fmt: skip
     return f"**The relative penalty ({half.dataset})**: {means}"
 
 
@@ -185,10 +185,13 @@ def confirmatory_readme(halves: list[Half]) -> list[str]:
                 f"| {o.line.claim}. {o.line.text} | {half.dataset} | {fmt(o.difference.mean)} "
                 f"[{fmt(low)}, {fmt(high)}] | {100 * o.level:.3g}% | {o.difference.n} | "
                 f"{plain(o.sign_flip, '.3g')} | {plain(o.detectable, '.3g')} | "
-                f"{said(o, detectable=False)} |"
+                f"{said(o, with_detectable=False)} |"
             )
-        words = [o.word for o in judge(half, design, design.family("secondary"))]
+        secondary = judge(half, design, design.family("secondary"))
+        words = [o.word if o.difference.n else "no seed yet" for o in secondary]
         counts = ", ".join(f"{w} ×{words.count(w)}" for w in dict.fromkeys(words))
+        if not all(o.final for o in secondary):
+            counts += ", all provisional (a line is short of its seeds)"
         new = design.new_seeds
         # The verdicts above rest partly (or, without new seeds, almost wholly) on records made
         # before the protocol, whose seeds the first study had already read.
@@ -223,11 +226,12 @@ def seeds_for_the_paper(half: Half, outcomes: list) -> list[str]:
         return []
     sd = o.difference.se * math.sqrt(n)
     low, high = (sd * math.sqrt((n - 1) / chi2.ppf(q, n - 1)) for q in (0.975, 0.025))
-    needed = [seeds_needed(x, gain, 1 - ALPHA, 0.80) for x in (sd, low, high)]
+    needed = [seeds_needed(x, gain, 1 - ALPHA, 0.80) or "more than 100,000"
+              for x in (sd, low, high)]  # fmt: skip
     half_power = seeds_needed(sd, gain, 1 - ALPHA, 0.5)
     hours = hours_per_seed(half)
     cost = ""
-    if hours:
+    if hours and all(isinstance(n, int) for n in needed):
         cost = (f" At {hours:.2f} h of training a seed (study/quoted.py): "
                 f"{needed[0] * hours:.0f} h ({needed[1] * hours:.0f} to "
                 f"{needed[2] * hours:.0f} h).")  # fmt: skip

@@ -8,12 +8,15 @@ retrained one is whole. Where every epoch's losses equal the record's bit for bi
 is the recorded run's: the record and its evaluations' records stay. Where they do not (another
 CPU model sums floats in another order: the records name their machine), the retrained run is a
 new run, recorded as such, and its evaluations are redone. So a retrain waits for the machine its
-record names (CPU model and AVX-512, `in_words`): on another one its jobs are deferred, named,
-and every other job runs; `--retrain-anywhere` retrains them here, as new runs.
+record names (`kind`: CPU model, AVX-512, AMX, threads and torch, what orders the sums): on
+another one its jobs are deferred, named, and every other job runs; `--retrain-anywhere` retrains
+them here, as new runs. The same kind makes the same run likely, not certain: the retrain's
+epochs are compared all the same.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -126,10 +129,21 @@ def retrain(training: Job, out: Path, missing: Path) -> None:
     print(said, flush=True)
 
 
+KIND = ("cpu", "avx512", "amx", "cores", "torch")  # what a record's machine says of the sums
+
+
 def in_words(computer: dict[str, Any]) -> str:
     """A record's machine in words: the CPU model and whether it has AVX-512, which change the
-    order in which floats are summed."""
-    return f"{computer.get('cpu')} {'with' if computer.get('avx512') else 'without'} AVX-512"
+    order in which floats are summed, then the threads and torch."""
+    return (f"{computer.get('cpu')} {'with' if computer.get('avx512') else 'without'} AVX-512"
+            f"{', with AMX' if computer.get('amx') else ''}, {computer.get('cores')} threads, "
+            f"torch {computer.get('torch')}")  # fmt: skip
+
+
+@functools.cache
+def here() -> tuple:
+    """This machine's kind (read once: `plan` asks for every job)."""
+    return tuple(machine().get(k) for k in KIND)
 
 
 def execute(job: Job, out: Path) -> dict[str, Any]:
@@ -148,7 +162,7 @@ def elsewhere(job: Job) -> str | None:
     if job.checkpoint is None or job.checkpoint.is_file() or not job.training.done:
         return None
     recorded = job.training.read()["machine"]
-    return None if in_words(recorded) == in_words(machine()) else in_words(recorded)
+    return None if tuple(recorded.get(k) for k in KIND) == here() else in_words(recorded)
 
 
 def run_jobs(jobs: list[Job], out: Path, retrain_anywhere: bool = False) -> list[Job]:

@@ -16,7 +16,7 @@ from typing import Any
 from study.plan import Job, evaluate_job, train_job
 from study.protocol import PROTOCOLS, Method, Sweep
 from study.records import RecordError, command_line, holds, machine, now, shown, write_record
-from study.runner import execute
+from study.runner import elsewhere, execute
 from utils.checkpoint import ensure_writable, write_text
 from utils.cli import UsageError
 from utils.metrics import read_metrics
@@ -54,6 +54,10 @@ def run_sweep(jobs: list[Job], out: Path) -> None:
     ensure_writable(out, "--out")
     for number, job in enumerate(jobs, start=1):
         if job.done or (job.training is not None and stopped(job.training)):
+            continue
+        if (kind := elsewhere(job)) is not None:  # as the study's runs: see study/runner.py
+            print(f"deferred: {job.name}: its run was recorded on {kind}; run the sweep there",
+                  flush=True)  # fmt: skip
             continue
         print(f"[{number}/{len(jobs)}] {job.name}: {command_line(job.command)}", flush=True)
         try:
@@ -184,7 +188,8 @@ def write_sweep(sweep: Sweep, jobs: list[Job], path: Path) -> str:
             "Recorded beside and read by no part of the rule (*exploratory*: the study tests "
             "them on its own seeds), the final checkpoint:",
             "",
-            f"| setting | test {metric} | cond. var. θ | across images θ | cond. var. / across |",
+            f"| setting | test {metric} | cond. var. θ | across images θ | "
+            "ratio (trace / across) |",
             "|---|---|---|---|---|",
         ]
         for row in measured:

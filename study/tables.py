@@ -44,7 +44,7 @@ def invariance_table(half: Half) -> list[str]:
     measures = {  # name -> (what it reads, the key a record needs for it)
         "cond. var. θ": (variance("theta"), "conditional_variance"),
         "across images θ": (variance("theta", "across"), "conditional_variance"),
-        "cond. var. / across": (variance("theta", "ratio"), "conditional_variance"),
+        "ratio (trace / across)": (variance("theta", "ratio"), "conditional_variance"),
         "authors' trace": (authors, "authors_variance"),
         "nuisance MSE / baseline": (lambda r: r["nuisance"]["relative"], "nuisance"),
     }
@@ -65,19 +65,24 @@ def invariance_table(half: Half) -> list[str]:
     return lines
 
 
-def sweep_table(half: Half) -> list[str]:
-    """The conditional variance (θ) of seed 0 at every checkpoint, for each λ, both ways."""
+def sweep_runs(half: Half) -> list[tuple[str, str]]:
+    """The λ sweep's runs of seed 0, by weight: (the weight as a label, the method)."""
     runs = {
         "0 (SimCLR)": "simclr",
         **{m.lambda_gp: m.name for m in half.protocol.role("sweep")},
         f"{half.protocol.method('invclr').lambda_gp} (InvCLR)": "invclr",
     }
+    return sorted(runs.items(), key=lambda kv: float(kv[0].split()[0]))
+
+
+def sweep_table(half: Half) -> list[str]:
+    """The conditional variance (θ) of seed 0 at every checkpoint, for each λ, both ways."""
     epochs = half.protocol.checkpoints
     lines = [
         "| λ | " + " | ".join(f"epoch {e}" for e in epochs) + " |",
         "|---" * (len(epochs) + 1) + "|",
     ]
-    for label, method in sorted(runs.items(), key=lambda kv: float(kv[0].split()[0])):
+    for label, method in sweep_runs(half):
         cells = []
         for epoch in epochs:
             r = half.evaluations.get((method, SWEEP_SEED, epoch))
@@ -90,14 +95,13 @@ def sweep_final(half: Half) -> list[str]:
     """Seed 0's final checkpoint at each λ: the probe, the measures of invariance, and what
     training ended with (the penalty and NT-Xent of the last epoch, the first epoch's share of
     steps at the limit)."""
-    runs = {"0": "simclr", **{m.lambda_gp: m.name for m in half.protocol.role("sweep")}}
-    runs[half.protocol.method("invclr").lambda_gp] = "invclr"
+    metric = "test MSE" if half.lower_is_better else "test accuracy (%)"
     lines = [
-        f"| λ | {half.protocol.metric} | cond. var. θ | across images θ | cond. var. / across | "
+        f"| λ | {metric} | cond. var. θ | across images θ | ratio (trace / across) | "
         "authors' trace | epoch 1 at the limit | penalty, last epoch | NT-Xent, last epoch |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for weight, method in sorted(runs.items(), key=lambda kv: float(kv[0])):
+    for label, method in sweep_runs(half):
         r = half.evaluations.get((method, SWEEP_SEED, half.final))
         t = half.trainings.get((method, SWEEP_SEED))
         if r is None or t is None:
@@ -105,8 +109,7 @@ def sweep_final(half: Half) -> list[str]:
         first, last = t["epochs"][0], t["epochs"][-1]
         held = f"{first['clamp_fraction']:.0%}" if "clamp_fraction" in first else "–"
         lines.append(
-            f"| {weight}{f' ({described(method).label})' if 'lambda' not in method else ''} | "
-            f"{score(half)(r):.4g} | "
+            f"| {label} | {score(half)(r):.4g} | "
             + " | ".join(f"{variance('theta', f)(r):.3g}" for f in ("conditional_variance",
                                                                      "across", "ratio"))
             + f" | {authors(r):.3g} | {held} | {last['penalty']:.3g} | "
@@ -225,7 +228,8 @@ def upper_limit(half: Half) -> list[str]:
     limited = [t for (m, _), t in sorted(half.trainings.items()) if m == "invclr"]
     lines = [
         "| seed | epoch 1 at the limit (InvCLR) | penalty, last epoch: limit / none | "
-        "cond. var. θ: limit / none | within/across θ: limit / none | probe: limit / none |",
+        "cond. var. θ: limit / none | ratio (trace / across) θ: limit / none | "
+        "probe: limit / none |",
         "|---|---|---|---|---|---|",
     ]
     for seed in sorted(set(free) & set(clamped)):

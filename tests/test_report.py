@@ -342,7 +342,7 @@ def test_the_numbers_the_notes_quote_are_printed_from_the_records(tables):
     section = section[: section.index("### cifar10")]
     assert "- InvCLR / SimCLR, conditional variance θ: ×0.5 [0.5, 0.5], lower on 5 and" in section
     assert "- InvCLR / SimCLR, across images θ: ×1 [1, 1]" in section
-    assert "across images accounts for 0% and the within/across ratio for 100%" in section
+    assert "across images accounts for 0% and the ratio (trace / across) for 100%" in section
     worst = {"trained": 0.02 * 1.04 / 0.3, "random": 0.004 * 1.04 / 0.01}  # SimCLR seed 4
     assert f"the authors' computation within {worst['trained']:.1%} of the spread" in section
     assert f"the authors' computation within {worst['random']:.1%} of the spread" in section
