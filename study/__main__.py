@@ -48,8 +48,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    "study/confirmatory.toml's)")  # fmt: skip
     p.add_argument("--retrain-anywhere", action="store_true",
                    help="run: retrain a run whose checkpoint is gone on this machine even where "
-                   "its record names another kind (CPU model, AVX-512): a new run, its "
-                   "evaluations redone (default: defer its jobs)")  # fmt: skip
+                   "its record names another kind (CPU model, AVX-512, AMX, threads, torch): a "
+                   "new run, its evaluations redone (default: defer its jobs)")  # fmt: skip
     p.add_argument("--out", type=Path, default=REPO / "results",
                    help="checkpoints and logs (default: results/)")  # fmt: skip
     p.add_argument("--record", type=Path, default=REPO / "docs" / "results",
@@ -101,14 +101,14 @@ def checked(args: argparse.Namespace) -> list[Job]:
 def main(args: argparse.Namespace) -> list[Job] | str | list[Path]:
     jobs = checked(args)
     if args.command == "plan":
-        todo = []
+        todo, waiting = [], 0
         for job in jobs:
             done = job.done
             todo += [] if done else [job]
             kind = None if done else elsewhere(job)
+            waiting += kind is not None
             wait = f"; retrain on {kind}, or --retrain-anywhere" if kind else ""
             print(f"{'done' if done else 'todo'}  {job.name}  ({job.kind}{wait})")
-        waiting = sum(elsewhere(job) is not None for job in todo)
         later = f"; {waiting} of those to go wait for another machine" if waiting else ""
         print(f"{len(jobs) - len(todo)} of {len(jobs)} jobs done{later}")
         return todo

@@ -228,7 +228,7 @@ def seeds_for_the_paper(half: Half, outcomes: list) -> list[str]:
     low, high = (sd * math.sqrt((n - 1) / chi2.ppf(q, n - 1)) for q in (0.975, 0.025))
     needed = [seeds_needed(x, gain, 1 - ALPHA, 0.80) or "more than 100,000"
               for x in (sd, low, high)]  # fmt: skip
-    half_power = seeds_needed(sd, gain, 1 - ALPHA, 0.5)
+    half_power = seeds_needed(sd, gain, 1 - ALPHA, 0.5) or "more than 100,000"
     hours = hours_per_seed(half)
     cost = ""
     if hours and all(isinstance(n, int) for n in needed):
@@ -290,7 +290,10 @@ def readme_section(halves: list[Half], missing: int) -> str:
 
 
 def results_md(halves: list[Half]) -> str:
-    confirmatory, numbers = confirmatory_results(halves), quoted(halves)  # every seed
+    confirmatory, numbers = (
+        confirmatory_results(halves),
+        quoted(halves),
+    )  # before first_study: it picks its own seeds
     halves = [h.first_study() for h in halves]  # the rest is the first study's, on its seeds
     lines = [
         "# The small-compute study: records, tables and verdicts",

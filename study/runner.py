@@ -135,9 +135,11 @@ KIND = ("cpu", "avx512", "amx", "cores", "torch")  # what a record's machine say
 def in_words(computer: dict[str, Any]) -> str:
     """A record's machine in words: the CPU model and whether it has AVX-512, which change the
     order in which floats are summed, then the threads and torch."""
-    return (f"{computer.get('cpu')} {'with' if computer.get('avx512') else 'without'} AVX-512"
-            f"{', with AMX' if computer.get('amx') else ''}, {computer.get('cores')} threads, "
-            f"torch {computer.get('torch')}")  # fmt: skip
+    words = [f"{computer.get('cpu')} {'with' if computer.get('avx512') else 'without'} AVX-512"]
+    words += ["with AMX"] if computer.get("amx") else []
+    words += [f"{computer['cores']} threads"] if computer.get("cores") else []
+    words += [f"torch {computer['torch']}"] if computer.get("torch") else []
+    return ", ".join(words)
 
 
 @functools.cache
