@@ -4,10 +4,12 @@ that a rerun rewrites byte for byte; and the committed report from the committed
 
 import json
 import math
+import re
 import shutil
 import statistics
 import subprocess
 import sys
+from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 import pytest
@@ -321,6 +323,42 @@ def test_the_committed_records_give_the_committed_report_byte_for_byte(tmp_path)
     assert (tmp_path / "docs" / "results.md").read_bytes() == (
         repo / "docs/results.md"
     ).read_bytes()
+
+
+# A number as the notes write it: a sign (− or -), thousands commas, a decimal part or a percent.
+QUOTED = re.compile(r"(?<![\w.])[−+-]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:e[−+-]?\d+)?%?")
+
+
+def magnitude(text: str) -> Decimal:
+    return abs(Decimal(text.replace("−", "-").replace(",", "").rstrip("%")))
+
+
+def test_every_number_docs_invariance_quotes_is_one_a_command_prints():
+    """docs/invariance.md quotes numbers that `python3 -m study report` prints (docs/results.md,
+    docs/relative-sweep.md) or section 7's record holds: each number with a decimal part or a
+    percent there must be some printed number rounded to the digits it shows (a percent may be a
+    printed fraction). A net, not a proof (a wrong number may round to some other printed one);
+    it catches a number typed by hand and a quote left behind when the records move."""
+    repo = Path(__file__).resolve().parent.parent
+    printed = set()
+    for name in ("results.md", "relative-sweep.md", "results/spirograph-invariance-study.json"):
+        for text in QUOTED.findall((repo / "docs" / name).read_text()):
+            printed |= {magnitude(text), magnitude(text) * 100}
+
+    def is_printed(quote: str) -> bool:
+        value = magnitude(quote)
+        step = Decimal(1).scaleb(value.as_tuple().exponent)
+        return any(
+            p.quantize(step, rounding=rounding) == value
+            for p in printed
+            if abs(p.adjusted() - value.adjusted()) <= 1
+            for rounding in (ROUND_HALF_EVEN, ROUND_HALF_UP)
+        )
+
+    quotes = {q for q in QUOTED.findall((repo / "docs/invariance.md").read_text())
+              if "." in q or q.endswith("%")}  # fmt: skip
+    assert len(quotes) > 100  # the pattern still reads the notes
+    assert sorted(q for q in quotes if not is_printed(q)) == []
 
 
 def test_a_truncated_record_stops_the_report_and_the_figures_before_they_write(tables, tmp_path):
