@@ -199,6 +199,58 @@ def test_a_record_of_another_command_does_not_count(tables, tmp_path):
     assert "1 of the study's jobs have no record yet" in readme.read_text()
 
 
+def test_the_quoted_numbers_and_seed_0_s_row_per_weight_follow_the_records(tables, tmp_path):
+    """study/quoted.py's limit shares, nuisance ranges and hours, and the λ sweep's final row,
+    each read from the one record it names: a record changed here moves only its own number."""
+    readme, docs, argv = tables
+    folder = tmp_path / "rec" / "spirograph"
+
+    def edit(name, change):
+        path = folder / f"{name}.json"
+        content = json.loads(path.read_text())
+        change(content)
+        path.write_text(json.dumps(content))
+
+    def clamped(c):  # InvCLR seed 3: half its first epoch at the limit, a penalty of 300
+        c["epochs"][0] |= {"clamp_fraction": 0.5, "penalty": 300.0}
+        c["train_time_s"] = 7200.0
+
+    def swept(c):  # λ = 1e-3: a second epoch at the limit, and its own last penalty
+        c["epochs"][1]["clamp_fraction"] = 0.125
+        c["epochs"][2]["penalty"] = 7.5
+
+    def readout(c):  # the suite's seeds: a nuisance readout per parameter
+        seed = c["result"]["nuisance"]["relative"] - 0.5  # 0.01 a seed (made_up)
+        c["result"]["nuisance"]["per_param"] = {
+            "a": {"mse": 0.2 + 10 * seed, "baseline_mse": 1.0},
+            "b": {"mse": 0.25, "baseline_mse": 0.5},
+        }
+
+    edit("spirograph-invclr-seed3.train", clamped)
+    edit("spirograph-lambda1e-3-seed0.train", swept)
+    edit("spirograph-lambda1e-3-seed0-epoch020", lambda c: c["result"].update(mse=0.0123))
+    for seed in range(5):
+        edit(f"spirograph-simclr-seed{seed}.train", lambda c: c.update(train_time_s=1800.0))
+        if seed != 3:
+            edit(f"spirograph-invclr-seed{seed}.train", lambda c: c.update(train_time_s=3600.0))
+    for seed in range(3):
+        edit(f"spirograph-simclr-seed{seed}-epoch020", readout)
+    main(get_args_parser().parse_args(argv))
+    text = (docs / "results.md").read_text()
+    spirograph = text[text.index("### spirograph, the first study's seeds") :]
+    spirograph = spirograph[: spirograph.index("### cifar10")]
+    assert "- λ = 1e-3, seed 0, steps at the limit: epoch 1 25.0%, epoch 2 12.5%\n" in spirograph
+    assert ("- InvCLR, first epoch at the limit (its mean penalty): seed 0 25% (penalty 30), "
+            "seed 1 25% (penalty 30), seed 2 25% (penalty 30), seed 3 50% (penalty 300), "
+            "seed 4 25% (penalty 30); later epochs at it: 1\n") in spirograph  # fmt: skip
+    assert (
+        "- nuisance MSE / baseline per parameter, SimCLR (3 seeds): a 0.20–0.40, b 0.50–0.50\n"
+        in spirograph
+    )
+    assert "trained: 1.50 h" in spirograph  # medians: 0.5 h of SimCLR, 1 h of InvCLR
+    assert "| 1e-3 | 0.0123 | 0.01 | 0.3 | 0.0333 | 0.31 | 25% | 7.5 | 1 |" in text
+
+
 def test_holm_steps_down_and_shows_each_interval_at_its_tested_level():
     claim = Claim(1, "x", lambda r: 0.0, "lower", True)
     family = [Verdict(claim, stats.Paired(0, 1, 5, p), 0.95, p, "") for p in
