@@ -5,8 +5,10 @@ right answer is known."""
 
 import json
 import math
+import re
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from scipy import stats as scipy_stats
@@ -18,6 +20,7 @@ from study.half import Half
 from study.plan import confirmatory_plan, study_plan
 from study.protocol import PROTOCOLS, RELATIVE_SWEEP, relative_method
 from study.records import REPO, command_line
+from study.report import seeds_for_the_paper
 from utils.cli import InputError
 
 METHODS = {"simclr", "invclr", "gp4", "nolimit", "random", "relative"}
@@ -73,6 +76,22 @@ def test_holm_keeps_the_family_size_where_a_line_has_no_data():
 def line(better: str, margin: float | None = None) -> Line:
     return Line("x", "1", "a line", "invclr", "simclr", "final", "field", better, (0, 1),
                 "mse", margin=margin)  # fmt: skip
+
+
+def test_the_seeds_the_paper_s_gain_needs_are_costed_at_one_seed_s_training_hours():
+    d = stats.paired_differences([0.5, -0.5, 1.0, -1.0, 0.0])  # sd 0.79: the seeds from the sd
+    outcome = SimpleNamespace(line=SimpleNamespace(id="2a"), difference=d)
+    trainings = {("simclr", s): {"train_time_s": 3600.0} for s in range(5)}
+    trainings |= {("invclr", s): {"train_time_s": 1800.0 * (1 + s)} for s in range(5)}  # 1.5 h
+    half = Half("cifar10", {}, trainings, 0)
+    sd = 0.5 * math.sqrt(5 / 2)
+    needed = stats.seeds_needed(sd, 0.3, 0.95, 0.80)
+    [sentence, _] = seeds_for_the_paper(half, [outcome])
+    assert f"(sd {sd:.3g} over 5 seeds): {needed} (with 50% power: " in sentence
+    low, high = map(int, re.search(r"a factor of [\d.]+: (\d+) to (\d+)\.", sentence).groups())
+    hours = f"{needed * 2.5:.0f} h ({low * 2.5:.0f} to {high * 2.5:.0f} h)."
+    assert sentence.endswith(f"At 2.50 h of training a seed (study/quoted.py): {hours}")
+    assert seeds_for_the_paper(Half("spirograph", {}, trainings, 0), [outcome]) == []
 
 
 def test_each_word_follows_the_interval_and_the_side_the_line_gives():
