@@ -22,6 +22,7 @@ from study.claims import authors, score, variance
 from study.half import Half
 from study.protocol import SWEEP_SEED, described
 from study.stats import ALPHA, Paired, fmt, paired, seeds
+from study.tables import held
 
 TRAINED = ("simclr", "invclr", "gp4", "nolimit", "relative")  # the study's methods, not the sweep
 
@@ -124,11 +125,6 @@ def largest_share(half: Half) -> list[str]:
                      f"{squares[top] / sum(squares.values()):.0%} of the squared deviations "
                      f"over {seeds(len(d))}")  # fmt: skip
     return lines
-
-
-def held(epoch: dict) -> float:
-    """The share of an epoch's penalised steps at the limit (0 where the record has none)."""
-    return epoch.get("clamp_fraction") or 0.0
 
 
 def at_the_limit(half: Half) -> list[str]:

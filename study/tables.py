@@ -65,6 +65,16 @@ def invariance_table(half: Half) -> list[str]:
     return lines
 
 
+def held(epoch: dict) -> float:
+    """The share of an epoch's penalised steps at the limit (0 where the record has none)."""
+    return epoch.get("clamp_fraction") or 0.0
+
+
+def limit_cell(epoch: dict) -> str:
+    """That share as a table's cell: "–" where the record has none (SimCLR's, unpenalised)."""
+    return f"{epoch['clamp_fraction']:.0%}" if "clamp_fraction" in epoch else "–"
+
+
 def sweep_runs(half: Half) -> list[tuple[str, str]]:
     """The λ sweep's runs of seed 0, by weight: (the weight as a label, the method)."""
     runs = {
@@ -107,12 +117,11 @@ def sweep_final(half: Half) -> list[str]:
         if r is None or t is None:
             continue
         first, last = t["epochs"][0], t["epochs"][-1]
-        held = f"{first['clamp_fraction']:.0%}" if "clamp_fraction" in first else "–"
         lines.append(
             f"| {label} | {score(half)(r):.4g} | "
             + " | ".join(f"{variance('theta', f)(r):.3g}" for f in ("conditional_variance",
                                                                      "across", "ratio"))
-            + f" | {authors(r):.3g} | {held} | {last['penalty']:.3g} | "
+            + f" | {authors(r):.3g} | {limit_cell(first)} | {last['penalty']:.3g} | "
             f"{last['contrastive_loss']:.4g} |"
         )  # fmt: skip
     return lines
@@ -237,7 +246,7 @@ def upper_limit(half: Half) -> list[str]:
         if None in runs:
             continue
         lines.append(
-            f"| {seed} | {runs[0]['epochs'][0].get('clamp_fraction', math.nan):.0%} | "
+            f"| {seed} | {limit_cell(runs[0]['epochs'][0])} | "
             + " / ".join(f"{t['epochs'][-1]['penalty']:.3g}" for t in runs)
             + f" | {variance('theta')(clamped[seed]):.3g} / {variance('theta')(free[seed]):.3g}"
             + " | "
@@ -245,7 +254,7 @@ def upper_limit(half: Half) -> list[str]:
             + f" | {score(half)(clamped[seed]):.4g} / {score(half)(free[seed]):.4g} |"
         )
     if limited:
-        later = sum((r.get("clamp_fraction") or 0) > 0 for t in limited for r in t["epochs"][1:])
+        later = sum(held(e) > 0 for t in limited for e in t["epochs"][1:])
         lines += [
             "",
             "Epoch 1 at the limit: the share of InvCLR's penalised steps in its first epoch at "
