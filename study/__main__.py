@@ -47,7 +47,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="plan, run: only these seeds (default: the first study's 0-4, then "
                    "study/confirmatory.toml's)")  # fmt: skip
     p.add_argument("--retrain-anywhere", action="store_true",
-                   help="run: retrain a run whose checkpoint is gone on this machine even where "
+                   help="run, sweep (and plan, to show it): retrain a run whose checkpoint is "
+                   "gone on this machine even where "
                    "its record names another kind (CPU model, AVX-512, AMX, threads, torch): a "
                    "new run, its evaluations redone (default: defer its jobs)")  # fmt: skip
     p.add_argument("--out", type=Path, default=REPO / "results",
@@ -98,14 +99,37 @@ def checked(args: argparse.Namespace) -> list[Job]:
     return study_plan(args.datasets, args.out, args.record, relative, args.seeds)
 
 
+# The commands that read each option beyond --out and --record; another command refuses it.
+READ_BY = {
+    "datasets": ("plan", "run"),
+    "seeds": ("plan", "run"),
+    "retrain_anywhere": ("plan", "run", "sweep"),
+    "readme": ("report",),
+    "docs": ("report", "figures", "sweep"),
+}
+
+
+def refuse_unread(args: argparse.Namespace) -> None:
+    """An option given to a command that does not read it is refused, not ignored."""
+    defaults = get_args_parser()
+    for name, commands in READ_BY.items():
+        if args.command not in commands and getattr(args, name) != defaults.get_default(name):
+            flag = "--" + name.replace("_", "-")
+            raise UsageError(
+                f"{flag} is read by {', '.join(commands)} only: python3 -m study "
+                f"{args.command} would ignore it; leave it out"
+            )
+
+
 def main(args: argparse.Namespace) -> list[Job] | str | list[Path]:
+    refuse_unread(args)
     jobs = checked(args)
     if args.command == "plan":
         todo, waiting = [], 0
         for job in jobs:
             done = job.done
             todo += [] if done else [job]
-            kind = None if done else elsewhere(job)
+            kind = None if done or args.retrain_anywhere else elsewhere(job)
             waiting += kind is not None
             wait = f"; retrain on {kind}, or --retrain-anywhere" if kind else ""
             print(f"{'done' if done else 'todo'}  {job.name}  ({job.kind}{wait})")
@@ -117,7 +141,7 @@ def main(args: argparse.Namespace) -> list[Job] | str | list[Path]:
     if args.command == "sweep":
         ensure_writable(args.docs, "--docs")
         sweep = sweep_jobs(RELATIVE_SWEEP, args.out, args.record)
-        run_sweep(sweep, args.out)
+        run_sweep(sweep, args.out, args.retrain_anywhere)
         text = write_sweep(RELATIVE_SWEEP, sweep, args.docs / f"{RELATIVE_SWEEP.name}-sweep.md")
         print(text)
         return text

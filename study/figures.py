@@ -22,6 +22,7 @@ from matplotlib.figure import Figure  # not pyplot: no global figure state, no d
 from study.claims import authors, score, variance
 from study.half import Half
 from study.protocol import SWEEP_SEED, described
+from study.tables import metric, sweep_runs
 from utils.checkpoint import save_figure
 
 METHODS = ("simclr", "invclr", "random")  # the paper's comparison, against the random network
@@ -29,7 +30,7 @@ NAMES = {"spirograph": "Spirograph", "cifar10": "CIFAR-10"}
 
 
 def metric_label(half: Half) -> str:
-    return "test MSE (lower is better)" if half.lower_is_better else "test accuracy (%)"
+    return metric(half) + (" (lower is better)" if half.lower_is_better else "")
 
 
 # The λ sweep's weights other than SimCLR's and InvCLR's: colours no method has.
@@ -50,13 +51,16 @@ def seeds_and_mean(
     colour: str,
     label: str,
     joined: bool = True,
+    geometric: bool = False,
 ) -> None:
     """Each seed's values as points at ``xs``, their mean as a line (``joined``) or, on a
-    categorical axis, as a bar at each x."""
+    categorical axis, as a bar at each x; on a log axis the mean is the geometric one
+    (``geometric``), as the invariance table's is."""
     for values in per_seed:
         ax.plot(xs[: len(values)], values, "o", color=colour, alpha=0.35, markersize=3)
     columns = [[v[i] for v in per_seed if len(v) > i] for i in range(len(xs))]
-    means = [statistics.fmean(c) for c in columns if c]
+    mean = statistics.geometric_mean if geometric else statistics.fmean
+    means = [mean(c) for c in columns if c]
     style = {"linestyle": "-"} if joined else {"linestyle": "none", "marker": "_", "markersize": 14}
     ax.plot(xs[: len(means)], means, color=colour, label=f"{label} ({len(per_seed)} seeds)",
             **style)  # fmt: skip
@@ -68,11 +72,7 @@ def save(fig: Figure, path: Path) -> Path:
 
 
 def lambda_sweep(half: Half, folder: Path) -> Path | None:
-    runs = {
-        "λ = 0 (SimCLR)": "simclr",
-        f"λ = {half.protocol.method('invclr').lambda_gp} (InvCLR)": "invclr",
-    }
-    runs |= {m.label: m.name for m in half.protocol.role("sweep")}
+    runs = {f"λ = {weight}": method for weight, method in sweep_runs(half)}  # by weight
     epochs = half.protocol.checkpoints
     fig = Figure(figsize=(10, 4))
     axes = fig.subplots(1, 2)
@@ -83,7 +83,7 @@ def lambda_sweep(half: Half, folder: Path) -> Path | None:
         strict=True,
     ):
         others = iter(SWEEP_COLOURS)
-        for label, method in sorted(runs.items(), key=lambda kv: _weight(kv[0])):
+        for label, method in runs.items():
             points = [(e, half.evaluations.get((method, SWEEP_SEED, e))) for e in epochs]
             points = [(e, measure(r)) for e, r in points if r is not None]
             if points:
@@ -99,10 +99,6 @@ def lambda_sweep(half: Half, folder: Path) -> Path | None:
         ax.legend(fontsize=7)
     fig.suptitle(f"{NAMES[half.dataset]}: the λ sweep, seed {SWEEP_SEED} alone (one run per λ)")
     return save(fig, folder / f"lambda-sweep-{half.dataset}.png") if drawn else None
-
-
-def _weight(label: str) -> float:
-    return float(label.split("=")[1].split()[0])
 
 
 def by_method(
@@ -239,14 +235,14 @@ def bunching(half: Half, folder: Path) -> Path | None:
         for x, method in enumerate(methods):
             values = [[variance("theta", field)(r)] for r in half.results(method).values()]
             seeds_and_mean(ax, [x], values, described(method).colour, described(method).label,
-                           joined=False)  # fmt: skip
+                           joined=False, geometric=True)  # fmt: skip
         ax.set(xticks=range(len(methods)), xticklabels=[described(m).label for m in methods],
                yscale="log", ylabel=label)  # fmt: skip
         ax.tick_params(axis="x", labelsize=7, labelrotation=15)
     axes = fig.axes
     axes[0].legend(fontsize=7)
     fig.suptitle(f"{NAMES[half.dataset]}: the measures of invariance, final checkpoints "
-                 "(seeds as points, the mean as a bar)")  # fmt: skip
+                 "(seeds as points, their geometric mean as a bar)")  # fmt: skip
     return save(fig, folder / f"bunching-{half.dataset}.png")
 
 

@@ -66,13 +66,16 @@ class Half:
         """This half on the first study's seeds and methods alone: its exploratory tables stay
         its own as the confirmatory protocol's seeds and the relative penalty arrive."""
         methods = {m.name for m in self.protocol.methods} | {"random"}
+
+        def own(by_key: dict) -> dict:  # keys (method, seed, ...)
+            return {k: v for k, v in by_key.items() if k[1] in SEEDS and k[0] in methods}
+
         return dataclasses.replace(
             self,
-            evaluations={k: v for k, v in self.evaluations.items()
-                         if k[1] in SEEDS and k[0] in methods},
-            trainings={k: v for k, v in self.trainings.items()
-                       if k[1] in SEEDS and k[0] in methods},
-        )  # fmt: skip
+            evaluations=own(self.evaluations),
+            trainings=own(self.trainings),
+            missing=self.missing - self.added_missing,  # the protocol's jobs are not its own
+        )
 
     def beside_results(self, variant: str, method: str) -> dict[int, Result]:
         """Seed -> the ``variant`` evaluation of ``method``'s final checkpoint."""

@@ -5,8 +5,9 @@ covariance splits between bunching and the rest, how closely the authors' comput
 spread across images, the estimator against its trace, the nuisance readout per parameter, which
 seed carries a line's spread, the sweep's epochs at the limit and the hours a seed costs.
 
-All of it is exploratory: 95% intervals, uncorrected, over the first study's seeds (what the page
-reads now) and, where more seeds have records, over every seed beside them.
+All of it is exploratory: 95% intervals, uncorrected, over the first study's seeds and methods
+(what the page reads now) and, where more have records (new seeds, the relative penalty), over
+every seed and method beside them.
 
 The records' ``ratio`` is the trace of the covariance under θ over the spread across images (the
 conditional variance is a random-projection estimate of that trace), so it is printed as
@@ -129,7 +130,8 @@ def largest_share(half: Half) -> list[str]:
 
 def at_the_limit(half: Half) -> list[str]:
     """The share of steps at which the penalty sat at the limit: each λ of the sweep (seed 0),
-    epoch by epoch, and each seed's first epoch of the methods with the paper's limit."""
+    epoch by epoch, and each seed's first epoch of the penalised methods, each with its limit
+    (the run without the paper's limit has one no step reaches)."""
     lines = []
     for method in [m.name for m in half.protocol.role("sweep")]:
         t = half.trainings.get((method, SWEEP_SEED))
@@ -143,12 +145,14 @@ def at_the_limit(half: Half) -> list[str]:
         if not runs:
             continue
         first = ", ".join(
-            f"seed {s} {held(t['epochs'][0]):.0%} (penalty {t['epochs'][0]['penalty']:.3g})"
+            f"seed {s} {held(t['epochs'][0]):.1%} (penalty {t['epochs'][0]['penalty']:.3g})"
             for s, t in runs
         )
         later = sum(held(e) > 0 for _, t in runs for e in t["epochs"][1:])
-        lines.append(f"- {described(method).label}, first epoch at the limit (its mean penalty): "
-                     f"{first}; later epochs at it: {later}")  # fmt: skip
+        limit = runs[0][1]["epochs"][0].get("gp_upper_limit")
+        limit = f" (limit {limit:g})".replace("e+0", "e") if limit is not None else ""
+        lines.append(f"- {described(method).label}{limit}, first epoch at the limit (its mean "
+                     f"penalty): {first}; later epochs at it: {later}")  # fmt: skip
     return lines
 
 
@@ -167,13 +171,14 @@ def hours_per_seed(half: Half) -> float | None:
 def quoted(halves: list[Half]) -> list[str]:
     lines = ["## Numbers docs/invariance.md quotes", "",
              "*Exploratory*: 95% intervals, uncorrected (study/quoted.py); over the first "
-             "study's seeds, and over every seed with records where there are more.",
+             "study's seeds and methods, and over every seed and method with records where "
+             "there are more.",
              ""]  # fmt: skip
     for every in halves:
         first = every.first_study()
-        blocks = [(first, "the first study's seeds")]
-        if len(every.evaluations) > len(first.evaluations):
-            blocks.append((every, "every seed with records"))
+        blocks = [(first, "the first study's seeds and methods")]
+        if len(every.evaluations) > len(first.evaluations):  # new seeds, or the relative penalty
+            blocks.append((every, "every seed and method with records"))
         for half, which in blocks:
             lines += [f"### {half.dataset}, {which}", "", *numbers(half), ""]
     return lines

@@ -135,6 +135,19 @@ def machine() -> dict[str, Any]:
     }
 
 
+KIND = ("cpu", "avx512", "amx", "cores", "torch")  # what a record's machine says of the sums
+
+
+def in_words(computer: dict[str, Any]) -> str:
+    """A record's machine in words: the CPU model and whether it has AVX-512, which change the
+    order in which floats are summed, then the threads and torch."""
+    words = [f"{computer.get('cpu')} {'with' if computer.get('avx512') else 'without'} AVX-512"]
+    words += ["with AMX"] if computer.get("amx") else []
+    words += [f"{computer['cores']} threads"] if computer.get("cores") else []
+    words += [f"torch {computer['torch']}"] if computer.get("torch") else []
+    return ", ".join(words)
+
+
 def git_commit() -> str | None:
     """The commit that ran, marked "+changes" when the working tree's code differs from it.
     The study's own outputs do not count: a record the runner rewrote, or a report not yet

@@ -27,10 +27,12 @@ from typing import Any
 
 from study.plan import Job
 from study.records import (
+    KIND,
     REPO,
     TIMING,
     command_line,
     git_commit,
+    in_words,
     last_json,
     machine,
     now,
@@ -127,19 +129,6 @@ def retrain(training: Job, out: Path, missing: Path) -> None:
             os.replace(path, out / path.name)
     shutil.rmtree(scratch)
     print(said, flush=True)
-
-
-KIND = ("cpu", "avx512", "amx", "cores", "torch")  # what a record's machine says of the sums
-
-
-def in_words(computer: dict[str, Any]) -> str:
-    """A record's machine in words: the CPU model and whether it has AVX-512, which change the
-    order in which floats are summed, then the threads and torch."""
-    words = [f"{computer.get('cpu')} {'with' if computer.get('avx512') else 'without'} AVX-512"]
-    words += ["with AMX"] if computer.get("amx") else []
-    words += [f"{computer['cores']} threads"] if computer.get("cores") else []
-    words += [f"torch {computer['torch']}"] if computer.get("torch") else []
-    return ", ".join(words)
 
 
 @functools.cache

@@ -48,16 +48,17 @@ def stopped(job: Job) -> str | None:
     return record.get("stopped") if record else None
 
 
-def run_sweep(jobs: list[Job], out: Path) -> None:
+def run_sweep(jobs: list[Job], out: Path, retrain_anywhere: bool = False) -> None:
     """Run every job of ``jobs`` not done, in order; a run that training stops is recorded as
-    stopped (its evaluation is then not run), any other failure stops the sweep."""
+    stopped (its evaluation is then not run), any other failure stops the sweep. A job whose run
+    must be retrained on another kind of machine is deferred unless ``retrain_anywhere``."""
     ensure_writable(out, "--out")
     for number, job in enumerate(jobs, start=1):
         if job.done or (job.training is not None and stopped(job.training)):
             continue
-        if (kind := elsewhere(job)) is not None:  # as the study's runs: see study/runner.py
-            print(f"deferred: {job.name}: its run was recorded on {kind}; run the sweep there",
-                  flush=True)  # fmt: skip
+        if not retrain_anywhere and (kind := elsewhere(job)) is not None:  # see study/runner.py
+            print(f"deferred: {job.name}: its run was recorded on {kind}; run the sweep there, "
+                  "or give --retrain-anywhere to make it a new run here", flush=True)  # fmt: skip
             continue
         print(f"[{number}/{len(jobs)}] {job.name}: {command_line(job.command)}", flush=True)
         try:

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections import Counter
 
 from study.claims import authors, claims, score, variance, variances
 from study.half import Half
 from study.protocol import SWEEP_SEED, described
+from study.records import in_words
 from study.stats import ALPHA, fmt, paired, plain, seeds
 
 
@@ -65,6 +67,11 @@ def invariance_table(half: Half) -> list[str]:
     return lines
 
 
+def metric(half: Half) -> str:
+    """The probe's number, as a column or an axis names it."""
+    return "test MSE" if half.lower_is_better else "test accuracy (%)"
+
+
 def held(epoch: dict) -> float:
     """The share of an epoch's penalised steps at the limit (0 where the record has none)."""
     return epoch.get("clamp_fraction") or 0.0
@@ -105,9 +112,8 @@ def sweep_final(half: Half) -> list[str]:
     """Seed 0's final checkpoint at each λ: the probe, the measures of invariance, and what
     training ended with (the penalty and NT-Xent of the last epoch, the first epoch's share of
     steps at the limit)."""
-    metric = "test MSE" if half.lower_is_better else "test accuracy (%)"
     lines = [
-        f"| λ | {metric} | cond. var. θ | across images θ | ratio (trace / across) | "
+        f"| λ | {metric(half)} | cond. var. θ | across images θ | ratio (trace / across) | "
         "authors' trace | epoch 1 at the limit | penalty, last epoch | NT-Xent, last epoch |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
@@ -164,10 +170,10 @@ def against_random(half: Half) -> list[str]:
 
 
 def machines(halves: list[Half]) -> str:
-    seen = {
-        (t["machine"]["cpu"], t["machine"]["cores"]) for h in halves for t in h.trainings.values()
-    }
-    return "; ".join(f"{cpu} ({cores} threads)" for cpu, cores in sorted(seen)) or "–"
+    """Each kind of machine the training records name (study/records.py's KIND: what orders the
+    float sums), with how many runs it trained."""
+    kinds = Counter(in_words(t["machine"]) for h in halves for t in h.trainings.values())
+    return "; ".join(f"{kind} ({n} training runs)" for kind, n in sorted(kinds.items())) or "–"
 
 
 def against_exact(half: Half, method: str, name: str, base: str = "exact") -> list[str]:

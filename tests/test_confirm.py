@@ -14,7 +14,7 @@ import pytest
 from scipy import stats as scipy_stats
 
 from augmentation.spirograph import DATA_PARAMS
-from study import confirm, stats
+from study import confirm, quoted, stats
 from study.design import PROTOCOL_FILE, Line, load
 from study.half import Half
 from study.plan import confirmatory_plan, study_plan
@@ -90,7 +90,15 @@ def test_the_seeds_the_paper_s_gain_needs_are_costed_at_one_seed_s_training_hour
     assert f"(sd {sd:.3g} over 5 seeds): {needed} (with 50% power: " in sentence
     low, high = map(int, re.search(r"a factor of [\d.]+: (\d+) to (\d+)\.", sentence).groups())
     hours = f"{needed * 2.5:.0f} h ({low * 2.5:.0f} to {high * 2.5:.0f} h)."
-    assert sentence.endswith(f"At 2.50 h of training a seed (study/quoted.py): {hours}")
+    assert sentence.endswith(
+        f"At 2.50 h of training a seed (each method's median training wall time over its "
+        f"records): {hours}"
+    )
+    # The spread's own 95% interval: sd · sqrt(4 / χ²₄) at the upper and lower 2.5% points.
+    for q, n in ((0.975, low), (0.025, high)):
+        assert n == stats.seeds_needed(
+            sd * math.sqrt(4 / scipy_stats.chi2.ppf(q, 4)), 0.3, 0.95, 0.80
+        )
     assert seeds_for_the_paper(Half("spirograph", {}, trainings, 0), [outcome]) == []
 
 
@@ -147,10 +155,10 @@ def test_the_committed_protocol_reads_and_a_broken_one_is_refused_named(tmp_path
             load(METHODS, path)
 
 
-def made_up_half(dataset: str = "spirograph") -> Half:
+def made_up_half(dataset: str = "spirograph", averaged: int = 7) -> Half:
     """InvCLR's conditional variance below SimCLR's on every seed; the probe noise of both
     signs; the relative penalty's spread at SimCLR's and its ratio below it; averaged probes
-    for seeds 0-6 only."""
+    for the first ``averaged`` seeds only."""
     evaluations, beside = {}, {}
     for seed in range(10):
         noise = [0.3, -0.4, 0.2, -0.1, 0.05, -0.2, 0.1, 0.4, -0.3, 0.0][seed] * 1e-3
@@ -167,7 +175,7 @@ def made_up_half(dataset: str = "spirograph") -> Half:
             }
             evaluations[(method, seed, 20)] = {"mse": mse, "conditional_variance": {"theta": theta},
                                                "authors_variance": {"trace": across}}  # fmt: skip
-            if seed < 7:
+            if seed < averaged:
                 beside[("averaged", method, seed)] = {"mse": mse / 3 - (method == "invclr") * 1e-3}
     return Half(dataset, evaluations, {}, 0, beside, {})
 
@@ -209,6 +217,17 @@ def test_each_family_is_tested_as_the_protocol_says():
     new = confirm.judge(half, design, design.family("new seeds alone"))
     assert [o.difference.n for o in new] == [5, 5, 2]  # seeds 5-9; averaged on 5 and 6 only
     assert all(o.level == 0.95 for o in new)  # uncorrected
+
+
+def test_a_family_with_every_seed_it_names_prints_its_words_unmarked():
+    design, half = load(METHODS)["spirograph"], made_up_half(averaged=10)
+    primary = confirm.judge(half, design, design.family("primary"))
+    assert all(o.final for o in primary)
+    assert [confirm.said(o) for o in primary] == [
+        "supports",
+        f"cannot tell (detectable ±{primary[1].detectable:.3g})",
+        "supports",
+    ]
 
 
 def test_the_protocol_adds_its_jobs_and_leaves_the_first_study_s_alone():
@@ -285,10 +304,25 @@ def test_a_line_without_spread_over_seeds_gets_no_word_as_it_cannot_pass_holm():
     assert line.p == 1.0 and line.word == "cannot tell"
 
 
-def test_the_first_study_s_tables_keep_its_own_seeds():
+def test_the_first_study_s_tables_keep_its_own_seeds_and_methods():
     half = made_up_half()
-    assert {s for (_, s, _) in half.first_study().evaluations} == {0, 1, 2, 3, 4}
+    first = half.first_study()
+    assert {s for (_, s, _) in first.evaluations} == {0, 1, 2, 3, 4}
+    assert {m for (m, _, _) in first.evaluations} == {"simclr", "invclr"}  # not the relative one
     assert {s for (_, s, _) in half.evaluations} == set(range(10))
+
+
+def test_the_fall_of_the_trace_splits_between_the_spread_and_the_ratio_in_logs():
+    # InvCLR: the trace ×1/4 and the spread ×0.08 of SimCLR's, every seed, so of log(1/4) the
+    # spread's log(0.08) is 182% and the ratio's log(3.125) is −82%.
+    lines = quoted.ratios(made_up_half().first_study(), "invclr", "simclr")
+    share = math.log(0.04 / 0.5) / math.log(0.25)
+    assert lines[-1] == (
+        "- InvCLR / SimCLR: of the log of the trace's ratio θ, the spread across images accounts "
+        f"for {share:.0%} and the ratio (trace / across) for {1 - share:.0%}"
+    )
+    assert f"{share:.0%}" == "182%"
+    assert lines[2].startswith("- InvCLR / SimCLR, across images θ: ×0.08 [0.08, 0.08], lower on 5")
 
 
 def test_the_pin_names_the_commit_that_fixed_this_very_protocol():

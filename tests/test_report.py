@@ -26,6 +26,7 @@ from study.plan import plan
 from study.protocol import PROTOCOLS
 from study.records import RecordError, command_line
 from study.tables import epoch_seconds
+from utils.cli import UsageError
 
 
 def made_up(dataset: str, method: str, seed: int, suite: bool) -> dict:
@@ -240,15 +241,27 @@ def test_the_quoted_numbers_and_seed_0_s_row_per_weight_follow_the_records(table
     spirograph = text[text.index("### spirograph, the first study's seeds") :]
     spirograph = spirograph[: spirograph.index("### cifar10")]
     assert "- λ = 1e-3, seed 0, steps at the limit: epoch 1 25.0%, epoch 2 12.5%\n" in spirograph
-    assert ("- InvCLR, first epoch at the limit (its mean penalty): seed 0 25% (penalty 30), "
-            "seed 1 25% (penalty 30), seed 2 25% (penalty 30), seed 3 50% (penalty 300), "
-            "seed 4 25% (penalty 30); later epochs at it: 1\n") in spirograph  # fmt: skip
+    assert ("- InvCLR (limit 1000), first epoch at the limit (its mean penalty): "
+            "seed 0 25.0% (penalty 30), seed 1 25.0% (penalty 30), seed 2 25.0% (penalty 30), "
+            "seed 3 50.0% (penalty 300), seed 4 25.0% (penalty 30); "
+            "later epochs at it: 1\n") in spirograph  # fmt: skip
     assert (
         "- nuisance MSE / baseline per parameter, SimCLR (3 seeds): a 0.20–0.40, b 0.50–0.50\n"
         in spirograph
     )
     assert "trained: 1.50 h" in spirograph  # medians: 0.5 h of SimCLR, 1 h of InvCLR
     assert "| 1e-3 | 0.0123 | 0.01 | 0.3 | 0.0333 | 0.31 | 25% | 7.5 | 1 |" in text
+
+
+def test_an_option_the_command_does_not_read_is_refused_not_ignored():
+    refused = {
+        ("figures", "--seeds", "5"): "--seeds is read by plan, run only",
+        ("sweep", "--readme", "X.md"): "--readme is read by report only",
+        ("report", "--retrain-anywhere"): "--retrain-anywhere is read by plan, run, sweep only",
+    }
+    for argv, said in refused.items():
+        with pytest.raises(UsageError, match=said):
+            main(get_args_parser().parse_args(list(argv)))
 
 
 def test_holm_steps_down_and_shows_each_interval_at_its_tested_level():
@@ -290,8 +303,8 @@ def test_every_figure_is_drawn_from_the_records(tables, tmp_path):
         content = json.loads(path.read_text())  # --componentwise: each target's MSE
         content["result"] |= {"mse_m": 0.01, "mse_b": 0.02, "mse_sigma": 0.03, "mse_rfore": 0.04}
         path.write_text(json.dumps(content))
-    argv[0] = "figures"
-    main(get_args_parser().parse_args(argv))
+    at = argv.index("--readme")  # the report's alone: figures refuse it
+    main(get_args_parser().parse_args(["figures", *argv[1:at], *argv[at + 2 :]]))
     drawn = sorted(p.name for p in (docs / "figures").glob("*.png"))
     assert drawn == [
         "averaging-cifar10.png", "averaging-spirograph.png", "bunching-cifar10.png",
@@ -381,29 +394,30 @@ def test_the_committed_records_give_the_committed_report_byte_for_byte(tmp_path)
 QUOTED = re.compile(r"(?<![\w.])[−+-]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:e[−+-]?\d+)?%?")
 
 
-def magnitude(text: str) -> Decimal:
-    return abs(Decimal(text.replace("−", "-").replace(",", "").rstrip("%")))
+def value(text: str) -> Decimal:
+    return Decimal(text.replace("−", "-").replace(",", "").rstrip("%"))
 
 
 def test_every_number_docs_invariance_quotes_is_one_a_command_prints():
     """docs/invariance.md quotes numbers that `python3 -m study report` prints (docs/results.md,
     docs/relative-sweep.md) or section 7's record holds: each number with a decimal part or a
-    percent there must be some printed number rounded to the digits it shows (a percent may be a
-    printed fraction). A net, not a proof (a wrong number may round to some other printed one);
-    it catches a number typed by hand and a quote left behind when the records move."""
+    percent there must be some printed number, its sign kept, rounded to the digits it shows (a
+    percent may be a printed fraction). A net, not a proof (a wrong number may round to some
+    other printed one): it catches a number typed by hand and a quote left behind when the
+    records move."""
     repo = Path(__file__).resolve().parent.parent
     printed = set()
     for name in ("results.md", "relative-sweep.md", "results/spirograph-invariance-study.json"):
         for text in QUOTED.findall((repo / "docs" / name).read_text()):
-            printed |= {magnitude(text), magnitude(text) * 100}
+            printed |= {value(text), value(text) * 100}
 
     def is_printed(quote: str) -> bool:
-        value = magnitude(quote)
-        step = Decimal(1).scaleb(value.as_tuple().exponent)
+        quoted = value(quote)
+        step = Decimal(1).scaleb(quoted.as_tuple().exponent)
         return any(
-            p.quantize(step, rounding=rounding) == value
+            p.quantize(step, rounding=rounding) == quoted
             for p in printed
-            if abs(p.adjusted() - value.adjusted()) <= 1
+            if abs(p.adjusted() - quoted.adjusted()) <= 1
             for rounding in (ROUND_HALF_EVEN, ROUND_HALF_UP)
         )
 
@@ -419,9 +433,10 @@ def test_a_truncated_record_stops_the_report_and_the_figures_before_they_write(t
     written = readme.read_bytes(), (docs / "results.md").read_bytes()
     path = tmp_path / "rec" / "cifar10" / "cifar10-invclr-seed3-epoch010.json"
     path.write_bytes(path.read_bytes()[:100])
-    for command in ("report", "figures"):
+    at = argv.index("--readme")
+    for command in (argv, ["figures", *argv[1:at], *argv[at + 2 :]]):
         with pytest.raises(RecordError, match="cifar10-invclr-seed3-epoch010.json is not JSON"):
-            main(get_args_parser().parse_args([command, *argv[1:]]))
+            main(get_args_parser().parse_args(command))
     assert (readme.read_bytes(), (docs / "results.md").read_bytes()) == written
     assert not (docs / "figures").exists()
     # From the shell: one line naming the file, exit status 2, no traceback.

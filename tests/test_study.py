@@ -5,6 +5,7 @@ is gone retrained from its record."""
 import dataclasses
 import json
 import shutil
+from types import SimpleNamespace
 
 import pytest
 from inprocess import run_logged
@@ -12,9 +13,9 @@ from inprocess import run_logged
 import study.plan
 import study.runner
 from study.__main__ import get_args_parser, main
-from study.plan import plan
+from study.plan import Job, plan
 from study.protocol import PROTOCOLS
-from study.records import RecordError
+from study.records import KIND, RecordError, in_words
 from utils.checkpoint import CheckpointError
 from utils.cli import UsageError
 
@@ -201,6 +202,26 @@ def test_a_checkpoint_that_is_gone_is_retrained_and_kept_only_where_it_is_the_sa
     for name in ("spirograph-simclr-seed1-epoch005.json", "spirograph-random-seed1.json"):
         assert json.loads((folder / name).read_text())["trained"] == new["date"]
     assert not list(out.glob(".retrain-*"))  # the scratch folder is gone
+
+
+def test_a_run_is_retrained_here_only_where_every_part_of_the_machine_s_kind_is_the_same(
+    tmp_path, monkeypatch
+):
+    kind = {"cpu": "AMD EPYC", "avx512": True, "amx": False, "cores": 2, "torch": "2.14.1"}
+    monkeypatch.setattr(study.runner, "here", lambda: tuple(kind[k] for k in KIND))
+    recorded = {}
+    training = SimpleNamespace(done=True, read=lambda: {"machine": recorded})
+    job = Job("e", "spirograph", "simclr", 0, tmp_path / "e.json", [], (), 20,
+              tmp_path / "gone.pth", training)  # fmt: skip
+    recorded |= kind | {"python": "3.12"}  # what does not order the sums does not count
+    assert study.runner.elsewhere(job) is None
+    for key, other in (("cpu", "Intel Xeon"), ("avx512", False), ("amx", True), ("cores", 4),
+                       ("torch", "2.15.0")):  # fmt: skip
+        recorded |= kind | {key: other}
+        assert study.runner.elsewhere(job) == in_words(recorded), key
+    assert in_words(recorded) == "AMD EPYC with AVX-512, 2 threads, torch 2.15.0"
+    (tmp_path / "gone.pth").write_bytes(b"")  # the checkpoint is there: nothing to retrain
+    assert study.runner.elsewhere(job) is None
 
 
 def test_a_damaged_record_is_named_and_stops_every_command_before_it_writes(tiny):
