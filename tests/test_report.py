@@ -398,13 +398,13 @@ def value(text: str) -> Decimal:
     return Decimal(text.replace("−", "-").replace(",", "").rstrip("%"))
 
 
-def test_every_number_docs_invariance_quotes_is_one_a_command_prints():
-    """docs/invariance.md quotes numbers that `python3 -m study report` prints (docs/results.md,
-    docs/relative-sweep.md) or section 7's record holds: each number with a decimal part or a
-    percent there must be some printed number, its sign kept, rounded to the digits it shows (a
-    percent may be a printed fraction). A net, not a proof (a wrong number may round to some
-    other printed one): it catches a number typed by hand and a quote left behind when the
-    records move."""
+def test_every_number_the_notes_quote_is_one_a_command_prints():
+    """docs/invariance.md and the README's paragraph on the first study quote numbers that
+    `python3 -m study report` prints (docs/results.md, docs/relative-sweep.md) or section 7's
+    record holds: each number with a decimal part or a percent there must be some printed
+    number, its sign kept, rounded to the digits it shows (a percent may be a printed
+    fraction). A net, not a proof (a wrong number may round to some other printed one): it
+    catches a number typed by hand and a quote left behind when the records move."""
     repo = Path(__file__).resolve().parent.parent
     printed = set()
     for name in ("results.md", "relative-sweep.md", "results/spirograph-invariance-study.json"):
@@ -421,8 +421,10 @@ def test_every_number_docs_invariance_quotes_is_one_a_command_prints():
             for rounding in (ROUND_HALF_EVEN, ROUND_HALF_UP)
         )
 
-    quotes = {q for q in QUOTED.findall((repo / "docs/invariance.md").read_text())
-              if "." in q or q.endswith("%")}  # fmt: skip
+    readme = (repo / "README.md").read_text()
+    said = readme[readme.index("**What the first study said**") :]  # the README's paragraph
+    notes = (repo / "docs/invariance.md").read_text() + said[: said.index("\n\n")]
+    quotes = {q for q in QUOTED.findall(notes) if "." in q or q.endswith("%")}
     assert len(quotes) > 100  # the pattern still reads the notes
     assert sorted(q for q in quotes if not is_printed(q)) == []
 
