@@ -296,11 +296,9 @@ def readme_section(halves: list[Half], missing: int) -> str:
 
 
 def results_md(halves: list[Half]) -> str:
-    confirmatory, numbers = (
-        confirmatory_results(halves),
-        quoted(halves),
-    )  # before first_study: it picks its own seeds
-    trained_on = machines(halves)  # every record's, the confirmatory study's too
+    # Over every record, before first_study narrows the halves (quoted picks its own blocks).
+    confirmatory, numbers = confirmatory_results(halves), quoted(halves)
+    trained_on = machines(halves)
     halves = [h.first_study() for h in halves]  # the rest is the first study's, on its seeds
     lines = [
         "# The small-compute study: records, tables and verdicts",
